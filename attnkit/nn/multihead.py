@@ -1,0 +1,151 @@
+"""Multi-head attention (Vaswani et al. 2017, §3.2.2) with a key/value cache for decoding.
+
+MultiHead(Q, K, V) = Concat(head_1, ..., head_H) W_O,  head_i = Attention(Q W_Q^i, K W_K^i, V W_V^i)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.nn.attention import scaled_dot_product_attention
+from attnkit.nn.positional import RotaryEmbedding
+
+
+class KVCache:
+    """Keys and values one attention layer has computed so far, kept across decoding steps.
+
+    Self-attention appends the new step's keys and values; cross-attention stores the projected
+    encoder output once and reuses it at every step. Tensors are (B, H, S, Dh).
+    """
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """Number of positions S held."""
+        return 0 if self.k is None else self.k.size(-2)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add k, v (B, H, T, Dh) after what is held; return all keys and values (B, H, S + T, Dh)."""
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k = torch.cat([self.k, k], dim=-2)
+            self.v = torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (N,) in that order, e.g. the surviving hypotheses of a beam search."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-, cross- or causal attention over H heads of width d_model / H.
+
+    Args:
+        d_model: width D of the queries and of the output.
+        n_heads: number of heads H; must divide d_model.
+        dropout: dropout on the attention weights, in training only.
+        bias: whether the four projections have biases.
+        kv_dim: width of the context that keys and values are computed from (default d_model).
+        rope: rotary embedding applied to queries and keys of self-attention.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kv_dim: int | None = None,
+        rope: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}")
+        kv_dim = d_model if kv_dim is None else kv_dim
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(kv_dim, d_model, bias=bias)
+        self.v_proj = nn.Linear(kv_dim, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rope = rope
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.xavier_uniform_(proj.weight)
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            if proj.bias is not None:
+                nn.init.zeros_(proj.bias)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+        return_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attend from x to itself (context=None) or to `context`.
+
+        Args:
+            x: queries' input (B, T, D).
+            context: keys' and values' input (B, S, kv_dim) for cross-attention.
+            mask: bool, broadcastable to (B, H, T, S), True = may attend; with a cache, S counts the
+                cached positions too.
+            causal: each position attends to itself and earlier ones only.
+            cache: self-attention appends this call's keys and values to it (x holds only the new
+                positions, which come right after the cached ones); cross-attention fills it from
+                `context` on the first call and reuses it afterwards, ignoring `context`.
+            return_weights: also return the weights (B, H, T, S) (takes the reference path).
+
+        Returns:
+            (B, T, D), or (output, weights) when `return_weights`.
+        """
+        batch, q_len, _ = x.shape
+        q = self._split_heads(self.q_proj(x))  # (B, H, T, Dh)
+        if context is None:
+            offset = 0 if cache is None else cache.length
+            k = self._split_heads(self.k_proj(x))  # (B, H, T, Dh)
+            v = self._split_heads(self.v_proj(x))
+            if self.rope is not None:
+                q, k = self.rope(q, offset), self.rope(k, offset)
+            if cache is not None:
+                k, v = cache.append(k, v)  # (B, H, offset + T, Dh)
+        else:
+            if self.rope is not None:
+                raise ValueError("rotary embeddings apply to self-attention only; call without context")
+            if cache is not None and cache.length:
+                k, v = cache.k, cache.v
+            else:
+                k = self._split_heads(self.k_proj(context))  # (B, H, S, Dh)
+                v = self._split_heads(self.v_proj(context))
+                if cache is not None:
+                    cache.append(k, v)
+        result = scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            mask,
+            causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            return_weights=return_weights,
+        )
+        out, weights = result if return_weights else (result, None)
+        out = out.transpose(1, 2).reshape(batch, q_len, self.d_model)  # (B, T, D)
+        out = self.out_proj(out)
+        return (out, weights) if return_weights else out
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
