@@ -90,11 +90,13 @@ class DecoderCache:
 
     self_attn: list[KVCache]
     cross_attn: list[KVCache]
+    # Counted here, not read off a layer's cache, so that it holds for a decoder with no layers too.
+    decoded: int = 0
 
     @property
     def length(self) -> int:
         """Target positions decoded so far."""
-        return self.self_attn[0].length if self.self_attn else 0
+        return self.decoded
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` (N,) in that order (beam search)."""
@@ -166,6 +168,8 @@ class Decoder(nn.Module):
             )
         if self.final_norm is not None:
             x = self.final_norm(x, None if keep is None else keep[:, -x.size(1) :])
+        if cache is not None:
+            cache.decoded += x.size(1)
         return x
 
     def new_cache(self) -> DecoderCache:

@@ -1,0 +1,222 @@
+"""MultiHeadAttention against torch.nn.MultiheadAttention with copied weights, and its KV cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from attnkit.nn import KVCache, MultiHeadAttention, RotaryEmbedding
+from tests.nn.helpers import copy_mha, perturb_
+
+D_MODEL, N_HEADS = 16, 4
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def _pair(kv_dim: int | None = None) -> tuple[MultiHeadAttention, nn.MultiheadAttention]:
+    """attnkit's and torch's attention with the same (perturbed, so biases are non-zero) weights."""
+    theirs = nn.MultiheadAttention(D_MODEL, N_HEADS, batch_first=True, kdim=kv_dim, vdim=kv_dim)
+    perturb_(theirs)
+    ours = MultiHeadAttention(D_MODEL, N_HEADS, kv_dim=kv_dim)
+    copy_mha(theirs, ours)
+    return ours, theirs
+
+
+def _keep(lengths: list[int], width: int) -> torch.Tensor:
+    return torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]  # (B, S)
+
+
+# name: (T, S or None for self-attention, kv_dim, key lengths or None, causal)
+CASES = {
+    "self": (5, None, None, None, False),
+    "self_padding": (5, None, None, [5, 3], False),
+    "causal": (5, None, None, None, True),
+    "causal_padding": (5, None, None, [5, 2], True),
+    "cross": (3, 6, None, None, False),
+    "cross_kv_dim": (3, 6, 12, None, False),
+    "cross_kv_dim_padding": (3, 6, 12, [6, 2], False),
+    "cross_causal_bottom_right": (3, 6, 12, [6, 5], True),
+}
+
+
+def _run_case(case, return_weights: bool):
+    q_len, k_len, kv_dim, lengths, causal = case
+    ours, theirs = _pair(kv_dim)
+    x = torch.randn(2, q_len, D_MODEL, requires_grad=True)
+    context = None if k_len is None else torch.randn(2, k_len, kv_dim or D_MODEL, requires_grad=True)
+    keys_from = x if context is None else context
+    k_len = keys_from.size(1)
+    keep = None if lengths is None else _keep(lengths, k_len)
+
+    mask = None if keep is None else keep[:, None, None, :]
+    result = ours(x, context, mask=mask, causal=causal, return_weights=return_weights)
+    out, weights = result if return_weights else (result, None)
+
+    # torch's bool masks mean "blocked": the inverse of ours. Its causal mask is built here by hand
+    # with queries at the last T positions.
+    blocked = None
+    if causal:
+        blocked = torch.arange(k_len)[None, :] > torch.arange(q_len)[:, None] + (k_len - q_len)  # (T, S)
+    expected, expected_weights = theirs(
+        x,
+        keys_from,
+        keys_from,
+        key_padding_mask=None if keep is None else ~keep,
+        attn_mask=blocked,
+        need_weights=return_weights,
+        average_attn_weights=False,
+    )
+    return x, context, out, weights, expected, expected_weights
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_matches_torch_multihead_attention(case):
+    torch.manual_seed(0)
+    x, context, out, _, expected, _ = _run_case(case, return_weights=False)
+    assert out.shape == expected.shape
+    assert_close(out, expected, **TOL)
+
+    grad_out = torch.randn_like(out)
+    inputs = (x,) if context is None else (x, context)
+    grads = torch.autograd.grad((out * grad_out).sum(), inputs)
+    expected_grads = torch.autograd.grad((expected * grad_out).sum(), inputs)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert_close(grad, expected_grad, **TOL)
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_weights_match_torch_per_head_weights(case):
+    torch.manual_seed(1)
+    _, _, out, weights, expected, expected_weights = _run_case(case, return_weights=True)
+    assert weights.shape == expected_weights.shape == (2, N_HEADS, out.size(1), expected_weights.size(-1))
+    assert_close(weights, expected_weights, **TOL)
+    assert_close(out, expected, **TOL)
+
+
+def test_fully_padded_context_gives_bias_not_nan():
+    """A sequence whose keys are all padding: torch may give NaN there, so compare the other one only."""
+    torch.manual_seed(2)
+    ours, theirs = _pair(12)
+    x, context = torch.randn(2, 3, D_MODEL), torch.randn(2, 4, 12)
+    keep = _keep([4, 0], 4)
+    out = ours(x, context, mask=keep[:, None, None, :])
+    expected, _ = theirs(x, context, context, key_padding_mask=~keep, need_weights=False)
+    assert_close(out[0], expected[0], **TOL)
+    assert torch.isfinite(out).all()
+    # Attention contributes zeros, so what is left is the output projection's bias.
+    assert_close(out[1], ours.out_proj.bias.detach().expand(3, D_MODEL), **TOL)
+
+
+def test_n_heads_must_divide_d_model():
+    with pytest.raises(ValueError, match="divide"):
+        MultiHeadAttention(10, 4)
+
+
+# ---------------------------------------------------------------- KV cache
+
+
+@pytest.mark.parametrize("chunks", [[1] * 7, [2, 3, 2], [3, 1, 3]], ids=["steps", "chunks_232", "chunks_313"])
+@pytest.mark.parametrize("left_padding", [False, True])
+def test_causal_cache_matches_full_forward(chunks, left_padding):
+    torch.manual_seed(3)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS)
+    perturb_(mha)
+    x = torch.randn(2, sum(chunks), D_MODEL)
+    keep = None
+    if left_padding:  # the first keys of sequence 1 are padding; its first query rows see nothing
+        keep = torch.ones(2, x.size(1), dtype=torch.bool)
+        keep[1, :2] = False
+    full = mha(x, mask=None if keep is None else keep[:, None, None, :], causal=True)
+
+    cache, outs, start = KVCache(), [], 0
+    for size in chunks:
+        end = start + size
+        mask = None if keep is None else keep[:, None, None, :end]
+        outs.append(mha(x[:, start:end], mask=mask, causal=True, cache=cache))
+        assert cache.length == end
+        start = end
+    assert_close(torch.cat(outs, dim=1), full, **TOL)
+
+
+def test_cross_attention_cache_projects_context_once():
+    torch.manual_seed(4)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS, kv_dim=12)
+    perturb_(mha)
+    x, context = torch.randn(2, 4, D_MODEL), torch.randn(2, 6, 12)
+    keep = _keep([6, 3], 6)
+    mask = keep[:, None, None, :]
+    calls = []
+    mha.k_proj.register_forward_hook(lambda *_: calls.append("k"))
+    mha.v_proj.register_forward_hook(lambda *_: calls.append("v"))
+
+    cache = KVCache()
+    first = mha(x[:, :1], context, mask=mask, cache=cache)
+    assert cache.length == 6
+    assert calls == ["k", "v"]
+    assert_close(first, mha(x[:, :1], context, mask=mask), **TOL)
+
+    other_context = torch.randn(2, 6, 12)
+    for t in range(1, 4):
+        calls.clear()
+        step = mha(x[:, t : t + 1], other_context, mask=mask, cache=cache)
+        assert calls == []  # the cached keys and values were reused, not recomputed
+        assert cache.length == 6
+        assert_close(step, mha(x[:, t : t + 1], context, mask=mask), **TOL)
+        # ...and the other context would have given a different answer.
+        assert not torch.allclose(step, mha(x[:, t : t + 1], other_context, mask=mask), atol=1e-3)
+
+
+def test_kv_cache_append_and_reorder():
+    torch.manual_seed(5)
+    cache = KVCache()
+    assert cache.length == 0
+    cache.reorder(torch.tensor([0]))  # empty: nothing to do, no error
+    k1, v1 = torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4)
+    k2, v2 = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+    cache.append(k1, v1)
+    all_k, all_v = cache.append(k2, v2)
+    assert cache.length == 3
+    assert torch.equal(all_k, torch.cat([k1, k2], dim=2))
+    assert torch.equal(all_v, torch.cat([v1, v2], dim=2))
+
+    full_k, full_v = torch.cat([k1, k2], dim=2), torch.cat([v1, v2], dim=2)
+    index = torch.tensor([2, 0, 0])  # as a beam search does: drop row 1, duplicate row 0
+    cache.reorder(index)
+    assert torch.equal(cache.k, full_k[index])
+    assert torch.equal(cache.v, full_v[index])
+    cache.reorder(torch.tensor([1]))  # row 1 of the reordered cache is original row 0
+    assert cache.length == 3
+    assert torch.equal(cache.k, full_k[:1])
+    assert torch.equal(cache.v, full_v[:1])
+
+
+# ---------------------------------------------------------------- rotary embeddings
+
+
+@pytest.mark.parametrize("chunks", [[1] * 6, [2, 3, 1]], ids=["steps", "chunks"])
+def test_rope_cache_matches_full_forward(chunks):
+    torch.manual_seed(6)
+    rope = RotaryEmbedding(D_MODEL // N_HEADS, max_len=16)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS, rope=rope)
+    perturb_(mha)
+    x = torch.randn(2, sum(chunks), D_MODEL)
+    full = mha(x, causal=True)
+
+    # The rotation really is applied: the same weights without it give something else.
+    plain = MultiHeadAttention(D_MODEL, N_HEADS)
+    plain.load_state_dict(mha.state_dict())
+    assert not torch.allclose(plain(x, causal=True), full, atol=1e-3)
+
+    cache, outs, start = KVCache(), [], 0
+    for size in chunks:
+        outs.append(mha(x[:, start : start + size], causal=True, cache=cache))
+        start += size
+    assert_close(torch.cat(outs, dim=1), full, **TOL)
+
+
+def test_rope_with_context_raises():
+    torch.manual_seed(7)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS, rope=RotaryEmbedding(D_MODEL // N_HEADS, max_len=8))
+    with pytest.raises(ValueError, match="self-attention"):
+        mha(torch.randn(1, 2, D_MODEL), torch.randn(1, 3, D_MODEL))
