@@ -70,7 +70,9 @@ class TransformerConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TransformerConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.activation not in ("relu", "gelu", "swiglu"):
-            raise ValueError(f"TransformerConfig.activation must be relu, gelu or swiglu, got {self.activation!r}")
+            raise ValueError(
+                f"TransformerConfig.activation must be relu, gelu or swiglu, got {self.activation!r}"
+            )
         if self.norm not in ("layer", "rms", "batch"):
             raise ValueError(f"TransformerConfig.norm must be layer, rms or batch, got {self.norm!r}")
         if self.positional not in ("sinusoidal", "learned"):
