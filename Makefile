@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.attnkit-installed
+# Standard datasets: $ATTNKIT_DATA if set, else the shared folder beside the checkout when there is one.
+ATTNKIT_DATA ?= $(if $(wildcard ../shared/data/reuters21578),$(abspath ../shared/data),$(HOME)/.cache/attnkit/data)
+export ATTNKIT_DATA
+DEMO_RUN ?= runs/demo-reuters-r8
 
-.PHONY: install demo test test-slow lint bench-attention
+.PHONY: install demo demo-core test test-slow lint bench-attention
 
 install: $(STAMP)
 
@@ -15,7 +19,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The main job: train and evaluate the news classifier on Reuters-21578 R8 (a fresh run each time).
 demo: install
+	rm -rf $(DEMO_RUN)
+	$(VENV)/bin/attnkit train classify --config configs/classify/reuters_r8.yaml --out $(DEMO_RUN) --threads 2
+
+# The core at work without data: base model size, fused vs. reference attention.
+demo-core: install
 	$(VENV)/bin/attnkit demo
 
 test: install

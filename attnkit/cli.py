@@ -1,19 +1,106 @@
-"""The `attnkit` command line: parses, calls the package, prints. No model code here."""
+"""The `attnkit` command line: parses, calls the tasks, prints. No model code here.
+
+    attnkit train classify --dataset reuters_r8 --config configs/classify/reuters_r8.yaml --out runs/r8
+    attnkit evaluate RUN_DIR --data FILE
+    attnkit predict RUN_DIR "some text" [--top-k 3]
+    attnkit predict RUN_DIR --input texts.txt --output predictions.jsonl
+    attnkit demo
+
+Errors in what the user gave (a missing file, a bad option, a corrupt checkpoint) print one line
+and exit with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
+import os
 import sys
+import tempfile
+from pathlib import Path
+
+from attnkit.engine.config import TrainConfig
+from attnkit.errors import UserError
+from attnkit.options import add_options, build, check_known, load_preset
+
+
+def _train_tasks() -> dict[str, tuple[object, type, str, str]]:
+    """TASK -> (module with train() and TRAIN_DEFAULTS, options class, help, description)."""
+    from attnkit.tasks import classify, mlm
+
+    return {
+        "classify": (
+            classify,
+            classify.ClassifyOptions,
+            "text classification with a Transformer encoder",
+            "Train a TextClassifier on labelled texts (files or a standard dataset), keep the best checkpoint "
+            "by validation accuracy, and report test metrics.",
+        ),
+        "mlm": (
+            mlm,
+            mlm.MlmOptions,
+            "masked-language-model pre-training of a text encoder",
+            "Pre-train a text encoder as a masked language model on unlabelled text; start a classifier from "
+            "it with `attnkit train classify --init RUN_DIR`.",
+        ),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every `attnkit` sub-command."""
+
     parser = argparse.ArgumentParser(
         prog="attnkit",
-        description="Self-attention and the Transformer from first principles.",
+        description="Self-attention and the Transformer from first principles, put to work.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+
+    train = commands.add_parser("train", help="train a model for a task", description="Train a model.")
+    tasks = train.add_subparsers(dest="task", metavar="TASK")
+    tasks.required = True
+    for name, (_module, options_cls, help_text, description) in _train_tasks().items():
+        task = tasks.add_parser(name, help=help_text, description=description)
+        _add_common_train(task)
+        add_options(task, options_cls, "data, tokenizer and model")
+        add_options(task, TrainConfig, "training")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="metrics of a trained run on labelled data",
+        description="Evaluate a run on a labelled file; prints and writes metrics.json.",
+    )
+    evaluate.add_argument("run_dir", help="a run directory written by `attnkit train`")
+    evaluate.add_argument("--data", required=True, help="labelled file in the training data's format")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict with a trained run",
+        description="Predict the class of texts given on the command line or in a file.",
+    )
+    predict.add_argument("run_dir", help="a run directory written by `attnkit train`")
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--input", help="file of texts: one per line (.txt) or JSON lines with a 'text' field")
+    predict.add_argument("--output", help="write predictions here (.csv or .jsonl) instead of printing")
+    predict.add_argument("--top-k", type=int, default=1, help="how many classes to show per text")
+    predict.add_argument("--device", default="cpu", help="cpu or cuda")
+
+    data = commands.add_parser("data", help="datasets", description="Fetch standard datasets.")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")
+    data_commands.required = True
+    download = data_commands.add_parser(
+        "download",
+        help="fetch a standard dataset into the data directory, checking checksums",
+        description="Fetch a dataset from its official source into --data-dir (default $ATTNKIT_DATA/NAME, "
+        "else ~/.cache/attnkit/data/NAME), checking SHA-256 digests; nothing is kept from a failed download.",
+    )
+    download.add_argument("name", help="reuters21578, ag_news or thucnews_title")
+    download.add_argument("--data-dir", help="folder to put the files in")
+    download.add_argument("--mirror", help="fetch the same file names from this base URL instead")
+
     commands.add_parser(
         "demo",
         help="show the core at work: the base model's size, fused vs. reference attention",
@@ -23,14 +110,137 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_common_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML preset; command-line options override it")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `attnkit` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from attnkit import demo
 
         demo.run()
+        return 0
+    if args.command == "train":
+        return _train(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "predict":
+        return _predict(args)
+    if args.command == "data":
+        from attnkit.data.datasets import data_root
+        from attnkit.data.download import download
+
+        download(args.name, Path(args.data_dir) if args.data_dir else data_root() / args.name, mirror=args.mirror)
+        return 0
+    raise UserError(f"unknown command {args.command}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    module, options_cls, _, _ = _train_tasks()[args.task]
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "task", "config", "resume")}
+    preset = load_preset(args.config)
+    check_known(preset, options_cls, TrainConfig)
+    train_config = build(TrainConfig, module.TRAIN_DEFAULTS, preset, given)
+    if args.resume:
+        out = given.get("out") or preset.get("out")
+        if not out:
+            raise UserError("--resume needs --out RUN_DIR")
+        # The run's own config.json gives the data and model; only device, threads and progress apply.
+        metrics = module.train(None, train_config, resume=True, run_dir=out)
+    else:
+        metrics = module.train(build(options_cls, preset, given), train_config)
+    if metrics:
+        print(json.dumps(metrics))
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from attnkit.tasks.classify import LoadedClassifier
+
+    metrics = LoadedClassifier(args.run_dir, args.device).evaluate(args.data)
+    print(json.dumps(metrics))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from attnkit.data.readers import read_lines
+    from attnkit.tasks.classify import LoadedClassifier
+
+    if args.top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    texts = list(args.texts)
+    if args.input:
+        texts += _read_inputs(args.input, read_lines)
+    if not texts:
+        raise UserError("give texts to classify, or --input FILE")
+    model = LoadedClassifier(args.run_dir, args.device)
+    predictions = model.predict(texts, args.top_k)
+    if args.output:
+        _write_predictions(Path(args.output), texts, predictions)
+        print(f"wrote {len(texts)} predictions to {args.output}")
+        return 0
+    for text, ranked in zip(texts, predictions, strict=True):
+        shown = text if len(text) <= 70 else text[:67] + "..."
+        print(f"{shown}")
+        for label, probability in ranked:
+            print(f"  {label}\t{probability:.3f}")
+    return 0
+
+
+def _read_inputs(path: str, read_lines) -> list[str]:
+    lines = read_lines(path)
+    if path.endswith((".jsonl", ".jsonl.gz")):
+        texts = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                texts.append(str(record["text"]))
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{path}: line {number} is not a JSON object with a 'text' field") from None
+        return texts
+    return [line for line in lines if line.strip()]
+
+
+def _write_predictions(path: Path, texts: list[str], predictions: list[list[tuple[str, float]]]) -> None:
+    if path.suffix not in (".csv", ".jsonl"):
+        raise UserError(f"{path}: --output must end in .csv or .jsonl")
+    buffer = io.StringIO()
+    if path.suffix == ".jsonl":
+        for text, ranked in zip(texts, predictions, strict=True):
+            record = {
+                "text": text,
+                "label": ranked[0][0],
+                "probability": ranked[0][1],
+                "top_k": [{"label": label, "probability": p} for label, p in ranked],
+            }
+            buffer.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        writer = csv.writer(buffer)
+        writer.writerow(["text", "label", "probability"])
+        for text, ranked in zip(texts, predictions, strict=True):
+            writer.writerow([text, ranked[0][0], f"{ranked[0][1]:.6f}"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(buffer.getvalue())
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

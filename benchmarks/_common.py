@@ -51,9 +51,7 @@ def time_once(run: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def alternate(
-    runs: dict[str, Callable[[], None]], rounds: int, device: torch.device
-) -> dict[str, list[float]]:
+def alternate(runs: dict[str, Callable[[], None]], rounds: int, device: torch.device) -> dict[str, list[float]]:
     """Time every variant once per round, rotating the order, so background load hits each alike."""
     names = list(runs)
     times: dict[str, list[float]] = {name: [] for name in names}

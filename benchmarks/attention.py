@@ -62,9 +62,7 @@ def projection_flops(length: int, backward: bool) -> float:
     return flops * 3 if backward else flops
 
 
-def make_runner(
-    forward: Callable[[], torch.Tensor], inputs: list[torch.Tensor], backward: bool
-) -> Callable[[], None]:
+def make_runner(forward: Callable[[], torch.Tensor], inputs: list[torch.Tensor], backward: bool) -> Callable[[], None]:
     """One call = forward (no graph) or forward + backward of sum(out)."""
 
     def run() -> None:
@@ -85,12 +83,8 @@ def attention_variants(
     q, k, v = (torch.randn(B, H, length, D, device=device, requires_grad=backward) for _ in range(3))
     qkv = [q, k, v]
     return {
-        "attnkit fused": make_runner(
-            lambda: scaled_dot_product_attention(q, k, v, causal=causal), qkv, backward
-        ),
-        "torch sdpa": make_runner(
-            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), qkv, backward
-        ),
+        "attnkit fused": make_runner(lambda: scaled_dot_product_attention(q, k, v, causal=causal), qkv, backward),
+        "torch sdpa": make_runner(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), qkv, backward),
         "attnkit reference": make_runner(
             lambda: scaled_dot_product_attention(q, k, v, causal=causal, return_weights=True)[0],
             qkv,
@@ -99,9 +93,7 @@ def attention_variants(
     }
 
 
-def module_variants(
-    length: int, causal: bool, backward: bool, device: torch.device
-) -> dict[str, Callable[[], None]]:
+def module_variants(length: int, causal: bool, backward: bool, device: torch.device) -> dict[str, Callable[[], None]]:
     ours = MultiHeadAttention(E, H).to(device)
     theirs = nn.MultiheadAttention(E, H).to(device)  # defaults: batch_first=False, need_weights=True
     x = torch.randn(B, length, E, device=device, requires_grad=backward)
@@ -109,9 +101,7 @@ def module_variants(
     # As the tutorials do: a float mask with -inf above the diagonal.
     square_mask = nn.Transformer.generate_square_subsequent_mask(length, device=device) if causal else None
     return {
-        "attnkit MultiHeadAttention": make_runner(
-            lambda: ours(x, causal=causal), [x, *ours.parameters()], backward
-        ),
+        "attnkit MultiHeadAttention": make_runner(lambda: ours(x, causal=causal), [x, *ours.parameters()], backward),
         "torch nn.MultiheadAttention": make_runner(
             lambda: theirs(x_seq_first, x_seq_first, x_seq_first, attn_mask=square_mask)[0],
             [x_seq_first, *theirs.parameters()],
@@ -139,13 +129,18 @@ MATERIALISING = {"attnkit reference", "torch nn.MultiheadAttention", f"torch sdp
 
 def measure(
     variants: dict[str, Callable[[], None]],
+    pairs: list[list[str]],
     length: int,
     mode: str,
     device: torch.device,
     budget_s: float,
     max_rounds: int,
 ) -> dict[str, dict[str, object]]:
-    """Skip what would not fit, measure peak memory on a first call each, then time in rounds."""
+    """Skip what would not fit, measure peak memory on a first call each, then time in rounds.
+
+    The variants of each group in `pairs` (those whose ratio is a target) alternate with one another
+    for at least 5 rounds; the others alternate among themselves for at least 3.
+    """
     limit = 0.6 * total_memory_bytes() if device.type == "cpu" else torch.cuda.mem_get_info(device)[1] * 0.8
     results: dict[str, dict[str, object]] = {}
     runnable: dict[str, Callable[[], None]] = {}
@@ -160,18 +155,28 @@ def measure(
             first = time_once(run, device)
         results[name] = {"extra_mib": peak.mib, "first_s": first}
         runnable[name] = run
-    if runnable:
-        per_round = sum(results[name]["first_s"] for name in runnable)
-        rounds = max(3, min(max_rounds, int(budget_s / max(per_round, 1e-6))))
-        for name, samples in alternate(runnable, rounds, device).items():
+    grouped = [[n for n in group if n in runnable] for group in pairs]
+    rest = [n for n in runnable if not any(n in group for group in grouped)]
+    for group, min_rounds in [*((g, 5) for g in grouped), (rest, 3)]:
+        if not group:
+            continue
+        per_round = sum(results[name]["first_s"] for name in group)
+        rounds = max(min_rounds, min(max_rounds, int(budget_s / max(per_round, 1e-6))))
+        timed = alternate({name: runnable[name] for name in group}, rounds, device)
+        for name, samples in timed.items():
             results[name].update(summarise(samples))
     return results
 
 
+PAIRS = {
+    "attention": [["attnkit fused", "torch sdpa"]],
+    "module": [["attnkit MultiHeadAttention", "torch nn.MultiheadAttention"]],
+    "dropout": [[f"torch sdpa, dropout {DROPOUT}", f"attnkit chunked, dropout {DROPOUT}"]],
+}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="sequence lengths L")
     parser.add_argument("--quick", action="store_true", help="lengths 128 and 512 only; writes nothing")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -197,6 +202,7 @@ def main() -> None:
                 for family, build in (("attention", attention_variants), ("module", module_variants)):
                     measured = measure(
                         build(length, causal, backward, device),
+                        PAIRS[family],
                         length,
                         mode,
                         device,
@@ -215,9 +221,8 @@ def main() -> None:
                         print(_line(rows[-1]), flush=True)
                     gc.collect()
     for length in lengths:
-        measured = measure(
-            dropout_variants(length, device), length, "forward+backward", device, args.budget, args.max_rounds
-        )
+        variants = dropout_variants(length, device)
+        measured = measure(variants, PAIRS["dropout"], length, "forward+backward", device, args.budget, args.max_rounds)
         for name, result in measured.items():
             rows.append(
                 {
@@ -302,9 +307,7 @@ def render(payload: dict[str, object]) -> str:
                 fused = find("attention", mode, causal, length, "attnkit fused")
                 torch_row = find("attention", mode, causal, length, "torch sdpa")
                 reference = find("attention", mode, causal, length, "attnkit reference")
-                gflops = (
-                    f"{fused['gflops']:.0f} ({fused['pct_of_ceiling']:.0f}%)" if "gflops" in fused else "–"
-                )
+                gflops = f"{fused['gflops']:.0f} ({fused['pct_of_ceiling']:.0f}%)" if "gflops" in fused else "–"
                 cells = [mode, causal, length, ms(fused), ms(torch_row), ratio(fused, torch_row)]
                 cells += [mib(fused), gflops, ms(reference), mib(reference)]
                 out.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -350,9 +353,7 @@ def render(payload: dict[str, object]) -> str:
             f"| {length} | {ms(plain)} | {ms(torch_drop)} | {ms(chunked)} | {ratio(chunked, torch_drop)} "
             f"| {mib(plain)} | {mib(torch_drop)} | {mib(chunked)} |"
         )
-    skipped = sorted(
-        {f"{row['variant']} at L={row['L']} ({row['mode']})" for row in rows if "skipped" in row}
-    )
+    skipped = sorted({f"{row['variant']} at L={row['L']} ({row['mode']})" for row in rows if "skipped" in row})
     if skipped:
         out += ["", "Skipped because it would not fit in memory: " + "; ".join(skipped) + "."]
     return "\n".join(out) + "\n"

@@ -220,9 +220,7 @@ def _blocks(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool, chunk_size:
     return blocks
 
 
-def _may_attend(
-    mask: Tensor | None, causal: bool, q_len: int, k_len: int, device: torch.device
-) -> Tensor | None:
+def _may_attend(mask: Tensor | None, causal: bool, q_len: int, k_len: int, device: torch.device) -> Tensor | None:
     """Combine a user mask and the causal rule into one mask (None when nothing is hidden)."""
     if causal and q_len > 1:  # one query at the end of the sequence sees every key anyway
         tri = causal_mask(q_len, k_len, device=device)  # (T, S)
@@ -233,8 +231,7 @@ def _may_attend(
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> None:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
-            "attention expects q, k, v of shape (B, H, L, D); got "
-            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"attention expects q, k, v of shape (B, H, L, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if q.size(-1) != k.size(-1):
         raise ValueError(f"q and k head dims differ: {q.size(-1)} vs {k.size(-1)}")

@@ -114,9 +114,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, bias=bias)
-        self.cross_attn = MultiHeadAttention(
-            d_model, n_heads, dropout=attention_dropout, bias=bias, kv_dim=memory_dim
-        )
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, bias=bias, kv_dim=memory_dim)
         self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, bias=bias)
         self.attn_norm = make_norm(norm, d_model, eps)
         self.cross_attn_norm = make_norm(norm, d_model, eps)

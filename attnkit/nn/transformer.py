@@ -70,15 +70,11 @@ class TransformerConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TransformerConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.activation not in ("relu", "gelu", "swiglu"):
-            raise ValueError(
-                f"TransformerConfig.activation must be relu, gelu or swiglu, got {self.activation!r}"
-            )
+            raise ValueError(f"TransformerConfig.activation must be relu, gelu or swiglu, got {self.activation!r}")
         if self.norm not in ("layer", "rms", "batch"):
             raise ValueError(f"TransformerConfig.norm must be layer, rms or batch, got {self.norm!r}")
         if self.positional not in ("sinusoidal", "learned"):
-            raise ValueError(
-                f"TransformerConfig.positional must be sinusoidal or learned, got {self.positional!r}"
-            )
+            raise ValueError(f"TransformerConfig.positional must be sinusoidal or learned, got {self.positional!r}")
         if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size or self.src_vocab_size):
             raise ValueError(f"TransformerConfig.pad_id={self.pad_id} is outside the vocabulary")
 

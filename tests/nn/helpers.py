@@ -72,9 +72,7 @@ def copy_mha(src: nn.MultiheadAttention, dst: MultiHeadAttention) -> None:
     dst.out_proj.load_state_dict(src.out_proj.state_dict())
 
 
-def copy_layer(
-    src: nn.TransformerEncoderLayer | nn.TransformerDecoderLayer, dst: EncoderLayer | DecoderLayer
-) -> None:
+def copy_layer(src: nn.TransformerEncoderLayer | nn.TransformerDecoderLayer, dst: EncoderLayer | DecoderLayer) -> None:
     """Copy a torch encoder/decoder layer's weights into the matching attnkit layer."""
     copy_mha(src.self_attn, dst.self_attn)
     dst.ffn.up_proj.load_state_dict(src.linear1.state_dict())

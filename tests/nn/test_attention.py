@@ -65,9 +65,7 @@ def test_reference_fused_and_naive_agree(case, dtype):
     ref_out, ref_weights = reference_attention(q, k, v, mask, causal=causal)
     fused_out = fused_attention(q, k, v, mask, causal=causal)
     public_out = scaled_dot_product_attention(q, k, v, mask, causal=causal)
-    public_out_w, public_weights = scaled_dot_product_attention(
-        q, k, v, mask, causal=causal, return_weights=True
-    )
+    public_out_w, public_weights = scaled_dot_product_attention(q, k, v, mask, causal=causal, return_weights=True)
     tol = TOL[dtype]
     for out in (ref_out, fused_out, public_out, public_out_w):
         assert out.dtype == dtype and out.shape == (batch, heads, q_len, v_dim)
@@ -125,10 +123,7 @@ def test_fully_masked_rows_give_zeros_without_nan(path):
     allowed[0, :, 2] = False  # one query row of sequence 0 sees nothing
     allowed[1] = False  # sequence 1: every key is padding
     allowed[2, :, :, 3:] = False
-    if path == "reference":
-        out = reference_attention(q, k, v, allowed)[0]
-    else:
-        out = fused_attention(q, k, v, allowed)
+    out = reference_attention(q, k, v, allowed)[0] if path == "reference" else fused_attention(q, k, v, allowed)
     empty = ~allowed.expand(batch, heads, q_len, k_len).any(dim=-1)  # (B, H, T)
     assert torch.isfinite(out).all()
     assert_close(out[empty], torch.zeros_like(out[empty]), atol=1e-7, rtol=0)

@@ -55,9 +55,7 @@ def _torch_layer_args(activation: str, norm_first: bool) -> dict:
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_encoder_layer_matches_torch(norm_first, activation, padding, causal):
     torch.manual_seed(0)
-    theirs = perturb_(
-        nn.TransformerEncoderLayer(D_MODEL, N_HEADS, D_FF, **_torch_layer_args(activation, norm_first))
-    )
+    theirs = perturb_(nn.TransformerEncoderLayer(D_MODEL, N_HEADS, D_FF, **_torch_layer_args(activation, norm_first)))
     ours = EncoderLayer(D_MODEL, N_HEADS, D_FF, **_layer_args(activation, norm_first))
     copy_layer(theirs, ours)
     x = torch.randn(2, 5, D_MODEL, requires_grad=True)
@@ -84,9 +82,7 @@ def test_encoder_layer_matches_torch(norm_first, activation, padding, causal):
 @pytest.mark.parametrize("target_padding", [False, True], ids=["tgt_full", "tgt_pad"])
 def test_decoder_layer_matches_torch(norm_first, activation, memory_padding, target_padding):
     torch.manual_seed(1)
-    theirs = perturb_(
-        nn.TransformerDecoderLayer(D_MODEL, N_HEADS, D_FF, **_torch_layer_args(activation, norm_first))
-    )
+    theirs = perturb_(nn.TransformerDecoderLayer(D_MODEL, N_HEADS, D_FF, **_torch_layer_args(activation, norm_first)))
     ours = DecoderLayer(D_MODEL, N_HEADS, D_FF, **_layer_args(activation, norm_first))
     copy_layer(theirs, ours)
     x, memory = torch.randn(2, 4, D_MODEL), torch.randn(2, 6, D_MODEL)

@@ -1,0 +1,52 @@
+"""Batches of similar length, deterministic per (seed, epoch), and padding to the longest item."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+
+def length_bucketed_plan(
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    pool: int = 50,
+) -> Callable[[int], list[list[int]]]:
+    """A plan: epoch -> batches of example indices.
+
+    With `shuffle`, examples are shuffled, cut into pools of `pool` batches, sorted by length
+    within a pool (so a batch pads little) and the batches shuffled again; the order depends only
+    on (seed, epoch). Without, batches are consecutive runs of the examples sorted by length.
+    """
+    lengths = np.asarray(lengths)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    def plan(epoch: int) -> list[list[int]]:
+        if not shuffle:
+            order = np.argsort(lengths, kind="stable")
+            return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(lengths))
+        batches = []
+        span = batch_size * pool
+        for start in range(0, len(order), span):
+            chunk = order[start : start + span]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    return plan
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
+    """Right-pad id lists to the longest one: (B, L) long."""
+    width = max((len(s) for s in sequences), default=0)
+    out = torch.full((len(sequences), max(width, 1)), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out

@@ -1,0 +1,88 @@
+"""The training engine's settings: one typed, frozen dataclass that serialises to config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from attnkit.engine.optim import Schedule
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train, independent of the task.
+
+    Fields:
+        epochs: passes over the training data.
+        max_steps: stop after exactly this many optimizer steps instead (epochs are then ignored).
+        batch_size: examples per micro-batch (per process under DDP).
+        lr: peak learning rate; weight_decay: AdamW decay on weight matrices only.
+        beta2: AdamW's second-moment decay.
+        schedule: "cosine", "linear", "inverse_sqrt" or "constant" after a linear warm-up.
+        warmup_steps: optimizer steps of linear warm-up; min_lr_ratio: floor of the decay.
+        grad_clip: clip the global gradient norm to this (0 = off).
+        grad_accum: micro-batches per optimizer step.
+        bf16: bfloat16 autocast for forward passes.
+        compile: wrap the model in `torch.compile`.
+        eval_every: evaluate every N optimizer steps (0 = at the end of each epoch).
+        save_every: write the resumable `last/` checkpoint every N steps (0 = at each evaluation).
+        metric: validation metric that picks the best checkpoint; metric_mode: "max" or "min".
+        patience: stop after this many evaluations without improvement (0 = never).
+        seed: seeds weights, data order and dropout.
+        threads: torch CPU threads (None = torch's default).
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+        progress: show progress bars.
+    """
+
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    beta2: float = 0.999
+    schedule: Schedule = "cosine"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    bf16: bool = False
+    compile: bool = False
+    eval_every: int = 0
+    save_every: int = 0
+    metric: str = "val_loss"
+    metric_mode: Literal["max", "min"] = "min"
+    patience: int = 0
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "save_every", "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.schedule not in ("cosine", "linear", "inverse_sqrt", "constant"):
+            raise ValueError(f"schedule must be cosine, linear, inverse_sqrt or constant, got {self.schedule!r}")
+        if self.metric_mode not in ("max", "min"):
+            raise ValueError(f"metric_mode must be max or min, got {self.metric_mode!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(unknown)}")
+        return cls(**data)

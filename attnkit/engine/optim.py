@@ -1,0 +1,86 @@
+"""AdamW with decoupled weight decay on matrices only, and warm-up + decay learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+Schedule = Literal["cosine", "linear", "inverse_sqrt", "constant"]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """Split parameters into decayed (weight matrices) and not decayed (norms, biases, embeddings).
+
+    Decay on norm gains and biases pulls them towards 0 for no benefit; on embeddings it shrinks
+    rare tokens' vectors just because they are rarely updated (as in GPT-2/nanoGPT/BERT).
+    """
+    no_decay: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) or "Embedding" in type(module).__name__:  # tokens and positions
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+        for name, param in module.named_parameters(recurse=False):
+            if param.dim() < 2 or "norm" in type(module).__name__.lower() or name == "bias":
+                no_decay.add(id(param))
+    decay, plain, seen = [], [], set()
+    for param in model.parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (plain if id(param) in no_decay else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)
+) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019) over `param_groups`."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+
+
+def lr_factor(step: int, *, schedule: Schedule, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` (0-based).
+
+    Linear warm-up over `warmup_steps`, then: cosine or linear decay to `min_ratio` at
+    `total_steps`; inverse square root (Vaswani et al. 2017, §5.3: proportional to step^-0.5,
+    equal to the peak at the end of warm-up); or constant.
+    """
+    step = step + 1
+    if warmup_steps and step <= warmup_steps:
+        return step / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "inverse_sqrt":
+        return math.sqrt(max(warmup_steps, 1) / step)
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    if schedule == "cosine":
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif schedule == "linear":
+        shape = 1.0 - progress
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return min_ratio + (1.0 - min_ratio) * shape
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    schedule: Schedule,
+    warmup_steps: int,
+    total_steps: int,
+    min_ratio: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR stepping once per optimizer step with `lr_factor`."""
+
+    def factor(step: int) -> float:
+        return lr_factor(
+            step, schedule=schedule, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=min_ratio
+        )
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,77 @@
+"""Text classification with a Transformer encoder: encoder, pooling ([CLS] or masked mean), head."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor, nn
+
+from attnkit.models.text_encoder import TextEncoder, TextEncoderConfig
+
+Pooling = Literal["cls", "mean"]
+
+
+class TextClassifier(nn.Module):
+    """ids (B, L) -> class logits (B, C).
+
+    Args:
+        config: the encoder's configuration.
+        n_classes: number of classes C.
+        pooling: "cls" takes the first position's state (inputs must start with [CLS]); "mean"
+            averages the states of real tokens only.
+        head_dropout: dropout before the output layer.
+    """
+
+    def __init__(
+        self,
+        config: TextEncoderConfig,
+        n_classes: int,
+        *,
+        pooling: Pooling = "mean",
+        head_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be cls or mean, got {pooling!r}")
+        if n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        self.pooling = pooling
+        self.body = TextEncoder(config)
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(config.d_model, n_classes)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """ids (B, L) -> logits (B, C)."""
+        hidden, keep = self.body(ids)  # (B, L, D), (B, L)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]  # (B, D)
+        else:
+            weights = keep.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, D)
+        return self.head(self.dropout(pooled))
+
+
+class MaskedLanguageModel(nn.Module):
+    """BERT's masked-language-model pre-training head on a `TextEncoder`; ids (B, L) -> logits (B, L, V).
+
+    The output projection is tied to the token embedding.
+    """
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__()
+        self.body = TextEncoder(config)
+        self.transform = nn.Sequential(
+            nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.LayerNorm(config.d_model)
+        )
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        self.lm_head.weight = self.body.embed.weight
+
+    def forward(self, ids: Tensor, chosen: Tensor | None = None) -> Tensor:
+        """ids (B, L) -> logits (B, L, V); with `chosen` (B, L) bool, only there: (N, V).
+
+        Scoring only the masked positions (15% of tokens) saves most of the output layer's work.
+        """
+        hidden, _ = self.body(ids)  # (B, L, D)
+        if chosen is not None:
+            hidden = hidden[chosen]  # (N, D)
+        return self.lm_head(self.transform(hidden))

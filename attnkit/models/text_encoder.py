@@ -1,0 +1,108 @@
+"""A Transformer encoder over token ids (BERT-style): embeddings + positions + `attnkit.nn.Encoder`.
+
+The shared body of `TextClassifier` and `MaskedLanguageModel`, so a classifier can start from an
+encoder pre-trained as a masked language model on the corpus's own text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from attnkit.nn import Encoder, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from attnkit.nn.feedforward import Activation
+from attnkit.nn.norms import NormKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextEncoderConfig:
+    """Sizes and choices of a text encoder.
+
+    Fields:
+        vocab_size: tokens in the vocabulary (specials included).
+        d_model, n_heads, n_layers, d_ff: sizes.
+        dropout: on embeddings and sub-layer outputs; attention_dropout: on attention weights.
+        max_len: longest input in tokens.
+        norm_first: pre-norm (True, trains stably without long warm-up) or post-norm.
+        activation, norm: feed-forward activation and norm kind.
+        positional: "learned" or "sinusoidal".
+        pad_id: padding id.
+    """
+
+    vocab_size: int
+    d_model: int = 256
+    n_heads: int = 4
+    n_layers: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    max_len: int = 512
+    norm_first: bool = True
+    activation: Activation = "gelu"
+    norm: NormKind = "layer"
+    positional: Literal["learned", "sinusoidal"] = "learned"
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        if self.positional not in ("learned", "sinusoidal"):
+            raise ValueError(f"positional must be learned or sinusoidal, got {self.positional!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextEncoderConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown encoder options: {', '.join(unknown)}")
+        return cls(**data)
+
+
+class TextEncoder(nn.Module):
+    """ids (B, L) -> hidden states (B, L, D), with padding hidden from attention.
+
+    Args:
+        config: TextEncoderConfig.
+    """
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
+        if config.positional == "learned":
+            self.pos = LearnedPositionalEmbedding(config.max_len, config.d_model)
+        else:
+            self.pos = SinusoidalPositionalEncoding(config.d_model, config.max_len)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = Encoder(
+            config.d_model,
+            config.n_heads,
+            config.d_ff,
+            config.n_layers,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation=config.activation,
+            norm=config.norm,
+            norm_first=config.norm_first,
+        )
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.embed.weight.data[config.pad_id].zero_()
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """ids (B, L) -> (hidden (B, L, D), keep (B, L) True at real tokens)."""
+        keep = ids != self.config.pad_id  # (B, L)
+        x = self.embed(ids)
+        if self.config.positional == "sinusoidal":
+            x = x * math.sqrt(self.config.d_model)
+        x = self.dropout(self.pos(x))  # (B, L, D)
+        return self.encoder(x, keep=keep), keep

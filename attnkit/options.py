@@ -1,0 +1,101 @@
+"""Command-line options from typed dataclasses, YAML presets, and their merge.
+
+Each field of an options dataclass becomes `--field-name` with the field's help; booleans get
+`--name/--no-name`. Values come, in rising priority, from the dataclass defaults, the task's
+defaults, a `--config` YAML preset, and the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from attnkit.errors import UserError
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, title: str, skip: set[str] = frozenset()) -> None:
+    """Add one option per field of dataclass `cls`; unset options stay out of the namespace."""
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(hints[f.name])
+        help_text = f.metadata.get("help") or _doc_help(cls, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+            group.add_argument(
+                flag,
+                type=kind,
+                default=argparse.SUPPRESS,
+                help=help_text,
+                choices=choices,
+                metavar=f.name.upper() if not choices else None,
+            )
+
+
+def _base_type(hint: Any) -> type:
+    if typing.get_origin(hint) is typing.Literal:
+        return type(typing.get_args(hint)[0])
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _base_type(args[0])
+    return hint
+
+
+def _doc_help(cls: type, name: str) -> str:
+    doc = cls.__doc__ or ""
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(f"{name}:"):
+            return stripped.split(":", 1)[1].strip()
+    return ""
+
+
+def load_preset(path: str | None) -> dict[str, Any]:
+    """A YAML preset: a flat mapping of option names (dashes or underscores) to values."""
+    if not path:
+        return {}
+    import yaml
+
+    preset_path = Path(path)
+    if not preset_path.is_file():
+        raise UserError(f"{preset_path}: no such preset file")
+    try:
+        data = yaml.safe_load(preset_path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{preset_path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{preset_path}: a preset must be a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def build(cls: type, *layers: dict[str, Any]) -> Any:
+    """Instantiate dataclass `cls` from merged layers (later wins), taking only its own fields."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for layer in layers:
+        values.update({k: v for k, v in layer.items() if k in names})
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
+def check_known(values: dict[str, Any], *classes: type, extra: set[str] = frozenset()) -> None:
+    """Unknown keys in a preset are an error, not ignored."""
+    names = set(extra)
+    for cls in classes:
+        names |= {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"unknown option(s) in preset: {', '.join(unknown)}")

@@ -1,0 +1,467 @@
+"""News (text) classification: a Transformer encoder trained on labelled texts, on the one engine.
+
+Train: read the splits (files or a standard dataset), hold out a stratified validation slice when
+none is given, train a tokenizer on the training texts only, train a `TextClassifier` with the
+engine, then evaluate the best checkpoint on the test split (else validation) and write
+metrics.json and confusion.png. Evaluate and predict work from the run directory alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.data.batching import length_bucketed_plan, pad
+from attnkit.data.datasets import load_classification
+from attnkit.data.readers import LabeledTexts, read_class_names, read_labeled
+from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer, train_tokenizer
+from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, setup
+from attnkit.engine.checkpoint import write_json_atomic
+from attnkit.engine.distributed import barrier
+from attnkit.errors import DataError, UserError
+from attnkit.metrics import classification_report
+from attnkit.models import TextClassifier, TextEncoderConfig
+from attnkit.tasks.runs import open_run, prepare_new_run, quiet, write_metrics
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifyOptions:
+    """Everything `attnkit train classify` takes besides the engine's TrainConfig."""
+
+    out: str = field(default="runs/classify", metadata={"help": "run directory to write"})
+    train: str | None = field(default=None, metadata={"help": "training file (.csv/.tsv/.txt/.jsonl[.gz])"})
+    valid: str | None = field(
+        default=None, metadata={"help": "validation file (default: a stratified slice of --train)"}
+    )
+    test: str | None = field(default=None, metadata={"help": "test file"})
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "standard dataset instead of files: reuters_r8, reuters_r52, ag_news, thucnews_title"},
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "the dataset's folder (default $ATTNKIT_DATA/<folder>)"}
+    )
+    text_columns: str | None = field(
+        default=None,
+        metadata={"help": "comma-separated text columns, joined (names with a header, else 0-based indices)"},
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "label column (default: 'label' or the last column)"}
+    )
+    class_names: str | None = field(default=None, metadata={"help": "file of class names, line i = label i"})
+    valid_fraction: float = field(default=0.1, metadata={"help": "share of --train held out for validation"})
+    tokenizer: str = field(default="wordpiece", metadata={"help": "wordpiece, bpe or char"})
+    tokenizer_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "use this tokenizer.json instead of training one (training breaks frequency ties "
+            "differently from one process to the next, so a shared file makes runs repeatable)"
+        },
+    )
+    vocab_size: int = field(default=8000, metadata={"help": "tokenizer vocabulary size"})
+    lowercase: bool = field(default=True, metadata={"help": "lowercase before tokenizing"})
+    max_len: int = field(default=256, metadata={"help": "tokens per text; longer texts are truncated"})
+    d_model: int = field(default=256, metadata={"help": "model width"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads"})
+    n_layers: int = field(default=4, metadata={"help": "encoder layers"})
+    d_ff: int = field(default=1024, metadata={"help": "feed-forward width"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and sub-layers"})
+    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
+    norm_first: bool = field(default=True, metadata={"help": "pre-norm (else post-norm)"})
+    pooling: str = field(default="mean", metadata={"help": "mean (masked) or cls"})
+    init: str | None = field(
+        default=None,
+        metadata={"help": "start from the encoder of this run (e.g. an `attnkit train mlm` run)"},
+    )
+
+    def __post_init__(self) -> None:
+        if not (self.train or self.dataset):
+            raise UserError("give --train FILE or --dataset NAME")
+        if self.train and self.dataset:
+            raise UserError("give either --train or --dataset, not both")
+        if not 0 < self.valid_fraction < 1:
+            raise UserError(f"--valid-fraction must be between 0 and 1, got {self.valid_fraction}")
+        if self.max_len < 2:
+            raise UserError(f"--max-len must be at least 2, got {self.max_len}")
+        if self.pooling not in ("mean", "cls"):
+            raise UserError(f"--pooling must be mean or cls, got {self.pooling!r}")
+
+
+TRAIN_DEFAULTS = {"metric": "accuracy", "metric_mode": "max", "lr": 5e-4, "epochs": 10, "batch_size": 32}
+
+
+class ClassifyTask:
+    """Loss and metrics of classification, for the engine."""
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
+        logits = model(batch["ids"])  # (B, C)
+        return F.cross_entropy(logits.float(), batch["label"]), int((batch["ids"] != PAD_ID).sum())
+
+    def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits = model(batch["ids"]).float()
+        return {
+            "pred": logits.argmax(dim=-1),
+            "label": batch["label"],
+            "loss": F.cross_entropy(logits, batch["label"], reduction="none"),
+        }
+
+    def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
+        n_classes = int(max(rows["pred"].max(), rows["label"].max())) + 1
+        report = classification_report(rows["pred"], rows["label"], n_classes)
+        return {
+            "accuracy": report["accuracy"],
+            "macro_f1": report["macro_f1"],
+            "loss": float(rows["loss"].mean()),
+        }
+
+
+@dataclass
+class Prepared:
+    """Texts turned into ids and labels, with the batches the engine iterates."""
+
+    ids: list[list[int]]
+    labels: list[int]
+    truncated: int
+
+    def batches(self, batch_size: int, *, shuffle: bool, seed: int) -> Batches:
+        plan = length_bucketed_plan([len(x) for x in self.ids], batch_size, shuffle=shuffle, seed=seed)
+
+        def collate(indices: list[int]) -> dict[str, Tensor]:
+            return {
+                "ids": pad([self.ids[i] for i in indices], PAD_ID),
+                "label": torch.tensor([self.labels[i] for i in indices], dtype=torch.long),
+            }
+
+        return Batches(plan, collate)
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+def read_splits(
+    options: ClassifyOptions,
+    log: Any = print,
+) -> tuple[LabeledTexts, LabeledTexts | None, LabeledTexts | None]:
+    """The train, validation and test texts the options name (a missing standard dataset is downloaded)."""
+    if options.dataset:
+        splits = load_classification(options.dataset, options.data_dir, download_missing=True, log=log)
+        return splits.train, splits.valid, splits.test
+    names = read_class_names(options.class_names) if options.class_names else None
+    columns = options.text_columns.split(",") if options.text_columns else None
+
+    def read(path: str | None) -> LabeledTexts | None:
+        if path is None:
+            return None
+        return read_labeled(path, text_columns=columns, label_column=options.label_column, class_names=names)
+
+    return read(options.train), read(options.valid), read(options.test)
+
+
+def stratified_split(data: LabeledTexts, fraction: float, seed: int) -> tuple[LabeledTexts, LabeledTexts]:
+    """Hold out `fraction` of each class (at least one example of classes with two or more)."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = {}
+    for index, label in enumerate(data.labels):
+        by_class.setdefault(label, []).append(index)
+    held: list[int] = []
+    for indices in by_class.values():
+        if len(indices) < 2:
+            continue
+        count = max(1, round(len(indices) * fraction))
+        held += rng.choice(indices, size=count, replace=False).tolist()
+    held_set = set(held)
+    keep = [i for i in range(len(data)) if i not in held_set]
+    held.sort()
+
+    def take(indices: list[int]) -> LabeledTexts:
+        return LabeledTexts([data.texts[i] for i in indices], [data.labels[i] for i in indices], data.source)
+
+    return take(keep), take(held)
+
+
+def check_labels(classes: list[str], split: LabeledTexts, name: str) -> None:
+    unknown = sorted(set(split.labels) - set(classes))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5])
+        raise DataError(
+            f"{split.source or name}: label(s) {shown} appear in the {name} data but not in the training data"
+        )
+
+
+def prepare(tokenizer: Any, data: LabeledTexts, classes: list[str], max_len: int) -> Prepared:
+    index = {name: i for i, name in enumerate(classes)}
+    encoded = encode_texts(tokenizer, data.texts, max_len)
+    return Prepared(encoded.ids, [index[label] for label in data.labels], encoded.truncated)
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def train(
+    options: ClassifyOptions | None,
+    train_config: TrainConfig,
+    *,
+    resume: bool = False,
+    run_dir: str | Path | None = None,
+    log: Any = print,
+    model_factory: Any = None,
+) -> dict[str, float]:
+    """`attnkit train classify`: train, select by validation accuracy, report test metrics.
+
+    `model_factory(encoder_config, n_classes, pooling=...)` builds another model with the same
+    interface (ids -> logits) in place of `TextClassifier`; benchmarks use it to train a baseline
+    on exactly the same tokens, batches and steps.
+    """
+    where = setup(train_config.device)
+    if not where.is_main:
+        log = quiet
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    run_dir = Path(run_dir if run_dir is not None else options.out)
+    if resume:
+        run_dir, saved = open_run(run_dir)
+        options = ClassifyOptions(**saved["options"])
+        train_config = dataclasses.replace(
+            TrainConfig.from_dict(saved["train"]),
+            progress=train_config.progress,
+            threads=train_config.threads,
+            device=train_config.device,
+        )
+    train_data, valid_data, test_data = read_splits(options, log)
+    for note in train_data.notes:
+        log(f"note: {train_data.source}: {note}")
+    if valid_data is None:
+        train_data, valid_data = stratified_split(train_data, options.valid_fraction, train_config.seed)
+        log(f"validation: held out {len(valid_data)} of the training examples (stratified)")
+    classes = sorted(set(train_data.labels))
+    if len(classes) < 2:
+        raise DataError(f"{train_data.source}: the training data has only one class ({classes[0]!r})")
+    for split, name in ((valid_data, "validation"), (test_data, "test")):
+        if split is not None:
+            check_labels(classes, split, name)
+
+    encoder_config, tokenizer = _model_setup(options, train_data, run_dir, resume)
+    if not resume and where.is_main:
+        run_dir = prepare_new_run(run_dir)
+        tokenizer.save(str(run_dir / ".tokenizer.json.tmp"))
+        (run_dir / ".tokenizer.json.tmp").replace(run_dir / "tokenizer.json")
+        write_json_atomic(
+            run_dir / "config.json",
+            {
+                "task": "classify",
+                "options": dataclasses.asdict(options),
+                "model": encoder_config.to_dict(),
+                "classes": classes,
+                "train": train_config.to_dict(),
+            },
+        )
+    barrier(where)
+    prepared = {
+        name: prepare(tokenizer, data, classes, options.max_len)
+        for name, data in (("train", train_data), ("valid", valid_data), ("test", test_data))
+        if data is not None
+    }
+    truncated = sum(p.truncated for p in prepared.values())
+    if truncated:
+        total = sum(len(p.ids) for p in prepared.values())
+        log(
+            f"warning: {truncated} of {total} texts are longer than max_len={options.max_len} tokens and were truncated"
+        )
+    log(
+        f"data: {len(train_data)} train / {len(valid_data)} validation / "
+        f"{len(test_data) if test_data else 0} test examples, {len(classes)} classes"
+    )
+
+    torch.manual_seed(train_config.seed)
+    model = (model_factory or TextClassifier)(encoder_config, len(classes), pooling=options.pooling)
+    if options.init and not resume:
+        _load_encoder(model, Path(options.init))
+    log(f"model: TextClassifier, {sum(p.numel() for p in model.parameters()):,} parameters")
+    trainer = Trainer(
+        model,
+        ClassifyTask(),
+        train_config,
+        run_dir,
+        prepared["train"].batches(train_config.batch_size, shuffle=True, seed=train_config.seed),
+        prepared["valid"].batches(train_config.batch_size, shuffle=False, seed=0),
+        where,
+        log=log,
+    )
+    trainer.fit(resume=resume)
+    load_weights(model, run_dir / "model.safetensors")
+    final_name = "test" if "test" in prepared else "valid"
+    rows = _collect(trainer, prepared[final_name].batches(train_config.batch_size, shuffle=False, seed=0))
+    if not where.is_main:
+        return {}
+    metrics = _report(run_dir, rows, classes, final_name, log)
+    final_data = test_data if final_name == "test" else valid_data
+    _show_examples(final_data, rows, classes, log)
+    return metrics
+
+
+def _show_examples(
+    data: LabeledTexts,
+    rows: dict[str, Tensor],
+    classes: list[str],
+    log: Any,
+    count: int = 3,
+) -> None:
+    """A few predictions on the evaluation split, in its own order, beside the true labels."""
+    log("examples:")
+    for i in range(min(count, len(data))):
+        text = data.texts[i] if len(data.texts[i]) <= 90 else data.texts[i][:87] + "..."
+        predicted = classes[int(rows["pred"][i])]
+        mark = "right" if predicted == data.labels[i] else "wrong"
+        log(f"  [{mark}] predicted {predicted} ({float(rows['prob'][i]):.2f}), true {data.labels[i]}: {text}")
+
+
+def _model_setup(
+    options: ClassifyOptions, train_data: LabeledTexts, run_dir: Path, resume: bool
+) -> tuple[TextEncoderConfig, Any]:
+    if resume:
+        _, saved = open_run(run_dir)
+        return TextEncoderConfig.from_dict(saved["model"]), load_tokenizer(run_dir / "tokenizer.json")
+    if options.init:
+        init_dir, init_config = open_run(options.init)
+        if "model" not in init_config:
+            raise UserError(f"{init_dir}: has no model configuration to start from")
+        base = TextEncoderConfig.from_dict(init_config["model"])
+        if options.max_len > base.max_len:
+            raise UserError(f"--max-len {options.max_len} exceeds the initial model's max_len {base.max_len}")
+        config = dataclasses.replace(base, dropout=options.dropout, attention_dropout=options.attention_dropout)
+        return config, load_tokenizer(init_dir / "tokenizer.json")
+    if options.tokenizer_file:
+        tokenizer = load_tokenizer(options.tokenizer_file)
+    else:
+        tokenizer = train_tokenizer(
+            train_data.texts, kind=options.tokenizer, vocab_size=options.vocab_size, lowercase=options.lowercase
+        )
+    config = TextEncoderConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        d_model=options.d_model,
+        n_heads=options.n_heads,
+        n_layers=options.n_layers,
+        d_ff=options.d_ff,
+        dropout=options.dropout,
+        attention_dropout=options.attention_dropout,
+        max_len=options.max_len,
+        norm_first=options.norm_first,
+        pad_id=PAD_ID,
+    )
+    return config, tokenizer
+
+
+def _load_encoder(model: TextClassifier, init_dir: Path) -> None:
+    """Copy the encoder body (embeddings, positions, layers) from another run's weights."""
+    from safetensors.torch import load_file
+
+    path = init_dir / "model.safetensors"
+    if not path.is_file():
+        raise UserError(f"{init_dir}: no model.safetensors to start from")
+    try:
+        weights = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise UserError(f"{path}: cannot read weights ({error})") from None
+    body = {k.removeprefix("body."): v for k, v in weights.items() if k.startswith("body.")}
+    missing, unexpected = model.body.load_state_dict(body, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{path}: encoder weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _collect(trainer: Trainer, batches: Batches) -> dict[str, Tensor]:
+    """Predictions for every example, in the dataset's order (batches are by length)."""
+    model = trainer.model
+    model.eval()
+    order: list[int] = []
+    rows: dict[str, list[Tensor]] = {"pred": [], "label": [], "prob": []}
+    with torch.no_grad():
+        for indices in batches.plan(0):
+            batch = {k: v.to(trainer.where.device) for k, v in batches.collate(indices).items()}
+            probs = model(batch["ids"]).float().softmax(dim=-1)
+            rows["prob"].append(probs.max(dim=-1).values.cpu())
+            rows["pred"].append(probs.argmax(dim=-1).cpu())
+            rows["label"].append(batch["label"].cpu())
+            order += indices
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return {k: torch.cat(v)[inverse] for k, v in rows.items()}
+
+
+def _report(run_dir: Path, rows: dict[str, Tensor], classes: list[str], split: str, log: Any) -> dict[str, float]:
+    from attnkit.viz.confusion import plot_confusion
+
+    report = classification_report(rows["pred"], rows["label"], len(classes))
+    metrics = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+    write_metrics(run_dir, metrics)
+    plot_confusion(run_dir / "confusion.png", report["confusion"], classes, title=f"{split}: confusion")
+    log(
+        f"{split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+        f"({len(rows['label'])} examples)"
+    )
+    width = max(len(c) for c in classes)
+    log(f"  {'class':<{width}}  precision  recall  support")
+    for i, name in enumerate(classes):
+        log(f"  {name:<{width}}  {report['precision'][i]:9.3f}  {report['recall'][i]:6.3f}  {report['support'][i]:7d}")
+    return metrics
+
+
+class LoadedClassifier:
+    """A trained classifier loaded from its run directory, for evaluate and predict."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+        self.run_dir, config = open_run(run_dir)
+        if config["task"] != "classify":
+            raise UserError(f"{self.run_dir}: is a {config['task']} run, not a classify run")
+        self.options = ClassifyOptions(**config["options"])
+        self.classes: list[str] = config["classes"]
+        self.tokenizer = load_tokenizer(self.run_dir / "tokenizer.json")
+        self.model = TextClassifier(
+            TextEncoderConfig.from_dict(config["model"]), len(self.classes), pooling=self.options.pooling
+        )
+        load_weights(self.model, self.run_dir / "model.safetensors")
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+
+    def probabilities(self, texts: list[str], batch_size: int = 64) -> Tensor:
+        """(N, C) class probabilities, in the order of `texts`."""
+        encoded = encode_texts(self.tokenizer, texts, self.options.max_len)
+        out = torch.empty(len(texts), len(self.classes))
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                ids = pad(encoded.ids[start : start + batch_size], PAD_ID).to(self.device)
+                out[start : start + batch_size] = self.model(ids).float().softmax(dim=-1).cpu()
+        self.truncated = encoded.truncated
+        return out
+
+    def evaluate(self, path: str, log: Any = print) -> dict[str, float]:
+        columns = self.options.text_columns.split(",") if self.options.text_columns else None
+        names = read_class_names(self.options.class_names) if self.options.class_names else None
+        data = read_labeled(path, text_columns=columns, label_column=self.options.label_column, class_names=names)
+        check_labels(self.classes, data, "evaluation")
+        probs = self.probabilities(data.texts)
+        index = {c: i for i, c in enumerate(self.classes)}
+        rows = {"pred": probs.argmax(dim=-1), "label": torch.tensor([index[x] for x in data.labels])}
+        if self.truncated:
+            log(f"warning: {self.truncated} of {len(data)} texts were truncated to max_len={self.options.max_len}")
+        return _report(self.run_dir, rows, self.classes, "evaluation", log)
+
+    def predict(self, texts: list[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
+        probs = self.probabilities(texts)
+        k = max(1, min(top_k, len(self.classes)))
+        values, indices = probs.topk(k, dim=-1)
+        return [
+            [(self.classes[int(i)], float(v)) for v, i in zip(vs, ix, strict=True)]
+            for vs, ix in zip(values, indices, strict=True)
+        ]
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return math.ceil(n_examples / batch_size)

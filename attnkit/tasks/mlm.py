@@ -1,0 +1,240 @@
+"""Masked-language-model pre-training of a text encoder (BERT, Devlin et al. 2019), on the one engine.
+
+Texts (one document per line of a plain-text file, or a dataset's unlabelled stories) are cut into
+pieces of at most `max_len` tokens; 15% of the tokens are chosen, of which 80% become [MASK], 10% a
+random token and 10% stay, and the model predicts the chosen ones. A classification run starts
+from the result with `attnkit train classify --init RUN_DIR`, reusing its tokenizer and encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.data.batching import length_bucketed_plan, pad
+from attnkit.data.datasets import load_classification
+from attnkit.data.readers import read_lines
+from attnkit.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, load_tokenizer, train_tokenizer
+from attnkit.engine import Batches, TrainConfig, Trainer, setup
+from attnkit.engine.checkpoint import write_json_atomic
+from attnkit.engine.distributed import barrier
+from attnkit.errors import DataError, UserError
+from attnkit.models import MaskedLanguageModel, TextEncoderConfig
+from attnkit.tasks.runs import open_run, prepare_new_run, quiet, write_metrics
+
+N_SPECIAL = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlmOptions:
+    """Everything `attnkit train mlm` takes besides the engine's TrainConfig."""
+
+    out: str = field(default="runs/mlm", metadata={"help": "run directory to write"})
+    text: str | None = field(default=None, metadata={"help": "plain-text file, one document per line (.gz ok)"})
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "use a classification dataset's unlabelled text (never its test split): reuters_r8, ..."},
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "the dataset's folder"})
+    valid_fraction: float = field(default=0.02, metadata={"help": "share of documents held out"})
+    tokenizer: str = field(default="wordpiece", metadata={"help": "wordpiece, bpe or char"})
+    vocab_size: int = field(default=8000, metadata={"help": "tokenizer vocabulary size"})
+    lowercase: bool = field(default=True, metadata={"help": "lowercase before tokenizing"})
+    max_len: int = field(default=256, metadata={"help": "tokens per piece"})
+    mask_prob: float = field(default=0.15, metadata={"help": "share of tokens to predict"})
+    d_model: int = field(default=256, metadata={"help": "model width"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads"})
+    n_layers: int = field(default=4, metadata={"help": "encoder layers"})
+    d_ff: int = field(default=1024, metadata={"help": "feed-forward width"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout"})
+    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
+    norm_first: bool = field(default=True, metadata={"help": "pre-norm (else post-norm)"})
+
+    def __post_init__(self) -> None:
+        if not (self.text or self.dataset) or (self.text and self.dataset):
+            raise UserError("give either --text FILE or --dataset NAME")
+        if not 0 < self.mask_prob < 1:
+            raise UserError(f"--mask-prob must be between 0 and 1, got {self.mask_prob}")
+
+
+TRAIN_DEFAULTS = {"metric": "loss", "metric_mode": "min", "lr": 5e-4, "epochs": 5, "batch_size": 32}
+
+
+def mask_tokens(
+    ids: Tensor,
+    vocab_size: int,
+    mask_prob: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """BERT's masking of a padded batch (B, L): returns (inputs, targets with -100 where not chosen)."""
+    real = (ids != PAD_ID) & (ids != CLS_ID)
+    chosen = (torch.rand(ids.shape, generator=generator) < mask_prob) & real
+    targets = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[chosen & (roll < 0.8)] = MASK_ID
+    random_tokens = torch.randint(N_SPECIAL, vocab_size, ids.shape, generator=generator)
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[swap] = random_tokens[swap]
+    return inputs, targets
+
+
+class MlmTask:
+    """Loss and metrics of masked-token prediction, for the engine."""
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
+        chosen = batch["target"] != -100  # (B, L)
+        logits = model(batch["ids"], chosen)  # (N, V)
+        return F.cross_entropy(logits.float(), batch["target"][chosen]), int((batch["ids"] != PAD_ID).sum())
+
+    def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        chosen = batch["target"] != -100
+        logits = model(batch["ids"], chosen).float()  # (N, V)
+        target = batch["target"][chosen]
+        return {
+            "loss": F.cross_entropy(logits, target, reduction="none"),
+            "correct": (logits.argmax(dim=-1) == target).float(),
+        }
+
+    def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
+        return {"loss": float(rows["loss"].mean()), "masked_accuracy": float(rows["correct"].mean())}
+
+
+def read_documents(options: MlmOptions) -> list[str]:
+    if options.dataset:
+        splits = load_classification(options.dataset, options.data_dir)
+        if not splits.unlabeled:
+            raise DataError(f"dataset {options.dataset} has no unlabelled text; use --text FILE")
+        return splits.unlabeled
+    docs = [line.strip() for line in read_lines(options.text) if line.strip()]
+    if not docs:
+        raise DataError(f"{options.text}: the file is empty")
+    return docs
+
+
+def pieces(tokenizer: Any, docs: list[str], max_len: int) -> list[list[int]]:
+    """Each document's ids cut into pieces of max_len - 1 tokens, each led by [CLS]."""
+    out = []
+    for encoding in tokenizer.encode_batch(docs, add_special_tokens=False):
+        ids = encoding.ids
+        for start in range(0, max(len(ids), 1), max_len - 1):
+            piece = ids[start : start + max_len - 1]
+            if len(piece) >= 8 or start == 0:
+                out.append([CLS_ID, *piece])
+    return out
+
+
+def train(
+    options: MlmOptions | None,
+    train_config: TrainConfig,
+    *,
+    resume: bool = False,
+    run_dir: str | Path | None = None,
+    log: Any = print,
+) -> dict[str, float]:
+    """`attnkit train mlm`: pre-train an encoder; its run can seed `train classify --init`."""
+    where = setup(train_config.device)
+    if not where.is_main:
+        log = quiet
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    run_dir = Path(run_dir if run_dir is not None else options.out)
+    if resume:
+        run_dir, saved = open_run(run_dir)
+        options = MlmOptions(**saved["options"])
+        train_config = dataclasses.replace(
+            TrainConfig.from_dict(saved["train"]),
+            progress=train_config.progress,
+            threads=train_config.threads,
+            device=train_config.device,
+        )
+    docs = read_documents(options)
+    rng = np.random.default_rng(train_config.seed)
+    order = rng.permutation(len(docs))
+    n_valid = max(1, int(len(docs) * options.valid_fraction))
+    valid_docs = [docs[i] for i in order[:n_valid]]
+    train_docs = [docs[i] for i in order[n_valid:]]
+    if resume:
+        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+        config = TextEncoderConfig.from_dict(saved["model"])
+    else:
+        tokenizer = train_tokenizer(
+            train_docs, kind=options.tokenizer, vocab_size=options.vocab_size, lowercase=options.lowercase
+        )
+        config = TextEncoderConfig(
+            vocab_size=tokenizer.get_vocab_size(),
+            d_model=options.d_model,
+            n_heads=options.n_heads,
+            n_layers=options.n_layers,
+            d_ff=options.d_ff,
+            dropout=options.dropout,
+            attention_dropout=options.attention_dropout,
+            max_len=options.max_len,
+            norm_first=options.norm_first,
+        )
+        if where.is_main:
+            run_dir = prepare_new_run(run_dir)
+            tokenizer.save(str(run_dir / ".tokenizer.json.tmp"))
+            (run_dir / ".tokenizer.json.tmp").replace(run_dir / "tokenizer.json")
+            write_json_atomic(
+                run_dir / "config.json",
+                {
+                    "task": "mlm",
+                    "options": dataclasses.asdict(options),
+                    "model": config.to_dict(),
+                    "train": train_config.to_dict(),
+                },
+            )
+        barrier(where)
+    train_ids, valid_ids = (
+        pieces(tokenizer, train_docs, options.max_len),
+        pieces(tokenizer, valid_docs, options.max_len),
+    )
+    log(
+        f"data: {len(train_docs)} documents -> {len(train_ids)} pieces "
+        f"({sum(map(len, train_ids)):,} tokens); {len(valid_ids)} validation pieces"
+    )
+    vocab = config.vocab_size
+
+    def train_collate(indices: list[int]) -> dict[str, Tensor]:
+        inputs, targets = mask_tokens(pad([train_ids[i] for i in indices]), vocab, options.mask_prob)
+        return {"ids": inputs, "target": targets}
+
+    def valid_collate(indices: list[int]) -> dict[str, Tensor]:
+        fixed = torch.Generator().manual_seed(int(indices[0]) * 1_000_003 + len(indices))
+        inputs, targets = mask_tokens(pad([valid_ids[i] for i in indices]), vocab, options.mask_prob, fixed)
+        return {"ids": inputs, "target": targets}
+
+    torch.manual_seed(train_config.seed)
+    model = MaskedLanguageModel(config)
+    log(f"model: MaskedLanguageModel, {sum(p.numel() for p in model.parameters()):,} parameters")
+    trainer = Trainer(
+        model,
+        MlmTask(),
+        train_config,
+        run_dir,
+        Batches(
+            length_bucketed_plan(
+                [len(x) for x in train_ids], train_config.batch_size, shuffle=True, seed=train_config.seed
+            ),
+            train_collate,
+        ),
+        Batches(
+            length_bucketed_plan([len(x) for x in valid_ids], train_config.batch_size, shuffle=False),
+            valid_collate,
+        ),
+        where,
+        log=log,
+    )
+    best = trainer.fit(resume=resume)
+    metrics = {k: v for k, v in best.items() if k.startswith("val_")}
+    if where.is_main:
+        write_metrics(run_dir, metrics)
+    return metrics

@@ -1,0 +1,1 @@
+"""attnkit.viz: pictures of what models do (training curves, confusion matrices, attention)."""

@@ -1,0 +1,108 @@
+"""Optimizer groups, learning-rate schedules and checkpoint files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from attnkit.engine import checkpoint
+from attnkit.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from attnkit.models import TextClassifier, TextEncoderConfig
+
+
+def _model() -> TextClassifier:
+    torch.manual_seed(0)
+    return TextClassifier(TextEncoderConfig(vocab_size=30, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=8), 3)
+
+
+def test_no_decay_on_norms_biases_and_embeddings():
+    model = _model()
+    decay, plain = param_groups(model, 0.1)
+    decayed = {id(p) for p in decay["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(p.dim() == 2 for p in decay["params"])
+    assert id(model.body.embed.weight) not in decayed
+    assert id(model.body.pos.weight) not in decayed  # learned positions are a 2-D table, not decayed
+    assert any("norm" in names[id(p)] for p in plain["params"])
+    assert any(names[id(p)].endswith("bias") for p in plain["params"])
+    assert plain["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
+    total = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for g in (decay, plain) for p in g["params"]) == total
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "inverse_sqrt", "constant"])
+def test_schedules_warm_up_then_decay(schedule):
+    kwargs = dict(schedule=schedule, warmup_steps=10, total_steps=100, min_ratio=0.0)
+    assert lr_factor(0, **kwargs) == pytest.approx(0.1)
+    assert lr_factor(9, **kwargs) == pytest.approx(1.0)
+    if schedule == "cosine":
+        assert lr_factor(54, **kwargs) == pytest.approx(0.5)
+        assert lr_factor(99, **kwargs) == pytest.approx(0.0, abs=1e-12)
+    if schedule == "linear":
+        assert lr_factor(54, **kwargs) == pytest.approx(0.5)
+    if schedule == "inverse_sqrt":
+        assert lr_factor(39, **kwargs) == pytest.approx(math.sqrt(10 / 40))
+    if schedule == "constant":
+        assert lr_factor(99, **kwargs) == 1.0
+
+
+def test_training_state_round_trip(tmp_path):
+    model = _model()
+    optimizer = build_optimizer(model, 1e-3, 0.01)
+    scheduler = build_scheduler(optimizer, schedule="cosine", warmup_steps=2, total_steps=10)
+    for _ in range(3):
+        model(torch.randint(1, 30, (2, 5))).sum().backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    checkpoint.save_training_state(tmp_path / "last", model, optimizer, scheduler, {"step": 3})
+    expected_next = torch.rand(3)
+
+    fresh = _model()
+    fresh_opt = build_optimizer(fresh, 1e-3, 0.01)
+    fresh_sched = build_scheduler(fresh_opt, schedule="cosine", warmup_steps=2, total_steps=10)
+    torch.rand(5)  # disturb the RNG; loading must restore it
+    position = checkpoint.load_training_state(tmp_path / "last", fresh, fresh_opt, fresh_sched)
+    assert position == {"step": 3}
+    assert torch.equal(torch.rand(3), expected_next)
+    for a, b in zip(model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert fresh_sched.get_last_lr() == scheduler.get_last_lr()
+    state_a, state_b = optimizer.state_dict(), fresh_opt.state_dict()
+    for index in state_a["state"]:
+        for key, value in state_a["state"][index].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_b["state"][index][key]))
+
+
+def test_weights_load_through_wrappers_and_reject_mismatch(tmp_path):
+    model = _model()
+    checkpoint.save_weights_atomic(model, tmp_path / "model.safetensors")
+
+    class Wrapper(nn.Module):  # shaped like DistributedDataParallel: the model under .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    target = Wrapper(_model())
+    with torch.no_grad():
+        for p in target.parameters():
+            p.zero_()
+    checkpoint.load_weights(target, tmp_path / "model.safetensors")
+    for a, b in zip(model.parameters(), target.module.parameters(), strict=True):
+        assert torch.equal(a, b)
+    other = TextClassifier(TextEncoderConfig(vocab_size=30, d_model=16, n_heads=2, n_layers=2, d_ff=32, max_len=8), 3)
+    with pytest.raises(checkpoint.CheckpointError, match="do not fit"):
+        checkpoint.load_weights(other, tmp_path / "model.safetensors")
+
+
+def test_interrupted_swap_keeps_previous_checkpoint(tmp_path):
+    model = _model()
+    optimizer = build_optimizer(model, 1e-3, 0.0)
+    scheduler = build_scheduler(optimizer, schedule="constant", warmup_steps=0, total_steps=1)
+    checkpoint.save_training_state(tmp_path / "last", model, optimizer, scheduler, {"step": 1})
+    (tmp_path / "last").rename(tmp_path / "last.old")  # a crash between the two renames of a swap
+    found = checkpoint.find_training_state(tmp_path / "last")
+    assert found == tmp_path / "last.old"

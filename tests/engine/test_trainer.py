@@ -1,0 +1,86 @@
+"""The engine on a toy regression task: it knows nothing of what the model computes."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from attnkit.engine import Dist, TrainConfig, Trainer
+from tests.engine.toy import ToyTask, toy_batches, toy_model
+
+
+def _trainer(tmp_path, **overrides) -> Trainer:
+    settings = dict(epochs=3, batch_size=8, warmup_steps=2, lr=3e-2, progress=False, metric="mse", seed=0)
+    settings.update(overrides)
+    torch.manual_seed(0)
+    return Trainer(
+        toy_model(),
+        ToyTask(),
+        TrainConfig(**settings),
+        tmp_path,
+        toy_batches(64, shuffle=True),
+        toy_batches(24, shuffle=False, seed=9),
+        Dist(),
+        log=lambda _m: None,
+    )
+
+
+def _history(tmp_path) -> list[dict[str, str]]:
+    with open(tmp_path / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_learns_and_writes_history(tmp_path):
+    trainer = _trainer(tmp_path)
+    before = trainer.evaluate(toy_batches(24, shuffle=False, seed=9))["mse"]
+    best = trainer.fit()
+    assert best["val_mse"] < 0.5 * before
+    rows = _history(tmp_path)
+    assert [int(r["step"]) for r in rows] == [8, 16, 24]  # one evaluation per epoch of 8 steps
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_eval_every_and_max_steps(tmp_path):
+    _trainer(tmp_path, eval_every=5, max_steps=12, epochs=1).fit()
+    assert [int(r["step"]) for r in _history(tmp_path)] == [5, 10, 12]  # max_steps outlasts one epoch
+
+
+def test_grad_accumulation_counts_optimizer_steps(tmp_path):
+    trainer = _trainer(tmp_path, grad_accum=3, epochs=1)
+    assert trainer.steps_per_epoch == 3  # 8 micro-batches -> steps of 3, 3 and 2
+    trainer.fit()
+    assert [int(r["step"]) for r in _history(tmp_path)] == [3]
+
+
+def test_early_stopping(tmp_path):
+    # At lr 10 training diverges, so the validation error soon stops improving; with patience 1 the
+    # first evaluation that is not a new best ends the run.
+    trainer = _trainer(tmp_path, lr=10.0, warmup_steps=0, schedule="constant", patience=1, epochs=20, grad_clip=0.0)
+    trainer.fit()
+    rows = _history(tmp_path)
+    assert len(rows) < 20
+    values = [float(r["val_mse"]) for r in rows]
+    assert values[-1] >= min(values[:-1])
+
+
+def test_bf16_autocast_trains(tmp_path):
+    best = _trainer(tmp_path, bf16=True, epochs=2).fit()
+    assert best["val_mse"] == best["val_mse"]  # a number, not NaN
+
+
+def test_metric_must_exist(tmp_path):
+    with pytest.raises(KeyError, match="accuracy"):
+        _trainer(tmp_path, metric="accuracy", epochs=1).fit()
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_checkpoints_load(tmp_path):
+    from attnkit.engine import load_weights
+
+    trainer = _trainer(tmp_path, compile=True, epochs=1)
+    trainer.fit()
+    fresh = toy_model()
+    load_weights(fresh, tmp_path / "model.safetensors")
