@@ -8,7 +8,7 @@ ATTNKIT_DATA ?= $(if $(wildcard ../shared/data/reuters21578),$(abspath ../shared
 export ATTNKIT_DATA
 DEMO_RUN ?= runs/demo-reuters-r8
 
-.PHONY: install demo demo-core test test-slow lint bench-attention
+.PHONY: install demo demo-core test test-slow lint bench-attention bench-classify
 
 install: $(STAMP)
 
@@ -40,3 +40,7 @@ lint: install
 
 bench-attention: install
 	$(PY) benchmarks/attention.py
+
+bench-classify: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/classify.py

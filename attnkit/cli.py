@@ -136,7 +136,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         demo.run()
         return 0
     if args.command == "train":
-        return _train(args)
+        from attnkit.engine.distributed import teardown
+
+        code = _train(args)
+        teardown()  # only after success: a failed process must not wait at a barrier for the others
+        return code
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "predict":

@@ -139,7 +139,7 @@ def measure(
     """Skip what would not fit, measure peak memory on a first call each, then time in rounds.
 
     The variants of each group in `pairs` (those whose ratio is a target) alternate with one another
-    for at least 5 rounds; the others alternate among themselves for at least 3.
+    for at least 9 rounds; the others alternate among themselves for at least 3.
     """
     limit = 0.6 * total_memory_bytes() if device.type == "cpu" else torch.cuda.mem_get_info(device)[1] * 0.8
     results: dict[str, dict[str, object]] = {}
@@ -157,7 +157,7 @@ def measure(
         runnable[name] = run
     grouped = [[n for n in group if n in runnable] for group in pairs]
     rest = [n for n in runnable if not any(n in group for group in grouped)]
-    for group, min_rounds in [*((g, 5) for g in grouped), (rest, 3)]:
+    for group, min_rounds in [*((g, 9) for g in grouped), (rest, 3)]:
         if not group:
             continue
         per_round = sum(results[name]["first_s"] for name in group)
@@ -183,7 +183,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--budget", type=float, default=8.0, help="seconds of timing per configuration")
     parser.add_argument("--max-rounds", type=int, default=30)
+    parser.add_argument(
+        "--recheck",
+        type=int,
+        metavar="ROUNDS",
+        help="only re-time attnkit fused vs. torch sdpa at --lengths for ROUNDS alternating rounds; writes nothing",
+    )
     args = parser.parse_args()
+    if args.recheck:
+        recheck(args.lengths, args.recheck, torch.device(args.device))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     lengths = [128, 512] if args.quick else args.lengths
@@ -242,6 +251,28 @@ def main() -> None:
     path = write_json("attention", payload)
     write_section("attention", render(payload))
     print(f"wrote {path} and BENCHMARKS.md")
+
+
+def recheck(lengths: list[int], rounds: int, device: torch.device) -> None:
+    """The fused-vs-kernel ratio alone, with more rounds: both call the same kernel, so a ratio far
+    from 1 in the full run is noise worth measuring again."""
+    use_mmap_for_large_allocations()
+    for mode in ("forward", "forward+backward"):
+        for causal in (False, True):
+            for length in lengths:
+                variants = attention_variants(length, causal, mode == "forward+backward", device)
+                pair = {name: variants[name] for name in ("attnkit fused", "torch sdpa")}
+                for run in pair.values():
+                    run()
+                times = alternate(pair, rounds, device)
+                fused, kernel = (summarise(times[n]) for n in pair)
+                ratio = fused["median_ms"] / kernel["median_ms"]
+                print(
+                    f"{mode:<16} causal={causal!s:<5} L={length:<5} fused {fused['median_ms']:.1f} ms "
+                    f"[{fused['q1_ms']:.1f}-{fused['q3_ms']:.1f}]  torch {kernel['median_ms']:.1f} ms "
+                    f"[{kernel['q1_ms']:.1f}-{kernel['q3_ms']:.1f}]  ratio {ratio:.3f}",
+                    flush=True,
+                )
 
 
 def _line(row: dict[str, object]) -> str:

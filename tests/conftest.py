@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.fixtures import make_texts, write_csv
 
@@ -13,3 +14,13 @@ def news_files(tmp_path):
     train = write_csv(tmp_path / "train.csv", make_texts(120, seed=1))
     test = write_csv(tmp_path / "test.csv", make_texts(45, seed=2))
     return train, test
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped where no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -53,7 +53,9 @@ def setup(device: str = "auto") -> Dist:
 
 
 def teardown() -> None:
+    """Leave the process group; the barrier first, so no process closes connections another still uses."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

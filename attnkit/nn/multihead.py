@@ -6,6 +6,7 @@ MultiHead(Q, K, V) = Concat(head_1, ..., head_H) W_O,  head_i = Attention(Q W_Q^
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.nn.attention import scaled_dot_product_attention
@@ -113,11 +114,9 @@ class MultiHeadAttention(nn.Module):
             (B, T, D), or (output, weights) when `return_weights`.
         """
         batch, q_len, _ = x.shape
-        q = self._split_heads(self.q_proj(x))  # (B, H, T, Dh)
         if context is None:
             offset = 0 if cache is None else cache.length
-            k = self._split_heads(self.k_proj(x))  # (B, H, T, Dh)
-            v = self._split_heads(self.v_proj(x))
+            q, k, v = (self._split_heads(t) for t in self._project_qkv(x))  # (B, H, T, Dh) each
             if self.rope is not None:
                 q, k = self.rope(q, offset), self.rope(k, offset)
             if cache is not None:
@@ -125,6 +124,7 @@ class MultiHeadAttention(nn.Module):
         else:
             if self.rope is not None:
                 raise ValueError("rotary embeddings apply to self-attention only; call without context")
+            q = self._split_heads(self.q_proj(x))  # (B, H, T, Dh)
             if cache is not None and cache.length:
                 k, v = cache.k, cache.v
             else:
@@ -145,6 +145,18 @@ class MultiHeadAttention(nn.Module):
         out = out.transpose(1, 2).reshape(batch, q_len, self.d_model)  # (B, T, D)
         out = self.out_proj(out)
         return (out, weights) if return_weights else out
+
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v (B, T, D) each, from one matrix product with the three weights side by side.
+
+        The same arithmetic as three `nn.Linear` calls; one larger product keeps the CPU's matrix
+        kernels busier than three small ones.
+        """
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
+        bias = None
+        if self.q_proj.bias is not None:
+            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])  # (3D,)
+        return F.linear(x, weight, bias).split(self.d_model, dim=-1)  # (B, T, 3D) -> 3 × (B, T, D)
 
     def _split_heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape

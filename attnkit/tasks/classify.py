@@ -284,7 +284,7 @@ def train(
     model = (model_factory or TextClassifier)(encoder_config, len(classes), pooling=options.pooling)
     if options.init and not resume:
         _load_encoder(model, Path(options.init))
-    log(f"model: TextClassifier, {sum(p.numel() for p in model.parameters()):,} parameters")
+    log(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters")
     trainer = Trainer(
         model,
         ClassifyTask(),
