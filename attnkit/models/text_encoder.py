@@ -6,20 +6,20 @@ encoder pre-trained as a masked language model on the corpus's own text.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from torch import Tensor, nn
 
 from attnkit.nn import Encoder, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from attnkit.nn.config import DictConfig
 from attnkit.nn.feedforward import Activation
 from attnkit.nn.norms import NormKind
 
 
 @dataclass(frozen=True, kw_only=True)
-class TextEncoderConfig:
+class TextEncoderConfig(DictConfig):
     """Sizes and choices of a text encoder.
 
     Fields:
@@ -55,17 +55,6 @@ class TextEncoderConfig:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         if self.positional not in ("learned", "sinusoidal"):
             raise ValueError(f"positional must be learned or sinusoidal, got {self.positional!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TextEncoderConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder options: {', '.join(unknown)}")
-        return cls(**data)
 
 
 class TextEncoder(nn.Module):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from torch import Tensor, nn
 
+from attnkit.nn.config import DictConfig
 from attnkit.nn.feedforward import Activation
 from attnkit.nn.norms import NormKind
 from attnkit.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
@@ -16,7 +16,7 @@ from attnkit.nn.stacks import Decoder, DecoderCache, Encoder
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransformerConfig:
+class TransformerConfig(DictConfig):
     """Everything needed to rebuild a `Transformer`; defaults are the paper's base model (Table 3).
 
     Fields:
@@ -82,19 +82,6 @@ class TransformerConfig:
     def shared_vocab(self) -> bool:
         """Source and target use one vocabulary."""
         return self.tgt_vocab_size is None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (for config.json)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
-        """Rebuild from `to_dict`'s output; unknown keys are an error, not ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig keys: {', '.join(unknown)}")
-        return cls(**data)
 
 
 class Transformer(nn.Module):
