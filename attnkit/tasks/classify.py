@@ -23,13 +23,11 @@ from attnkit.data.batching import length_bucketed_plan, pad
 from attnkit.data.datasets import load_classification
 from attnkit.data.readers import LabeledTexts, read_class_names, read_labeled
 from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer, train_tokenizer
-from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, setup
-from attnkit.engine.checkpoint import write_json_atomic
-from attnkit.engine.distributed import barrier
+from attnkit.engine import Batches, TrainConfig, Trainer, load_weights
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report
 from attnkit.models import TextClassifier, TextEncoderConfig
-from attnkit.tasks.runs import open_run, prepare_new_run, quiet, write_metrics
+from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,21 +218,14 @@ def train(
     interface (ids -> logits) in place of `TextClassifier`; benchmarks use it to train a baseline
     on exactly the same tokens, batches and steps.
     """
-    where = setup(train_config.device)
-    if not where.is_main:
-        log = quiet
-    if train_config.threads:
-        torch.set_num_threads(train_config.threads)
-    run_dir = Path(run_dir if run_dir is not None else options.out)
-    if resume:
-        run_dir, saved = open_run(run_dir)
-        options = ClassifyOptions(**saved["options"])
-        train_config = dataclasses.replace(
-            TrainConfig.from_dict(saved["train"]),
-            progress=train_config.progress,
-            threads=train_config.threads,
-            device=train_config.device,
-        )
+    start = start_run(options, ClassifyOptions, train_config, resume=resume, run_dir=run_dir, log=log)
+    where, run_dir, options, train_config, log = (
+        start.where,
+        start.run_dir,
+        start.options,
+        start.train_config,
+        start.log,
+    )
     train_data, valid_data, test_data = read_splits(options, log)
     for note in train_data.notes:
         log(f"note: {train_data.source}: {note}")
@@ -249,21 +240,15 @@ def train(
             check_labels(classes, split, name)
 
     encoder_config, tokenizer = _model_setup(options, train_data, run_dir, resume)
-    if not resume and where.is_main:
-        run_dir = prepare_new_run(run_dir)
-        tokenizer.save(str(run_dir / ".tokenizer.json.tmp"))
-        (run_dir / ".tokenizer.json.tmp").replace(run_dir / "tokenizer.json")
-        write_json_atomic(
-            run_dir / "config.json",
-            {
-                "task": "classify",
-                "options": dataclasses.asdict(options),
-                "model": encoder_config.to_dict(),
-                "classes": classes,
-                "train": train_config.to_dict(),
-            },
-        )
-    barrier(where)
+    if not resume:
+        config = {
+            "task": "classify",
+            "options": dataclasses.asdict(options),
+            "model": encoder_config.to_dict(),
+            "classes": classes,
+            "train": train_config.to_dict(),
+        }
+        write_new_run(run_dir, where, tokenizer, config)
     prepared = {
         name: prepare(tokenizer, data, classes, options.max_len)
         for name, data in (("train", train_data), ("valid", valid_data), ("test", test_data))

@@ -22,12 +22,10 @@ from attnkit.data.batching import length_bucketed_plan, pad
 from attnkit.data.datasets import load_classification
 from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, load_tokenizer, train_tokenizer
-from attnkit.engine import Batches, TrainConfig, Trainer, setup
-from attnkit.engine.checkpoint import write_json_atomic
-from attnkit.engine.distributed import barrier
+from attnkit.engine import Batches, TrainConfig, Trainer
 from attnkit.errors import DataError, UserError
 from attnkit.models import MaskedLanguageModel, TextEncoderConfig
-from attnkit.tasks.runs import open_run, prepare_new_run, quiet, write_metrics
+from attnkit.tasks.runs import start_run, write_metrics, write_new_run
 
 N_SPECIAL = 5
 
@@ -140,21 +138,14 @@ def train(
     log: Any = print,
 ) -> dict[str, float]:
     """`attnkit train mlm`: pre-train an encoder; its run can seed `train classify --init`."""
-    where = setup(train_config.device)
-    if not where.is_main:
-        log = quiet
-    if train_config.threads:
-        torch.set_num_threads(train_config.threads)
-    run_dir = Path(run_dir if run_dir is not None else options.out)
-    if resume:
-        run_dir, saved = open_run(run_dir)
-        options = MlmOptions(**saved["options"])
-        train_config = dataclasses.replace(
-            TrainConfig.from_dict(saved["train"]),
-            progress=train_config.progress,
-            threads=train_config.threads,
-            device=train_config.device,
-        )
+    start = start_run(options, MlmOptions, train_config, resume=resume, run_dir=run_dir, log=log)
+    where, run_dir, options, train_config, log = (
+        start.where,
+        start.run_dir,
+        start.options,
+        start.train_config,
+        start.log,
+    )
     docs = read_documents(options)
     rng = np.random.default_rng(train_config.seed)
     order = rng.permutation(len(docs))
@@ -163,7 +154,7 @@ def train(
     train_docs = [docs[i] for i in order[n_valid:]]
     if resume:
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-        config = TextEncoderConfig.from_dict(saved["model"])
+        config = TextEncoderConfig.from_dict(start.saved["model"])
     else:
         tokenizer = train_tokenizer(
             train_docs, kind=options.tokenizer, vocab_size=options.vocab_size, lowercase=options.lowercase
@@ -179,20 +170,17 @@ def train(
             max_len=options.max_len,
             norm_first=options.norm_first,
         )
-        if where.is_main:
-            run_dir = prepare_new_run(run_dir)
-            tokenizer.save(str(run_dir / ".tokenizer.json.tmp"))
-            (run_dir / ".tokenizer.json.tmp").replace(run_dir / "tokenizer.json")
-            write_json_atomic(
-                run_dir / "config.json",
-                {
-                    "task": "mlm",
-                    "options": dataclasses.asdict(options),
-                    "model": config.to_dict(),
-                    "train": train_config.to_dict(),
-                },
-            )
-        barrier(where)
+        write_new_run(
+            run_dir,
+            where,
+            tokenizer,
+            {
+                "task": "mlm",
+                "options": dataclasses.asdict(options),
+                "model": config.to_dict(),
+                "train": train_config.to_dict(),
+            },
+        )
     train_ids, valid_ids = (
         pieces(tokenizer, train_docs, options.max_len),
         pieces(tokenizer, valid_docs, options.max_len),

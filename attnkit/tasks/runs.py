@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from attnkit.engine import Dist, TrainConfig, setup
 from attnkit.engine.checkpoint import write_json_atomic
+from attnkit.engine.distributed import barrier
 from attnkit.errors import UserError
 
 
@@ -43,3 +49,58 @@ def write_metrics(run_dir: Path, metrics: dict[str, float]) -> None:
 
 def quiet(_message: str) -> None:
     """The log of processes other than rank 0: they print nothing."""
+
+
+@dataclass
+class RunStart:
+    """Where a training command stands once its process, options and run directory are settled."""
+
+    where: Dist
+    run_dir: Path
+    options: Any
+    train_config: TrainConfig
+    saved: dict[str, Any] | None
+    log: Any
+
+
+def start_run(
+    options: Any,
+    options_cls: type,
+    train_config: TrainConfig,
+    *,
+    resume: bool,
+    run_dir: str | Path | None,
+    log: Any,
+) -> RunStart:
+    """Join the process group, set threads, and on --resume take options and training settings from the run.
+
+    Resuming keeps only the device, thread count and progress display of the new command line.
+    """
+    where = setup(train_config.device)
+    if not where.is_main:
+        log = quiet
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    directory = Path(run_dir if run_dir is not None else options.out)
+    saved = None
+    if resume:
+        directory, saved = open_run(directory)
+        options = options_cls(**saved["options"])
+        train_config = dataclasses.replace(
+            TrainConfig.from_dict(saved["train"]),
+            progress=train_config.progress,
+            threads=train_config.threads,
+            device=train_config.device,
+        )
+    return RunStart(where, directory, options, train_config, saved, log)
+
+
+def write_new_run(run_dir: Path, where: Dist, tokenizer: Any, config: dict[str, Any]) -> None:
+    """Rank 0 creates the run directory with tokenizer.json and config.json; the others wait."""
+    if where.is_main:
+        prepare_new_run(run_dir)
+        tmp = run_dir / ".tokenizer.json.tmp"
+        tokenizer.save(str(tmp))
+        tmp.replace(run_dir / "tokenizer.json")
+        write_json_atomic(run_dir / "config.json", config)
+    barrier(where)
