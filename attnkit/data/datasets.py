@@ -52,24 +52,20 @@ def _first(directory: Path, *names: str) -> Path | None:
     return None
 
 
-def load_classification(
-    name: str,
-    data_dir: str | Path | None = None,
-    *,
-    download_missing: bool = False,
-    log=print,
-) -> Splits:
-    """Read a standard classification dataset's splits.
-
-    With `download_missing`, a dataset absent from its folder is first fetched there
-    (`attnkit data download`), saying so.
-    """
+def ensure_dataset(name: str, data_dir: str | Path | None = None, log=print) -> Path:
+    """The dataset's folder, fetched there first (`attnkit data download`) when it is absent, saying so."""
     directory = dataset_dir(name, data_dir)
-    if not directory.is_dir() and download_missing:
+    if not directory.is_dir():
         from attnkit.data.download import download
 
         log(f"{directory}: dataset {name} not found there; downloading it")
         download(FOLDERS[name], directory, log=log)
+    return directory
+
+
+def load_classification(name: str, data_dir: str | Path | None = None) -> Splits:
+    """Read a standard classification dataset's splits."""
+    directory = dataset_dir(name, data_dir)
     if not directory.is_dir():
         raise DataError(
             f"{directory}: dataset {name} not found; set ATTNKIT_DATA or --data-dir, "

@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.data.batching import length_bucketed_plan, pad
-from attnkit.data.datasets import load_classification
+from attnkit.data.datasets import ensure_dataset, load_classification
 from attnkit.data.readers import LabeledTexts, read_class_names, read_labeled
 from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer, train_tokenizer
-from attnkit.engine import Batches, TrainConfig, Trainer, load_weights
+from attnkit.engine import Batches, Dist, TrainConfig, Trainer, load_weights
+from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report
 from attnkit.models import TextClassifier, TextEncoderConfig
@@ -145,12 +146,18 @@ class Prepared:
 
 
 def read_splits(
-    options: ClassifyOptions,
-    log: Any = print,
+    options: ClassifyOptions, where: Dist | None = None, log: Any = print
 ) -> tuple[LabeledTexts, LabeledTexts | None, LabeledTexts | None]:
-    """The train, validation and test texts the options name (a missing standard dataset is downloaded)."""
+    """The train, validation and test texts the options name.
+
+    A missing standard dataset is downloaded first, by rank 0 alone while the other processes wait.
+    """
     if options.dataset:
-        splits = load_classification(options.dataset, options.data_dir, download_missing=True, log=log)
+        where = where or Dist()
+        if where.is_main:
+            ensure_dataset(options.dataset, options.data_dir, log)
+        barrier(where)
+        splits = load_classification(options.dataset, options.data_dir)
         return splits.train, splits.valid, splits.test
     names = read_class_names(options.class_names) if options.class_names else None
     columns = options.text_columns.split(",") if options.text_columns else None
@@ -226,7 +233,7 @@ def train(
         start.train_config,
         start.log,
     )
-    train_data, valid_data, test_data = read_splits(options, log)
+    train_data, valid_data, test_data = read_splits(options, where, log)
     for note in train_data.notes:
         log(f"note: {train_data.source}: {note}")
     if valid_data is None:

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.data.batching import length_bucketed_plan, pad
-from attnkit.data.datasets import load_classification
+from attnkit.data.datasets import ensure_dataset, load_classification
 from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, load_tokenizer, train_tokenizer
-from attnkit.engine import Batches, TrainConfig, Trainer
+from attnkit.engine import Batches, Dist, TrainConfig, Trainer
+from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError, UserError
 from attnkit.models import MaskedLanguageModel, TextEncoderConfig
 from attnkit.tasks.runs import start_run, write_metrics, write_new_run
@@ -105,8 +106,13 @@ class MlmTask:
         return {"loss": float(rows["loss"].mean()), "masked_accuracy": float(rows["correct"].mean())}
 
 
-def read_documents(options: MlmOptions) -> list[str]:
+def read_documents(options: MlmOptions, where: Dist | None = None, log: Any = print) -> list[str]:
+    """The documents to pre-train on; a missing standard dataset is downloaded by rank 0 first."""
     if options.dataset:
+        where = where or Dist()
+        if where.is_main:
+            ensure_dataset(options.dataset, options.data_dir, log)
+        barrier(where)
         splits = load_classification(options.dataset, options.data_dir)
         if not splits.unlabeled:
             raise DataError(f"dataset {options.dataset} has no unlabelled text; use --text FILE")
@@ -146,7 +152,7 @@ def train(
         start.train_config,
         start.log,
     )
-    docs = read_documents(options)
+    docs = read_documents(options, where, log)
     rng = np.random.default_rng(train_config.seed)
     order = rng.permutation(len(docs))
     n_valid = max(1, int(len(docs) * options.valid_fraction))

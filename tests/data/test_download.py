@@ -108,3 +108,24 @@ def test_cli_mirror_fetches_the_real_file_names(server, tmp_path, capsys):
     assert code == 2
     assert "checksum mismatch" in capsys.readouterr().err
     assert not (tmp_path / "t" / "dev.txt").exists()
+
+
+def test_train_downloads_a_missing_dataset_first(server, tmp_path, capsys, monkeypatch):
+    from attnkit.data import download as download_module
+    from tests.data.test_readers import SGML
+
+    base, www = server
+    archive = _tarball({"reuters/reut2-000.sgm": SGML.encode("latin-1")})
+    (www / "reuters21578.tar.gz").write_bytes(archive)
+    monkeypatch.setitem(
+        download_module.SOURCES, "reuters21578", [RemoteFile(f"{base}/reuters21578.tar.gz", "r.tar.gz", unpack="tar")]
+    )
+    folder = tmp_path / "absent"
+    code = main(
+        ["train", "classify", "--dataset", "reuters_r8", "--data-dir", str(folder), "--out", str(tmp_path / "r")]
+    )
+    captured = capsys.readouterr()
+    assert "not found there; downloading it" in captured.out
+    assert (folder / "reut2-000.sgm").is_file()
+    # The two-story fixture has a single R8 training class, which is then a clear error.
+    assert code == 2 and "only one class" in captured.err
