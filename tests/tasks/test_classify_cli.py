@@ -77,7 +77,7 @@ def test_predict_single_texts_with_top_k(trained_run, capsys):
     assert ranked[0][0].strip() == "sports"
     probabilities = [float(p) for _, p in ranked]
     assert probabilities == sorted(probabilities, reverse=True)
-    assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1.5e-3 + 1e-9)  # three values printed to 3 decimals
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
