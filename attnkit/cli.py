@@ -16,11 +16,10 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from attnkit.atomic import atomic_path
 from attnkit.engine.config import TrainConfig
 from attnkit.errors import UserError
 from attnkit.options import add_options, build, check_known, load_preset
@@ -241,10 +240,8 @@ def _write_predictions(path: Path, texts: list[str], predictions: list[list[tupl
         for text, ranked in zip(texts, predictions, strict=True):
             writer.writerow([text, ranked[0][0], f"{ranked[0][1]:.6f}"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
 
 
 if __name__ == "__main__":

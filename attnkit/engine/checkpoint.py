@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from attnkit.atomic import atomic_path
 from attnkit.errors import UserError
 
 
@@ -42,31 +43,17 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file in the same directory, then rename it over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def save_weights_atomic(model: nn.Module, path: Path) -> None:
     """Save a model's weights (tied tensors once) to `path` via a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_model(unwrap(model), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_model(unwrap(model), str(tmp))
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

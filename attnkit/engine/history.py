@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
+
+from attnkit.atomic import atomic_path
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
@@ -18,11 +18,8 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue())
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -60,8 +57,6 @@ def plot_curves(path: Path, rows: list[dict[str, float]]) -> None:
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".curves.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from attnkit.atomic import atomic_path
 from attnkit.engine import Dist, TrainConfig, setup
 from attnkit.engine.checkpoint import write_json_atomic
 from attnkit.engine.distributed import barrier
@@ -99,8 +100,7 @@ def write_new_run(run_dir: Path, where: Dist, tokenizer: Any, config: dict[str, 
     """Rank 0 creates the run directory with tokenizer.json and config.json; the others wait."""
     if where.is_main:
         prepare_new_run(run_dir)
-        tmp = run_dir / ".tokenizer.json.tmp"
-        tokenizer.save(str(tmp))
-        tmp.replace(run_dir / "tokenizer.json")
+        with atomic_path(run_dir / "tokenizer.json") as tmp:
+            tokenizer.save(str(tmp))
         write_json_atomic(run_dir / "config.json", config)
     barrier(where)

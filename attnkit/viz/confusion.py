@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from attnkit.atomic import atomic_path
 
 
 def plot_confusion(path: Path, confusion: list[list[int]], names: list[str], title: str = "") -> None:
@@ -32,8 +32,6 @@ def plot_confusion(path: Path, confusion: list[list[int]], names: list[str], tit
                     axis.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=8, color=color)
     axis.set_title(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".confusion.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
