@@ -28,11 +28,12 @@ from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report
 from attnkit.models import TextClassifier, TextEncoderConfig
+from attnkit.tasks.encoder_options import EncoderOptions
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClassifyOptions:
+class ClassifyOptions(EncoderOptions):
     """Everything `attnkit train classify` takes besides the engine's TrainConfig."""
 
     out: str = field(default="runs/classify", metadata={"help": "run directory to write"})
@@ -57,7 +58,6 @@ class ClassifyOptions:
     )
     class_names: str | None = field(default=None, metadata={"help": "file of class names, line i = label i"})
     valid_fraction: float = field(default=0.1, metadata={"help": "share of --train held out for validation"})
-    tokenizer: str = field(default="wordpiece", metadata={"help": "wordpiece, bpe or char"})
     tokenizer_file: str | None = field(
         default=None,
         metadata={
@@ -65,16 +65,6 @@ class ClassifyOptions:
             "differently from one process to the next, so a shared file makes runs repeatable)"
         },
     )
-    vocab_size: int = field(default=8000, metadata={"help": "tokenizer vocabulary size"})
-    lowercase: bool = field(default=True, metadata={"help": "lowercase before tokenizing"})
-    max_len: int = field(default=256, metadata={"help": "tokens per text; longer texts are truncated"})
-    d_model: int = field(default=256, metadata={"help": "model width"})
-    n_heads: int = field(default=4, metadata={"help": "attention heads"})
-    n_layers: int = field(default=4, metadata={"help": "encoder layers"})
-    d_ff: int = field(default=1024, metadata={"help": "feed-forward width"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings and sub-layers"})
-    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
-    norm_first: bool = field(default=True, metadata={"help": "pre-norm (else post-norm)"})
     pooling: str = field(default="mean", metadata={"help": "mean (masked) or cls"})
     init: str | None = field(
         default=None,
@@ -336,19 +326,7 @@ def _model_setup(
         tokenizer = train_tokenizer(
             train_data.texts, kind=options.tokenizer, vocab_size=options.vocab_size, lowercase=options.lowercase
         )
-    config = TextEncoderConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        d_model=options.d_model,
-        n_heads=options.n_heads,
-        n_layers=options.n_layers,
-        d_ff=options.d_ff,
-        dropout=options.dropout,
-        attention_dropout=options.attention_dropout,
-        max_len=options.max_len,
-        norm_first=options.norm_first,
-        pad_id=PAD_ID,
-    )
-    return config, tokenizer
+    return options.encoder_config(tokenizer.get_vocab_size()), tokenizer
 
 
 def _load_encoder(model: TextClassifier, init_dir: Path) -> None:

@@ -26,13 +26,14 @@ from attnkit.engine import Batches, Dist, TrainConfig, Trainer
 from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError, UserError
 from attnkit.models import MaskedLanguageModel, TextEncoderConfig
+from attnkit.tasks.encoder_options import EncoderOptions
 from attnkit.tasks.runs import start_run, write_metrics, write_new_run
 
 N_SPECIAL = 5
 
 
 @dataclass(frozen=True, kw_only=True)
-class MlmOptions:
+class MlmOptions(EncoderOptions):
     """Everything `attnkit train mlm` takes besides the engine's TrainConfig."""
 
     out: str = field(default="runs/mlm", metadata={"help": "run directory to write"})
@@ -43,18 +44,7 @@ class MlmOptions:
     )
     data_dir: str | None = field(default=None, metadata={"help": "the dataset's folder"})
     valid_fraction: float = field(default=0.02, metadata={"help": "share of documents held out"})
-    tokenizer: str = field(default="wordpiece", metadata={"help": "wordpiece, bpe or char"})
-    vocab_size: int = field(default=8000, metadata={"help": "tokenizer vocabulary size"})
-    lowercase: bool = field(default=True, metadata={"help": "lowercase before tokenizing"})
-    max_len: int = field(default=256, metadata={"help": "tokens per piece"})
     mask_prob: float = field(default=0.15, metadata={"help": "share of tokens to predict"})
-    d_model: int = field(default=256, metadata={"help": "model width"})
-    n_heads: int = field(default=4, metadata={"help": "attention heads"})
-    n_layers: int = field(default=4, metadata={"help": "encoder layers"})
-    d_ff: int = field(default=1024, metadata={"help": "feed-forward width"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout"})
-    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
-    norm_first: bool = field(default=True, metadata={"help": "pre-norm (else post-norm)"})
 
     def __post_init__(self) -> None:
         if not (self.text or self.dataset) or (self.text and self.dataset):
@@ -165,17 +155,7 @@ def train(
         tokenizer = train_tokenizer(
             train_docs, kind=options.tokenizer, vocab_size=options.vocab_size, lowercase=options.lowercase
         )
-        config = TextEncoderConfig(
-            vocab_size=tokenizer.get_vocab_size(),
-            d_model=options.d_model,
-            n_heads=options.n_heads,
-            n_layers=options.n_layers,
-            d_ff=options.d_ff,
-            dropout=options.dropout,
-            attention_dropout=options.attention_dropout,
-            max_len=options.max_len,
-            norm_first=options.norm_first,
-        )
+        config = options.encoder_config(tokenizer.get_vocab_size())
         write_new_run(
             run_dir,
             where,
