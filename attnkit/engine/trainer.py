@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -322,9 +322,3 @@ class Trainer:
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-
-
-def iterate(batches: Batches, epoch: int = 0) -> Iterator[Batch]:
-    """Every batch of one epoch's plan, collated (for prediction outside training)."""
-    for indices in batches.plan(epoch):
-        yield batches.collate(indices)

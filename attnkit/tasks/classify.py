@@ -9,7 +9,6 @@ metrics.json and confusion.png. Evaluate and predict work from the run directory
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,7 +235,7 @@ def train(
         if split is not None:
             check_labels(classes, split, name)
 
-    encoder_config, tokenizer = _model_setup(options, train_data, run_dir, resume)
+    encoder_config, tokenizer = _model_setup(options, train_data, run_dir, start.saved)
     if not resume:
         config = {
             "task": "classify",
@@ -306,10 +305,10 @@ def _show_examples(
 
 
 def _model_setup(
-    options: ClassifyOptions, train_data: LabeledTexts, run_dir: Path, resume: bool
+    options: ClassifyOptions, train_data: LabeledTexts, run_dir: Path, saved: dict[str, Any] | None
 ) -> tuple[TextEncoderConfig, Any]:
-    if resume:
-        _, saved = open_run(run_dir)
+    """The encoder's configuration and tokenizer: the resumed run's (`saved`), an --init run's, or new."""
+    if saved is not None:
         return TextEncoderConfig.from_dict(saved["model"]), load_tokenizer(run_dir / "tokenizer.json")
     if options.init:
         init_dir, init_config = open_run(options.init)
@@ -431,7 +430,3 @@ class LoadedClassifier:
             [(self.classes[int(i)], float(v)) for v, i in zip(vs, ix, strict=True)]
             for vs, ix in zip(values, indices, strict=True)
         ]
-
-
-def steps_per_epoch(n_examples: int, batch_size: int) -> int:
-    return math.ceil(n_examples / batch_size)
