@@ -56,6 +56,12 @@ def save_weights_atomic(model: nn.Module, path: Path) -> None:
         save_model(unwrap(model), str(tmp))
 
 
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Save named tensors (e.g. a run's own data) as safetensors via a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+
+
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load weights saved by `save_weights_atomic` into a (possibly wrapped) model, strictly."""
     path = Path(path)

@@ -16,6 +16,7 @@ class TrainConfig(DictConfig):
     Fields:
         epochs: passes over the training data.
         max_steps: stop after exactly this many optimizer steps instead (epochs are then ignored).
+        max_minutes: also stop (evaluating and saving first) once training has run this long.
         batch_size: examples per micro-batch (per process under DDP).
         lr: peak learning rate; weight_decay: AdamW decay on weight matrices only.
         beta2: AdamW's second-moment decay.
@@ -37,6 +38,7 @@ class TrainConfig(DictConfig):
 
     epochs: int = 10
     max_steps: int | None = None
+    max_minutes: float | None = None
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -67,6 +69,8 @@ class TrainConfig(DictConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.schedule not in ("cosine", "linear", "inverse_sqrt", "constant"):

@@ -154,7 +154,8 @@ class Trainer:
                 evaluate_now = (config.eval_every and step % config.eval_every == 0) or (
                     not config.eval_every and end_of_epoch
                 )
-                if step >= self.total_steps:
+                out_of_time = bool(config.max_minutes) and time.perf_counter() - started >= 60 * config.max_minutes
+                if step >= self.total_steps or out_of_time:
                     evaluate_now = True
                 if end_of_epoch:
                     position["epoch"] += 1
@@ -167,6 +168,9 @@ class Trainer:
                         write_history(self.run_dir / "history.csv", history)
                         plot_curves(self.run_dir / "curves.png", history)
                     tokens_window, window_start = 0, time.perf_counter()
+                if out_of_time and not position["stopped"]:
+                    position["stopped"] = True
+                    self.log(f"stopping at step {step}: the time limit of {config.max_minutes:g} minutes is reached")
                 if step >= self.total_steps or position["stopped"]:
                     done = True
                 save_now = evaluate_now or (config.save_every and step % config.save_every == 0) or done

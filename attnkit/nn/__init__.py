@@ -6,6 +6,7 @@ Knows nothing of files, tokenizers or tasks. Masks are boolean and mean "may att
 from attnkit.nn.attention import fused_attention, reference_attention, scaled_dot_product_attention
 from attnkit.nn.feedforward import FeedForward
 from attnkit.nn.layers import DecoderLayer, EncoderLayer
+from attnkit.nn.losses import linear_cross_entropy
 from attnkit.nn.masks import causal_mask, padding_mask
 from attnkit.nn.multihead import KVCache, MultiHeadAttention
 from attnkit.nn.norms import LayerNorm, MaskedBatchNorm, RMSNorm, make_norm
@@ -37,6 +38,7 @@ __all__ = [
     "TransformerConfig",
     "causal_mask",
     "fused_attention",
+    "linear_cross_entropy",
     "make_norm",
     "padding_mask",
     "reference_attention",

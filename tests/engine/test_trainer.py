@@ -48,6 +48,18 @@ def test_eval_every_and_max_steps(tmp_path):
     assert [int(r["step"]) for r in _history(tmp_path)] == [5, 10, 12]  # max_steps outlasts one epoch
 
 
+def test_time_limit_stops_after_evaluating_and_saving(tmp_path):
+    messages: list[str] = []
+    trainer = _trainer(tmp_path, max_minutes=1e-9, epochs=5)
+    trainer.log = messages.append
+    trainer.fit()
+    assert [int(r["step"]) for r in _history(tmp_path)] == [1]  # the first step is already past the limit
+    assert any("time limit" in m for m in messages)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "last" / "state.json").is_file()
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=0)
+
+
 def test_grad_accumulation_counts_optimizer_steps(tmp_path):
     trainer = _trainer(tmp_path, grad_accum=3, epochs=1)
     assert trainer.steps_per_epoch == 3  # 8 micro-batches -> steps of 3, 3 and 2

@@ -1,0 +1,111 @@
+"""Cross-entropy over a large output layer without materialising all the logits at once.
+
+`linear_cross_entropy(h, W, y)` equals `F.cross_entropy(h @ W.T, y)`, but works through the rows
+of h a chunk at a time and computes the gradients with respect to h and W in the same pass (the
+softmax minus the one-hot target, multiplied back through the chunk), as Liger-Kernel's fused
+linear cross-entropy and Wijmans et al. 2024 ("Cut Your Losses in Large-Vocabulary Language
+Models") do. Peak memory is O(chunk · V) instead of O(N · V), and each chunk's logits are used
+while they are still in cache. On CPU this also avoids a fresh, page-faulting allocation of the
+whole (N, V) matrix at every step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    *,
+    bias: Tensor | None = None,
+    label_smoothing: float = 0.0,
+    ignore_index: int = -100,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Mean cross-entropy of the logits `hidden @ weight.T (+ bias)` against `target`.
+
+    Args:
+        hidden: (N, D) states.
+        weight: (V, D) output projection (e.g. a tied embedding table).
+        target: (N,) class ids in [0, V), or `ignore_index` for rows that do not count.
+        bias: optional (V,) output bias.
+        label_smoothing: ε as in `torch.nn.functional.cross_entropy`: the target distribution is
+            (1 - ε) one-hot + ε / V uniform (Szegedy et al. 2016; the Transformer paper uses 0.1).
+        ignore_index: target value of rows that are left out of the loss and of its mean.
+        chunk_size: rows per chunk (default: about 4 MiB of float32 logits per chunk).
+    Returns:
+        scalar loss, averaged over the rows that count (NaN when none does, as PyTorch).
+    """
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.size(1) != weight.size(1):
+        raise ValueError(
+            f"expected hidden (N, D) and weight (V, D), got {tuple(hidden.shape)} and {tuple(weight.shape)}"
+        )
+    if target.shape != hidden.shape[:1]:
+        raise ValueError(f"target must be (N,) = ({hidden.size(0)},), got {tuple(target.shape)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    chunk = chunk_size or max(16, (1 << 20) // weight.size(0))
+    return _LinearCrossEntropy.apply(hidden, weight, bias, target, label_smoothing, ignore_index, chunk)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Forward computes the loss and, when needed, the gradients; backward only scales them."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, smoothing, ignore_index, chunk):
+        n_rows, n_classes = hidden.size(0), weight.size(0)
+        acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32  # accumulation dtype
+        counts = target != ignore_index  # (N,)
+        n_counted = counts.sum()
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=acc) if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros(n_classes, dtype=acc, device=weight.device) if ctx.needs_input_grad[2] else None
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        for start in range(0, n_rows, chunk):
+            h = hidden[start : start + chunk]  # (C, D)
+            keep = counts[start : start + chunk]  # (C,)
+            y = target[start : start + chunk].masked_fill(~keep, 0)[:, None]  # (C, 1)
+            logits = (h @ weight.T).to(acc)  # (C, V)
+            if bias is not None:
+                logits += bias.to(acc)
+            log_probs = torch.log_softmax(logits, dim=-1)  # (C, V)
+            del logits
+            nll = -log_probs.gather(1, y)  # (C, 1)
+            if smoothing:  # the uniform part of the target: -mean_j log p_j
+                nll = (1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1, keepdim=True)
+            total += (nll.squeeze(1) * keep).sum()
+            if not need_grad:
+                continue
+            grad = log_probs.exp_()  # (C, V): softmax, in place; d loss / d logits = p - target
+            grad.scatter_add_(1, y, torch.full(y.shape, smoothing - 1.0, dtype=acc, device=y.device))
+            if smoothing:
+                grad -= smoothing / n_classes
+            if not bool(keep.all()):
+                grad[~keep] = 0.0
+            grad = grad.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk] = grad @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(grad.T.to(acc), h.to(acc))
+            if grad_bias is not None:
+                grad_bias += grad.to(acc).sum(dim=0)
+        scale = 1.0 / n_counted.clamp(min=1).to(acc)
+        ctx.save_for_backward(
+            *(g if g is not None else torch.empty(0) for g in (grad_hidden, grad_weight, grad_bias)), scale
+        )
+        ctx.has = (grad_hidden is not None, grad_weight is not None, grad_bias is not None)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return torch.where(n_counted > 0, total * scale, torch.full_like(total, float("nan")))
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        *grads, scale = ctx.saved_tensors
+        factor = grad_loss * scale
+        scaled = [
+            (g * factor).to(dtype) if has else None for g, has, dtype in zip(grads, ctx.has, ctx.dtypes, strict=True)
+        ]
+        return scaled[0], scaled[1], scaled[2], None, None, None, None

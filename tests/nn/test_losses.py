@@ -1,0 +1,72 @@
+"""linear_cross_entropy against PyTorch's cross_entropy on the materialised logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnkit.nn.losses import linear_cross_entropy
+
+
+def _inputs(n=23, d=6, v=11, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, d, generator=g, dtype=dtype, requires_grad=True)
+    weight = torch.randn(v, d, generator=g, dtype=dtype, requires_grad=True)
+    bias = torch.randn(v, generator=g, dtype=dtype, requires_grad=True)
+    target = torch.randint(0, v, (n,), generator=g)
+    return hidden, weight, bias, target
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 23, 100])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_matches_cross_entropy_and_its_gradients(chunk_size, smoothing, use_bias):
+    hidden, weight, bias, target = _inputs()
+    target[[2, 9, 10]] = -100  # ignored rows count in neither the sum nor the mean
+    b = bias if use_bias else None
+    ours = linear_cross_entropy(hidden, weight, target, bias=b, label_smoothing=smoothing, chunk_size=chunk_size)
+    grads = torch.autograd.grad(3.0 * ours, [hidden, weight, *([bias] if use_bias else [])])
+    logits = hidden @ weight.T + (bias if use_bias else 0)
+    ref = F.cross_entropy(logits, target, label_smoothing=smoothing, ignore_index=-100)
+    ref_grads = torch.autograd.grad(3.0 * ref, [hidden, weight, *([bias] if use_bias else [])])
+    torch.testing.assert_close(ours, ref)
+    for mine, theirs in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_float32_and_default_chunking():
+    hidden, weight, _, target = _inputs(n=300, d=16, v=5000, dtype=torch.float32)
+    ours = linear_cross_entropy(hidden, weight, target)  # default chunk: 209 rows of 5000 logits
+    ours.backward()
+    grad_h, grad_w = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    F.cross_entropy(hidden @ weight.T, target).backward()
+    torch.testing.assert_close(ours, F.cross_entropy(hidden @ weight.T, target))
+    torch.testing.assert_close(grad_h, hidden.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad_w, weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_no_grad_gives_the_loss_only():
+    hidden, weight, _, target = _inputs()
+    with torch.no_grad():
+        ours = linear_cross_entropy(hidden, weight, target, chunk_size=4)
+    torch.testing.assert_close(ours, F.cross_entropy(hidden @ weight.T, target))
+    assert not ours.requires_grad
+
+
+def test_all_rows_ignored_is_nan_as_pytorch():
+    hidden, weight, _, target = _inputs()
+    target[:] = -100
+    assert torch.isnan(linear_cross_entropy(hidden, weight, target))
+    assert torch.isnan(F.cross_entropy(hidden @ weight.T, target))
+
+
+def test_shape_errors():
+    hidden, weight, _, target = _inputs()
+    with pytest.raises(ValueError, match="weight"):
+        linear_cross_entropy(hidden, weight.T, target)
+    with pytest.raises(ValueError, match="target"):
+        linear_cross_entropy(hidden, weight, target[:-1])
+    with pytest.raises(ValueError, match="label_smoothing"):
+        linear_cross_entropy(hidden, weight, target, label_smoothing=1.0)
