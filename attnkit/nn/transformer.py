@@ -137,7 +137,8 @@ class Transformer(nn.Module):
                     nn.init.xavier_uniform_(param)
                 elif name.endswith("bias") and "norm" not in name:
                     nn.init.zeros_(param)
-        for embedding in {self.src_embed, self.tgt_embed}:
+        tables = (self.src_embed,) if self.tgt_embed is self.src_embed else (self.src_embed, self.tgt_embed)
+        for embedding in tables:  # a tuple, not a set: a set's order (and so the draws) varies by process
             nn.init.normal_(embedding.weight, std=self.config.d_model**-0.5)
             embedding.weight.data[self.config.pad_id].zero_()
         nn.init.xavier_uniform_(self.lm_head.weight)
@@ -173,12 +174,25 @@ class Transformer(nn.Module):
         Returns:
             logits (B, T, V_tgt).
         """
+        return self.lm_head(self.decode_hidden(tgt_ids, memory, src_keep, cache))  # (B, T, V)
+
+    def decode_hidden(
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor,
+        src_keep: Tensor | None = None,
+        cache: DecoderCache | None = None,
+    ) -> Tensor:
+        """The decoder's output states (B, T, D), before `lm_head`; arguments as `decode`.
+
+        Training uses it to compute the loss chunk by chunk (`linear_cross_entropy`) instead of
+        materialising (B, T, V) logits.
+        """
         offset = 0 if cache is None else cache.length
         # With a cache the earlier targets are not at hand; generated tokens are never padding.
         keep = None if cache is not None else tgt_ids != self.config.pad_id  # (B, T)
         x = self.tgt_pos(self._embed(self.tgt_embed, tgt_ids), offset)  # (B, T, D)
-        x = self.decoder(self.embed_dropout(x), memory, keep=keep, memory_keep=src_keep, cache=cache)
-        return self.lm_head(x)  # (B, T, V)
+        return self.decoder(self.embed_dropout(x), memory, keep=keep, memory_keep=src_keep, cache=cache)
 
     def new_cache(self) -> DecoderCache:
         """Empty decoder caches for `decode(..., cache=...)`."""
