@@ -27,7 +27,7 @@ from attnkit.options import add_options, build, check_known, load_preset
 
 def _train_tasks() -> dict[str, tuple[object, type, str, str]]:
     """TASK -> (module with train() and TRAIN_DEFAULTS, options class, help, description)."""
-    from attnkit.tasks import classify, mlm
+    from attnkit.tasks import classify, mlm, recommend, translate
 
     return {
         "classify": (
@@ -43,6 +43,23 @@ def _train_tasks() -> dict[str, tuple[object, type, str, str]]:
             "masked-language-model pre-training of a text encoder",
             "Pre-train a text encoder as a masked language model on unlabelled text; start a classifier from "
             "it with `attnkit train classify --init RUN_DIR`.",
+        ),
+        "recommend": (
+            recommend,
+            recommend.RecommendOptions,
+            "sequential recommendation with SASRec",
+            "Train SASRec on users' item histories (leave-one-out split), keep the best checkpoint by validation "
+            "NDCG@10, and report test HR@10, NDCG@10 and MRR under the sampled (the paper's) and full-ranking "
+            "protocols.",
+        ),
+        "translate": (
+            translate,
+            translate.TranslateOptions,
+            "machine translation with the paper's encoder-decoder",
+            "Train a Translator on parallel text (joint byte-level BPE, label smoothing, inverse-square-root "
+            "schedule, token-count batches), average the last checkpoints, and score greedy and beam-search "
+            "translations of the test set with sacreBLEU and chrF. --batch-size is not used: batches hold "
+            "--max-tokens tokens.",
         ),
     }
 
@@ -68,23 +85,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="metrics of a trained run on labelled data",
-        description="Evaluate a run on a labelled file; prints and writes metrics.json.",
+        help="metrics of a trained run",
+        description="Evaluate a run; prints and writes RUN_DIR/metrics.json. classify: on a labelled --data "
+        "file. recommend: on the run's own test items, under --protocol.",
     )
     evaluate.add_argument("run_dir", help="a run directory written by `attnkit train`")
-    evaluate.add_argument("--data", required=True, help="labelled file in the training data's format")
+    evaluate.add_argument("--data", help="classify: labelled file in the training data's format")
+    evaluate.add_argument(
+        "--protocol",
+        choices=["sampled", "full", "both"],
+        default="both",
+        help="recommend: sampled (100 negatives, the paper's), full ranking, or both (default)",
+    )
+    evaluate.add_argument("--src", help="translate: source sentences, one per line")
+    evaluate.add_argument("--ref", help="translate: reference translations, line-aligned with --src")
+    evaluate.add_argument("--ref-tok", help="translate: lowercased tokenized references, for tokenized BLEU")
+    evaluate.add_argument("--beam", type=int, help="translate: beam size (default: the run's; 1 = greedy)")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
 
     predict = commands.add_parser(
         "predict",
         help="predict with a trained run",
-        description="Predict the class of texts given on the command line or in a file.",
+        description="classify: the class of texts given on the command line or in a file. recommend: the top-k "
+        "unseen items for a known --user or for a --history of items.",
     )
     predict.add_argument("run_dir", help="a run directory written by `attnkit train`")
-    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("texts", nargs="*", help="classify: texts to classify; translate: sentences")
     predict.add_argument("--input", help="file of texts: one per line (.txt) or JSON lines with a 'text' field")
     predict.add_argument("--output", help="write predictions here (.csv or .jsonl) instead of printing")
-    predict.add_argument("--top-k", type=int, default=1, help="how many classes to show per text")
+    predict.add_argument(
+        "-k", "--top-k", type=int, default=None, help="how many classes (default 1) or items (default 10) to show"
+    )
+    predict.add_argument("--user", help="recommend: a user id of the run's data")
+    predict.add_argument("--history", help="recommend: item ids a new user interacted with, oldest first: 12,45,7")
+    predict.add_argument("--items", help="recommend: item names (MovieLens movies.dat, or id<TAB>name lines)")
+    predict.add_argument("--beam", type=int, help="translate: beam size (default: the run's; 1 = greedy)")
     predict.add_argument("--device", default="cpu", help="cpu or cuda")
 
     data = commands.add_parser("data", help="datasets", description="Fetch standard datasets.")
@@ -172,20 +207,107 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from attnkit.tasks.classify import LoadedClassifier
+def _run_task(run_dir: str) -> str:
+    from attnkit.tasks.runs import open_run
 
-    metrics = LoadedClassifier(args.run_dir, args.device).evaluate(args.data)
+    return open_run(run_dir)[1]["task"]
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    task = _run_task(args.run_dir)
+    if task == "recommend":
+        from attnkit.tasks.recommend import LoadedRecommender
+
+        metrics = LoadedRecommender(args.run_dir, args.device).evaluate(args.protocol)
+    elif task == "translate":
+        metrics = _evaluate_translation(args)
+    elif task == "classify":
+        from attnkit.tasks.classify import LoadedClassifier
+
+        if not args.data:
+            raise UserError("evaluating a classify run needs --data FILE (labelled texts)")
+        metrics = LoadedClassifier(args.run_dir, args.device).evaluate(args.data)
+    else:
+        raise UserError(f"{args.run_dir}: `attnkit evaluate` does not apply to {task} runs")
     print(json.dumps(metrics))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    task = _run_task(args.run_dir)
+    if task == "recommend":
+        return _recommend(args)
+    if task == "translate":
+        return _translate(args)
+    if task != "classify":
+        raise UserError(f"{args.run_dir}: `attnkit predict` does not apply to {task} runs")
+    return _classify(args)
+
+
+def _evaluate_translation(args: argparse.Namespace) -> dict[str, float]:
+    from attnkit.data.parallel import read_parallel
+    from attnkit.data.readers import read_lines
+    from attnkit.tasks.translate import LoadedTranslator
+
+    if not (args.src and args.ref):
+        raise UserError("evaluating a translate run needs --src FILE and --ref FILE")
+    if args.beam is not None and args.beam < 1:
+        raise UserError("--beam must be at least 1")
+    pairs = read_parallel(args.src, args.ref)
+    ref_tok = read_lines(args.ref_tok) if args.ref_tok else None
+    search = "greedy" if args.beam == 1 else "beam"
+    model = LoadedTranslator(args.run_dir, args.device)
+    return model.evaluate(pairs.src, pairs.tgt, ref_tok=ref_tok, searches=(search,), beam=args.beam)
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from attnkit.tasks.translate import LoadedTranslator, read_inputs
+
+    if args.beam is not None and args.beam < 1:
+        raise UserError("--beam must be at least 1")
+    sentences = read_inputs(args.texts, args.input)
+    model = LoadedTranslator(args.run_dir, args.device)
+    translations = model.translate(sentences, search="greedy" if args.beam == 1 else "beam", beam=args.beam)
+    if model.truncated:
+        print(f"warning: {model.truncated} sentences were cut to {model.options.max_len} tokens", file=sys.stderr)
+    if args.output:
+        path = Path(args.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(t + "\n" for t in translations), encoding="utf-8")
+        print(f"wrote {len(translations)} translations to {args.output}")
+        return 0
+    for translation in translations:
+        print(translation)
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from attnkit.tasks.recommend import LoadedRecommender
+
+    if args.texts or args.input or args.output:
+        raise UserError("a recommend run takes --user ID or --history ITEMS, not texts, --input or --output")
+    if bool(args.user) == bool(args.history):
+        raise UserError("give either --user ID or --history ITEMS")
+    model = LoadedRecommender(args.run_dir, args.device)
+    history = model.user_history(args.user) if args.user else model.parse_history(args.history)
+    names = model.names(args.items)
+    who = f"user {args.user}" if args.user else f"a new user with {len(history)} item(s)"
+    print(f"top {args.top_k or 10} unseen items for {who}:")
+    for rank, (item, score) in enumerate(model.recommend(history, args.top_k or 10), start=1):
+        original = model.data.items[item]
+        name = names.get(original)
+        print(f"  {rank:>2}. item {original}\t{score:.3f}" + (f"\t{name}" if name else ""))
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
     from attnkit.data.readers import read_lines
     from attnkit.tasks.classify import LoadedClassifier
 
-    if args.top_k < 1:
-        raise UserError("--top-k must be at least 1")
+    args.top_k = args.top_k or 1
     texts = list(args.texts)
     if args.input:
         texts += _read_inputs(args.input, read_lines)

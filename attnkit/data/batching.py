@@ -43,6 +43,53 @@ def length_bucketed_plan(
     return plan
 
 
+def token_bucketed_plan(
+    lengths: Sequence[int],
+    max_tokens: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    pool: int = 100,
+) -> Callable[[int], list[list[int]]]:
+    """A plan whose batches hold at most `max_tokens` tokens, padding included (fairseq's batching).
+
+    Examples are sorted by length (within pools of `pool` average batches when shuffling, as in
+    `length_bucketed_plan`) and cut greedily into batches of `count · longest <= max_tokens`; an
+    example longer than `max_tokens` gets a batch of its own. The order depends only on (seed, epoch).
+    """
+    lengths = np.asarray(lengths)
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+
+    def cut(order: np.ndarray) -> list[list[int]]:
+        batches, current, longest = [], [], 0
+        for index in order.tolist():
+            grown = max(longest, int(lengths[index]))
+            if current and grown * (len(current) + 1) > max_tokens:
+                batches.append(current)
+                current, grown = [], int(lengths[index])
+            current.append(index)
+            longest = grown
+        if current:
+            batches.append(current)
+        return batches
+
+    def plan(epoch: int) -> list[list[int]]:
+        if not shuffle:
+            return cut(np.argsort(lengths, kind="stable"))
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(lengths))
+        mean = max(1, int(lengths.mean())) if len(lengths) else 1
+        span = max(1, pool * max_tokens // mean)
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = order[start : start + span]
+            batches += cut(chunk[np.argsort(lengths[chunk], kind="stable")])
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    return plan
+
+
 def pad(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
     """Right-pad id lists to the longest one: (B, L) long."""
     width = max((len(s) for s in sequences), default=0)

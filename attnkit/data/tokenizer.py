@@ -1,9 +1,10 @@
 """Subword and character tokenizers trained with Hugging Face `tokenizers` on the training split only.
 
-Kinds: "wordpiece" (BERT's), "bpe", and "char" (one token per character, the usual input for
-Chinese). The BERT normaliser puts spaces around CJK characters, so WordPiece and BPE also treat
-each Chinese character as its own word. Special tokens take the first ids: [PAD]=0, [UNK]=1,
-[CLS]=2, [SEP]=3, [MASK]=4. Saved as one `tokenizer.json`.
+Kinds: "wordpiece" (BERT's), "bpe", "char" (one token per character, the usual input for
+Chinese), and "bytebpe" (GPT-2's byte-level BPE: cased, no unknown tokens, and decoding gives back
+the exact text, which translation and language modelling need). The BERT normaliser puts spaces
+around CJK characters, so WordPiece and BPE also treat each Chinese character as its own word.
+Special tokens take the first ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. Saved as one `tokenizer.json`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from attnkit.errors import DataError
 
-TokenizerKind = Literal["wordpiece", "bpe", "char"]
+TokenizerKind = Literal["wordpiece", "bpe", "char", "bytebpe"]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
 
@@ -30,7 +31,10 @@ def train_tokenizer(
     vocab_size: int = 16000,
     lowercase: bool = True,
 ) -> Tokenizer:
-    """Train a tokenizer of `kind` on `texts` (the training split only: never the test set)."""
+    """Train a tokenizer of `kind` on `texts` (the training split only: never the test set).
+
+    `lowercase` applies to wordpiece, bpe and char; bytebpe keeps the text as it is (NFC only).
+    """
     normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
     )
@@ -42,6 +46,17 @@ def train_tokenizer(
         tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    elif kind == "bytebpe":
+        tokenizer = Tokenizer(models.BPE())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tokenizer.decoder = decoders.ByteLevel()
+        normalizer = normalizers.NFC()
     elif kind == "char":
         tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
         trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
@@ -49,7 +64,7 @@ def train_tokenizer(
             [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
         )
     else:
-        raise DataError(f"unknown tokenizer kind {kind!r}: use wordpiece, bpe or char")
+        raise DataError(f"unknown tokenizer kind {kind!r}: use wordpiece, bpe, char or bytebpe")
     tokenizer.normalizer = normalizer
     tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer = _sorted_ids(tokenizer)
@@ -106,3 +121,9 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, *, cls: b
             tokens = tokens[:room]
         ids.append(([CLS_ID] if cls else []) + tokens)
     return Encoded(ids, truncated)
+
+
+def decode_text(tokenizer: Tokenizer, ids: list[int]) -> str:
+    """Text of token ids, specials dropped; for bytebpe, without the space it puts before the first word."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return text[1:] if text.startswith(" ") and isinstance(tokenizer.decoder, decoders.ByteLevel) else text

@@ -78,6 +78,31 @@ def load_weights(model: nn.Module, path: Path) -> None:
         )
 
 
+def average_weights(model: nn.Module, paths: list[Path]) -> None:
+    """Load the element-wise mean of several saved weights of `model` into it (the paper averages
+    the last 5 checkpoints, §6.1): a cheap ensemble along the end of the training trajectory."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    total: dict[str, torch.Tensor] | None = None
+    for path in paths:
+        try:
+            weights = load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"cannot read weights from {path} ({error})") from None
+        if total is None:
+            total = {k: v.double() for k, v in weights.items()}
+        elif set(weights) != set(total):
+            raise CheckpointError(f"{path}: holds other tensors than {paths[0]}")
+        else:
+            for key, value in weights.items():
+                total[key] += value.double()
+    reference = load_file(str(paths[0]))
+    mean = {k: (v / len(paths)).to(reference[k].dtype) for k, v in total.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file(mean, str(Path(tmp) / "mean.safetensors"), metadata={"format": "pt"})
+        load_weights(model, Path(tmp) / "mean.safetensors")
+
+
 def save_training_state(
     directory: Path,
     model: nn.Module,

@@ -28,6 +28,8 @@ class TrainConfig(DictConfig):
         compile: wrap the model in `torch.compile`.
         eval_every: evaluate every N optimizer steps (0 = at the end of each epoch).
         save_every: write the resumable `last/` checkpoint every N steps (0 = at each evaluation).
+        keep_checkpoints: keep the weights of the last N evaluations in RUN_DIR/checkpoints/ (for
+            checkpoint averaging; 0 = none).
         metric: validation metric that picks the best checkpoint; metric_mode: "max" or "min".
         patience: stop after this many evaluations without improvement (0 = never).
         seed: seeds weights, data order and dropout.
@@ -52,6 +54,7 @@ class TrainConfig(DictConfig):
     compile: bool = False
     eval_every: int = 0
     save_every: int = 0
+    keep_checkpoints: int = 0
     metric: str = "val_loss"
     metric_mode: Literal["max", "min"] = "min"
     patience: int = 0
@@ -64,7 +67,7 @@ class TrainConfig(DictConfig):
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "save_every", "patience"):
+        for name in ("warmup_steps", "eval_every", "save_every", "patience", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -270,10 +270,23 @@ class Trainer:
                     )
         elif self.where.is_main:
             checkpoint.save_weights_atomic(self.model, self.run_dir / "model.safetensors")
+        if config.keep_checkpoints and self.where.is_main:
+            self._keep_checkpoint(position["step"])
         row["elapsed_s"] = time.perf_counter() - started
         shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") or k == "train_loss")
         self.log(f"step {position['step']}/{self.total_steps}  {shown}")
         return row
+
+    def checkpoints(self) -> list[Path]:
+        """The kept evaluation checkpoints (`keep_checkpoints`), oldest first."""
+        return sorted((self.run_dir / "checkpoints").glob("step-*.safetensors"))
+
+    def _keep_checkpoint(self, step: int) -> None:
+        directory = self.run_dir / "checkpoints"
+        directory.mkdir(exist_ok=True)
+        checkpoint.save_weights_atomic(self.model, directory / f"step-{step:09d}.safetensors")
+        for old in self.checkpoints()[: -self.config.keep_checkpoints]:
+            old.unlink()
 
     # ------------------------------------------------------------------ plumbing
 

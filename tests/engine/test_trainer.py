@@ -60,6 +60,21 @@ def test_time_limit_stops_after_evaluating_and_saving(tmp_path):
         TrainConfig(max_minutes=0)
 
 
+def test_kept_checkpoints_and_their_average(tmp_path):
+    from safetensors.torch import load_file
+
+    from attnkit.engine.checkpoint import average_weights
+
+    trainer = _trainer(tmp_path, keep_checkpoints=2, epochs=3)
+    trainer.fit()
+    kept = trainer.checkpoints()
+    assert [p.name for p in kept] == ["step-000000016.safetensors", "step-000000024.safetensors"]
+    average_weights(trainer.model, kept)
+    first, second = (load_file(str(p)) for p in kept)
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, (first[name] + second[name]) / 2)
+
+
 def test_grad_accumulation_counts_optimizer_steps(tmp_path):
     trainer = _trainer(tmp_path, grad_accum=3, epochs=1)
     assert trainer.steps_per_epoch == 3  # 8 micro-batches -> steps of 3, 3 and 2

@@ -1,0 +1,100 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+A user's item history is a sequence; causal self-attention blocks turn it into one state per
+position, and the state at position t scores every item as the next one by a dot product with the
+item embedding table (shared between input and output, §3.5 of the paper).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.nn import Encoder, LearnedPositionalEmbedding
+from attnkit.nn.config import DictConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class SASRecConfig(DictConfig):
+    """Sizes of a SASRec model; the defaults are the paper's ML-1M settings.
+
+    Fields:
+        n_items: items 1..n_items (id 0 is padding).
+        max_len: longest history n the model sees (the most recent items are kept).
+        d_model, n_heads, n_layers: width d, heads and self-attention blocks b.
+        d_ff: inner width of the point-wise feed-forward network (the paper: d).
+        dropout: on embeddings, attention outputs and feed-forward outputs.
+        norm_first: pre-norm blocks, as the paper's Eq. (4)-(5) (LayerNorm before each sub-layer).
+    """
+
+    n_items: int
+    max_len: int = 200
+    d_model: int = 50
+    n_heads: int = 1
+    n_layers: int = 2
+    d_ff: int = 50
+    dropout: float = 0.2
+    norm_first: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_items", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class SASRec(nn.Module):
+    """Item histories (B, L), left-padded with 0 -> states (B, L, D); scores against item embeddings.
+
+    Positions count back from the most recent item (the last column is position max_len - 1), so a
+    history padded to any length gives the same states at its real positions, and padded keys are
+    hidden from attention: padding changes nothing (the reference ports miss this mask).
+
+    Args:
+        config: SASRecConfig.
+    """
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_embed = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
+        self.pos = LearnedPositionalEmbedding(config.max_len, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = Encoder(
+            config.d_model,
+            config.n_heads,
+            config.d_ff,
+            config.n_layers,
+            dropout=config.dropout,
+            activation="relu",
+            norm_first=config.norm_first,
+            final_norm=True,
+        )
+        nn.init.normal_(self.item_embed.weight, std=config.d_model**-0.5)
+        with torch.no_grad():
+            self.item_embed.weight[0].zero_()
+
+    def forward(self, history: Tensor) -> Tensor:
+        """history (B, L) item ids, most recent last, 0 = padding on the left -> states (B, L, D)."""
+        length = history.size(1)
+        if length > self.config.max_len:
+            raise ValueError(f"history of length {length} exceeds max_len={self.config.max_len}")
+        keep = history != 0  # (B, L)
+        x = self.item_embed(history) * math.sqrt(self.config.d_model)  # (B, L, D)
+        x = self.dropout(self.pos(x, offset=self.config.max_len - length))
+        x = x * keep.unsqueeze(-1)
+        return self.encoder(x, keep=keep, causal=True)  # (B, L, D)
+
+    def score_all(self, states: Tensor) -> Tensor:
+        """states (..., D) -> scores of every item (..., n_items + 1); column 0 is padding."""
+        return states @ self.item_embed.weight.T
+
+    def score(self, states: Tensor, items: Tensor) -> Tensor:
+        """states (B, D) or (B, L, D), items (B, K) or (B, L, K) -> scores (B, K) or (B, L, K)."""
+        return (states.unsqueeze(-2) * self.item_embed(items)).sum(-1)

@@ -1,0 +1,128 @@
+"""SASRec's properties: causality, padding invariance, the shared item table, and its config checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnkit.models.sasrec import SASRec, SASRecConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and far faster than on two busy shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(seed: int = 0, **overrides) -> SASRec:
+    torch.manual_seed(seed)
+    sizes = {"n_items": 30, "max_len": 12, "d_model": 16, "n_heads": 2, "n_layers": 2, "d_ff": 24, "dropout": 0.2}
+    return SASRec(SASRecConfig(**{**sizes, **overrides})).eval()
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_causality(norm_first):
+    model = _model(norm_first=norm_first)
+    history = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2], [5, 6, 7, 8, 9, 10, 11, 12]])
+    changed = history.clone()
+    changed[:, 5] = torch.tensor([21, 22])
+    with torch.no_grad():
+        before, after = model(history), model(changed)
+    torch.testing.assert_close(after[:, :5], before[:, :5], atol=1e-6, rtol=0)  # earlier positions cannot see 5
+    assert not torch.allclose(before[:, 5:], after[:, 5:])  # later ones do
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_padding_invariance(norm_first):
+    model = _model(norm_first=norm_first)
+    items = [3, 7, 1, 9, 4]
+    short = torch.tensor([items])  # (1, 5)
+    for extra in (1, 4, 7):  # up to the full max_len of 12
+        padded = torch.tensor([[0] * extra + items])
+        with torch.no_grad():
+            a, b = model(short), model(padded)
+        torch.testing.assert_close(b[:, extra:], a, atol=1e-6, rtol=0)
+        assert torch.isfinite(b).all()  # fully masked (padding) rows give numbers, not NaN
+
+
+def test_batch_rows_are_independent():
+    model = _model()
+    a = torch.tensor([[0, 0, 0, 4, 5, 6]])
+    b = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        together = model(torch.cat([a, b]))
+        torch.testing.assert_close(together[0], model(a)[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(together[1], model(b)[0], atol=1e-6, rtol=0)
+
+
+def test_history_longer_than_max_len_is_an_error():
+    model = _model()
+    model(torch.ones(2, 12, dtype=torch.long))  # exactly max_len is fine
+    with pytest.raises(ValueError, match="exceeds max_len=12"):
+        model(torch.ones(2, 13, dtype=torch.long))
+
+
+def test_output_shape_and_dropout_only_in_training():
+    model = _model()
+    history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    with torch.no_grad():
+        assert model(history).shape == (2, 4, 16)
+        assert torch.equal(model(history), model(history))  # eval: deterministic
+        model.train()
+        assert not torch.equal(model(history), model(history))
+
+
+def test_item_embedding_is_the_output_table():
+    model = _model()
+    states = torch.randn(3, 5, 16)
+    scores = model.score_all(states)
+    assert scores.shape == (3, 5, 31)
+    table = model.item_embed.weight
+    for i in (0, 1, 17, 30):
+        torch.testing.assert_close(scores[..., i], states @ table[i])
+    # No separate output matrix: the only (n_items + 1, d) parameter is the embedding.
+    shaped = [name for name, p in model.named_parameters() if p.shape == (31, 16)]
+    assert shaped == ["item_embed.weight"]
+
+
+def test_score_agrees_with_score_all():
+    model = _model()
+    states = torch.randn(4, 16)
+    items = torch.tensor([[1, 5, 5, 0], [30, 2, 3, 4], [7, 7, 7, 7], [9, 10, 11, 12]])
+    expected = model.score_all(states).gather(1, items)
+    torch.testing.assert_close(model.score(states, items), expected)
+    per_position = torch.randn(4, 6, 16)
+    items3 = torch.randint(0, 31, (4, 6, 3))
+    expected3 = model.score_all(per_position).gather(2, items3)
+    torch.testing.assert_close(model.score(per_position, items3), expected3)
+
+
+def test_padding_row_is_zero_at_init_and_gets_no_gradient():
+    model = _model()
+    assert torch.equal(model.item_embed.weight[0], torch.zeros(16))
+    assert model.item_embed.weight[1:].abs().sum() > 0
+    model.train()
+    model(torch.tensor([[0, 0, 1, 2]])).sum().backward()
+    assert torch.equal(model.item_embed.weight.grad[0], torch.zeros(16))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"n_items": 0}, "n_items must be >= 1"),
+        ({"max_len": 0}, "max_len must be >= 1"),
+        ({"d_model": 10, "n_heads": 3}, "n_heads=3 must divide d_model=10"),
+        ({"dropout": 1.0}, "dropout must be in"),
+    ],
+)
+def test_config_checks(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        SASRecConfig(**{"n_items": 5, **overrides})
+
+
+def test_config_round_trips_through_a_dict():
+    config = SASRecConfig(n_items=7, max_len=9, d_model=8, n_heads=2, n_layers=1, d_ff=4, dropout=0.0)
+    assert SASRecConfig.from_dict(config.to_dict()) == config
