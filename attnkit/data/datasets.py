@@ -19,6 +19,7 @@ FOLDERS = {
     "reuters_r52": "reuters21578",
     "ag_news": "ag_news",
     "thucnews_title": "thucnews_title",
+    "multi30k": "multi30k",
 }
 
 
@@ -102,3 +103,35 @@ def load_classification(name: str, data_dir: str | Path | None = None) -> Splits
         read_thucnews(dev, classes) if dev else None,
         read_thucnews(test, classes) if test else None,
     )
+
+
+MULTI30K_LANGS = ("de", "en")
+
+
+def multi30k_files(
+    src_lang: str, tgt_lang: str, data_dir: str | Path | None = None, test_set: str = "test_2016_flickr"
+) -> dict[str, Path]:
+    """Paths of Multi30k (task 1) for one direction, as the multi30k/dataset repository lays them out.
+
+    Keys: train_src, train_tgt, valid_src, valid_tgt, test_src, test_tgt (cased, untokenized `raw/`)
+    and test_ref_tok (the lowercased, Moses-tokenized `tok/` reference that papers score against).
+    """
+    if {src_lang, tgt_lang} != set(MULTI30K_LANGS):
+        raise DataError(f"multi30k here has de and en; got --src-lang {src_lang} --tgt-lang {tgt_lang}")
+    directory = dataset_dir("multi30k", data_dir)
+    files = {
+        "train_src": directory / "raw" / f"train.{src_lang}.gz",
+        "train_tgt": directory / "raw" / f"train.{tgt_lang}.gz",
+        "valid_src": directory / "raw" / f"val.{src_lang}.gz",
+        "valid_tgt": directory / "raw" / f"val.{tgt_lang}.gz",
+        "test_src": directory / "raw" / f"{test_set}.{src_lang}.gz",
+        "test_tgt": directory / "raw" / f"{test_set}.{tgt_lang}.gz",
+        "test_ref_tok": directory / "tok" / f"{test_set}.lc.norm.tok.{tgt_lang}.gz",
+    }
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise DataError(
+            f"multi30k: {missing[0]} is missing ({len(missing)} file(s)); put the multi30k/dataset repository's "
+            f"data/task1/raw and tok folders (gzipped) in {directory}, or give --data-dir"
+        )
+    return files

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.data.batching import pad, token_bucketed_plan
+from attnkit.data.datasets import multi30k_files
 from attnkit.data.parallel import ParallelTexts, drop_empty, read_parallel, read_tsv_pairs
 from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import CLS_ID, PAD_ID, SEP_ID, decode_text, load_tokenizer, train_tokenizer
@@ -53,6 +54,13 @@ class TranslateOptions:
         default=None,
         metadata={"help": "lowercased Moses-tokenized test references, for tokenized BLEU as papers report it"},
     )
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "multi30k: its train/val/test_2016_flickr files for --src-lang -> --tgt-lang"},
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "the dataset's folder (default $ATTNKIT_DATA/multi30k)"}
+    )
     train_pairs: str | None = field(default=None, metadata={"help": "training pairs as TSV (source<TAB>target)"})
     valid_pairs: str | None = field(default=None, metadata={"help": "validation pairs as TSV"})
     test_pairs: str | None = field(default=None, metadata={"help": "test pairs as TSV"})
@@ -78,9 +86,11 @@ class TranslateOptions:
     extra_len: int = field(default=50, metadata={"help": "longest output = source length + this (the paper: 50)"})
 
     def __post_init__(self) -> None:
-        files = bool(self.train_src or self.train_tgt)
-        if files == bool(self.train_pairs):
-            raise UserError("give --train-src FILE --train-tgt FILE, or --train-pairs FILE")
+        given = [bool(self.train_src or self.train_tgt), bool(self.train_pairs), bool(self.dataset)]
+        if sum(given) != 1:
+            raise UserError("give --train-src FILE --train-tgt FILE, --train-pairs FILE, or --dataset multi30k")
+        if self.dataset and self.dataset != "multi30k":
+            raise UserError(f"unknown dataset {self.dataset!r}: translate knows multi30k")
         for side in ("train", "valid", "test"):
             src, tgt = getattr(self, f"{side}_src"), getattr(self, f"{side}_tgt")
             if bool(src) != bool(tgt):
@@ -207,6 +217,15 @@ def encode_pairs(tokenizer: Any, pairs: ParallelTexts, max_len: int) -> Encoded:
     return Encoded(src, tgt, cut_src + cut_tgt)
 
 
+def resolve_dataset(options: TranslateOptions) -> TranslateOptions:
+    """Options with a standard dataset's files filled in (explicit file options win)."""
+    if not options.dataset:
+        return options
+    files = multi30k_files(options.src_lang, options.tgt_lang, options.data_dir)
+    chosen = {k: str(v) for k, v in files.items() if getattr(options, k) is None}
+    return dataclasses.replace(options, dataset=None, **chosen)
+
+
 def read_split(options: TranslateOptions, side: str) -> ParallelTexts | None:
     src, tgt, pairs = (getattr(options, f"{side}_{k}") for k in ("src", "tgt", "pairs"))
     if src:
@@ -288,6 +307,7 @@ def train(
         start.train_config,
         start.log,
     )
+    options = resolve_dataset(options)
     train_pairs = read_split(options, "train")
     train_pairs, dropped = drop_empty(train_pairs)
     if dropped:

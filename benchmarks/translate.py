@@ -1,0 +1,185 @@
+"""Machine translation (issue #5): the paper's encoder-decoder on Multi30k, trained for an hour on this machine.
+
+For each direction: `attnkit train translate --dataset multi30k --config configs/translate/multi30k.yaml`
+under the preset's wall-clock budget, then test2016 scored greedy and with beam 4 (sacreBLEU, cased and
+detokenized, with its signature; chrF; and lowercased tokenized BLEU against the `tok/` references,
+the convention of the published Multi30k results). Then decoding speed on the trained model, in
+alternating rounds: sentences per second for greedy and beam search with and without the KV cache,
+batched and at batch 1.
+
+    ATTNKIT_DATA=../shared/data python benchmarks/translate.py [--directions de-en,en-de] [--minutes 59]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from attnkit.data.datasets import multi30k_files
+from attnkit.data.parallel import read_parallel
+from attnkit.engine import TrainConfig
+from attnkit.options import build, load_preset
+from attnkit.tasks import translate
+from attnkit.tasks.translate import EOS_ID, LoadedTranslator, translate_ids
+from benchmarks._common import machine, write_json, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESET = ROOT / "configs" / "translate" / "multi30k.yaml"
+PUBLISHED = {
+    "de-en": ("bentrevett/pytorch-seq2seq Transformer, greedy, 10 GPU epochs", 36.52, 37.0),
+    "en-de": ("Wu et al. 2021 Transformer-tiny, beam 5, last 10 checkpoints averaged", 41.02, 41.0),
+}
+
+
+def train_direction(src: str, tgt: str, minutes: float, out: Path) -> dict[str, object]:
+    preset = load_preset(str(PRESET))
+    given = {"dataset": "multi30k", "src_lang": src, "tgt_lang": tgt, "out": str(out)}
+    options = build(translate.TranslateOptions, preset, given)
+    train_config = build(TrainConfig, translate.TRAIN_DEFAULTS, preset, {"max_minutes": minutes, "progress": False})
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    metrics = translate.train(options, train_config, log=lambda m: print(f"  {m}", flush=True))
+    total = time.perf_counter() - started
+    history = (out / "history.csv").read_text().splitlines()
+    header, last = history[0].split(","), history[-1].split(",")
+    row = dict(zip(header, (float(x) for x in last), strict=True))
+    return {
+        "direction": f"{src}-{tgt}",
+        "metrics": metrics,
+        "train_seconds": row["elapsed_s"],
+        "steps": row["step"],
+        "epochs": row["epoch"],
+        "val_loss": row["val_loss"],
+        "total_seconds": total,
+        "parameters": sum(p.numel() for p in LoadedTranslator(out).model.parameters()),
+    }
+
+
+def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Sentences per second, medians over alternating rounds, for each search x cache x batch size."""
+    model = LoadedTranslator(run)
+    files = multi30k_files(src, tgt)
+    texts = read_parallel(files["test_src"], files["test_tgt"]).src[:sentences]
+    sources = [[*model.tokenizer.encode(t, add_special_tokens=False).ids, EOS_ID] for t in texts]
+    variants = {}
+    for search in ("greedy", "beam"):
+        for batch in (64, 1):
+            for cache in (True, False):
+                count = sentences if batch > 1 else max(20, sentences // 5)
+                variants[f"{search}, batch {batch}, cache {'on' if cache else 'off'}"] = (search, batch, cache, count)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    outputs: dict[str, list[list[int]]] = {}
+    for r in range(rounds):
+        names = list(variants)
+        names = names[r % len(names) :] + names[: r % len(names)]
+        for name in names:
+            search, batch, cache, count = variants[name]
+            started = time.perf_counter()
+            outputs[name] = translate_ids(
+                model.model, sources[:count], search=search, batch_size=batch, use_cache=cache, beam=4
+            )
+            times[name].append(count / (time.perf_counter() - started))
+    result = {
+        name: {"sentences_per_s": statistics.median(v), "min": min(v), "max": max(v)} for name, v in times.items()
+    }
+    for search in ("greedy", "beam"):
+        for batch in (64, 1):
+            on, off = (f"{search}, batch {batch}, cache {s}" for s in ("on", "off"))
+            result[on]["same_output_as_cache_off"] = outputs[on] == outputs[off]
+            result[on]["speedup_vs_cache_off"] = result[on]["sentences_per_s"] / result[off]["sentences_per_s"]
+    return result
+
+
+def render(results: dict[str, object]) -> str:
+    m = results["machine"]
+    lines = [
+        "## Machine translation: Multi30k (issue #5)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}. Reproduce: `ATTNKIT_DATA=../shared/data "
+        f"python benchmarks/translate.py --minutes {results['minutes']:g}`. Preset `configs/translate/multi30k.yaml`:"
+        " post-norm, d_model 256, 3 + 3 layers, 4 heads, d_ff 1024, one joint 8k byte-level BPE vocabulary with"
+        " three-way tied embeddings, label smoothing 0.1, inverse-square-root schedule (warm-up 800), ~4k-token"
+        " batches, last 5 epoch checkpoints averaged; test2016 (1,000 sentences).",
+        "",
+        "| direction | params | training (2 CPU cores) | epochs | tokenized BLEU, beam 4 | greedy | sacreBLEU beam 4 |"
+        " greedy | chrF beam 4 | target (tok. BLEU) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["runs"]:
+        x = r["metrics"]
+        name, published, target = PUBLISHED[r["direction"]]
+        lines.append(
+            f"| {r['direction']} | {r['parameters'] / 1e6:.1f}M | {r['train_seconds'] / 60:.1f} min |"
+            f" {r['epochs']:.0f} |"
+            f" **{x['tok_bleu']:.2f}** | {x['greedy_tok_bleu']:.2f} | {x['bleu']:.2f} | {x['greedy_bleu']:.2f} |"
+            f" {x['chrf']:.1f} | ≥ {target} ({name}: {published}) |"
+        )
+    lines += [
+        "",
+        "Tokenized BLEU: hypotheses lowercased and Moses-tokenized exactly as the `tok/` references were made"
+        " (`attnkit.metrics.moses_tokenize` reproduces all 1,000 test2016 reference lines), then sacreBLEU with"
+        " `tokenize=none`, i.e. multi-bleu. sacreBLEU: cased, detokenized output against `raw/`,"
+        f" signature `{results.get('signature', 'nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0')}`.",
+    ]
+    for r in results["runs"]:
+        speed = r.get("decoding")
+        if not speed:
+            continue
+        lines += [
+            "",
+            f"Decoding speed, {r['direction']} model, sentences/s (median of {results['rounds']} alternating rounds;"
+            " batch 1 on the first fifth of the sentences):",
+            "",
+            "| search | batch | cache on | cache off | speed-up | same output |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for search in ("greedy", "beam"):
+            for batch in (64, 1):
+                on = speed[f"{search}, batch {batch}, cache on"]
+                off = speed[f"{search}, batch {batch}, cache off"]
+                lines.append(
+                    f"| {search} | {batch} | {on['sentences_per_s']:.1f} | {off['sentences_per_s']:.1f} |"
+                    f" {on['speedup_vs_cache_off']:.2f}× | {'yes' if on['same_output_as_cache_off'] else 'NO'} |"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--directions", default="de-en,en-de", help="comma-separated, e.g. de-en")
+    parser.add_argument("--minutes", type=float, default=59.0, help="training budget per direction")
+    parser.add_argument("--sentences", type=int, default=200, help="test sentences timed per decoding variant")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    parser.add_argument("--out", default="runs/bench-translate", help="where the runs go")
+    parser.add_argument("--speed-only", action="store_true", help="re-time decoding of existing runs")
+    args = parser.parse_args()
+    path = ROOT / "benchmarks" / "results" / "translate.json"
+    results = json.loads(path.read_text()) if args.speed_only and path.exists() else None
+    results = results or {"machine": machine(), "minutes": args.minutes, "rounds": args.rounds, "runs": []}
+    for direction in args.directions.split(","):
+        src, tgt = direction.split("-")
+        run_dir = ROOT / args.out / f"multi30k-{direction}"
+        if args.speed_only:
+            entry = next(r for r in results["runs"] if r["direction"] == direction)
+        else:
+            print(f"{direction}: training for up to {args.minutes:g} minutes", flush=True)
+            entry = train_direction(src, tgt, args.minutes, run_dir)
+            results["runs"] = [r for r in results["runs"] if r["direction"] != direction] + [entry]
+        torch.manual_seed(0)
+        entry["decoding"] = decoding_speed(run_dir, src, tgt, args.sentences, args.rounds)
+        write_json("translate", results)
+    write_section("translate", render(results))
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
