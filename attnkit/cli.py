@@ -27,7 +27,7 @@ from attnkit.options import add_options, build, check_known, load_preset
 
 def _train_tasks() -> dict[str, tuple[object, type, str, str]]:
     """TASK -> (module with train() and TRAIN_DEFAULTS, options class, help, description)."""
-    from attnkit.tasks import classify, mlm, recommend, translate
+    from attnkit.tasks import classify, lm, mlm, recommend, translate
 
     return {
         "classify": (
@@ -60,6 +60,14 @@ def _train_tasks() -> dict[str, tuple[object, type, str, str]]:
             "schedule, token-count batches), average the last checkpoints, and score greedy and beam-search "
             "translations of the test set with sacreBLEU and chrF. --batch-size is not used: batches hold "
             "--max-tokens tokens.",
+        ),
+        "lm": (
+            lm,
+            lm.LmOptions,
+            "GPT-style language modelling on a plain-text file",
+            "Train a GPT (pre-norm causal blocks, tied output layer) on random windows of a text file tokenized by "
+            "characters or byte-level BPE; the last --valid-fraction of the text is held out. Sample from it with "
+            "`attnkit generate RUN_DIR`. Use --max-steps for nanoGPT-style iteration budgets.",
         ),
     }
 
@@ -122,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--beam", type=int, help="translate: beam size (default: the run's; 1 = greedy)")
     predict.add_argument("--device", default="cpu", help="cpu or cuda")
 
+    generate = commands.add_parser(
+        "generate",
+        help="sample text from a language-model run",
+        description="Continue a prompt with a trained `attnkit train lm` run, token by token on the KV cache; "
+        "past the model's context the window slides.",
+    )
+    generate.add_argument("run_dir", help="a run directory written by `attnkit train lm`")
+    generate.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    generate.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
+    generate.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy")
+    generate.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
+    generate.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with this mass")
+    generate.add_argument("--samples", type=int, default=1, help="independent continuations")
+    generate.add_argument("--seed", type=int, default=0, help="random seed")
+    generate.add_argument("--device", default="cpu", help="cpu or cuda")
+
     data = commands.add_parser("data", help="datasets", description="Fetch standard datasets.")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION")
     data_commands.required = True
@@ -179,6 +203,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _evaluate(args)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "generate":
+        return _generate(args)
     if args.command == "data":
         from attnkit.data.datasets import data_root
         from attnkit.data.download import download
@@ -281,6 +307,28 @@ def _translate(args: argparse.Namespace) -> int:
         return 0
     for translation in translations:
         print(translation)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from attnkit.tasks.lm import LoadedLanguageModel
+
+    if args.samples < 1:
+        raise UserError("--samples must be at least 1")
+    model = LoadedLanguageModel(args.run_dir, args.device)
+    texts = model.generate(
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        samples=args.samples,
+    )
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- sample {i + 1}")
+        print(args.prompt + text)
     return 0
 
 

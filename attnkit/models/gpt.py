@@ -1,0 +1,126 @@
+"""A GPT-style decoder-only language model (Radford et al. 2018, 2019) built from `attnkit.nn`.
+
+Token embeddings plus learned (or rotary) positions, pre-norm causal self-attention blocks with a
+final norm, and an output projection tied to the token embedding, as GPT-2 and nanoGPT have it.
+Generation feeds one token at a time through the per-layer KV caches (`attnkit.decode`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor, nn
+
+from attnkit.nn import Encoder, KVCache, LearnedPositionalEmbedding, RotaryEmbedding
+from attnkit.nn.config import DictConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class GPTConfig(DictConfig):
+    """Sizes and choices of a GPT.
+
+    Fields:
+        vocab_size: tokens V.
+        max_len: context length (nanoGPT's block_size).
+        d_model, n_heads, n_layers: width, heads, blocks.
+        d_ff: feed-forward width (None = 4 d_model).
+        dropout: on embeddings, attention weights and sub-layer outputs.
+        positional: "learned" (GPT-2) or "rotary" (RoPE on queries and keys).
+        bias: biases in linear layers and norms' shift.
+    """
+
+    vocab_size: int
+    max_len: int = 256
+    d_model: int = 384
+    n_heads: int = 6
+    n_layers: int = 6
+    d_ff: int | None = None
+    dropout: float = 0.0
+    positional: Literal["learned", "rotary"] = "learned"
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "max_len", "d_model", "n_heads", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        if self.positional not in ("learned", "rotary"):
+            raise ValueError(f"positional must be learned or rotary, got {self.positional!r}")
+        if self.positional == "rotary" and (self.d_model // self.n_heads) % 2:
+            raise ValueError("rotary positions need an even head width d_model / n_heads")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class GPT(nn.Module):
+    """ids (B, T) -> next-token logits (B, T, V), causally: position t sees tokens 0..t only.
+
+    Args:
+        config: GPTConfig.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embed = nn.Embedding(config.vocab_size, config.d_model)
+        rope = None
+        if config.positional == "learned":
+            self.pos = LearnedPositionalEmbedding(config.max_len, config.d_model)
+        else:
+            self.pos = None
+            rope = RotaryEmbedding(config.d_model // config.n_heads, config.max_len)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = Encoder(
+            config.d_model,
+            config.n_heads,
+            config.d_ff or 4 * config.d_model,
+            config.n_layers,
+            dropout=config.dropout,
+            attention_dropout=config.dropout,
+            activation="gelu",
+            norm_first=True,
+            bias=config.bias,
+            rope=rope,
+            final_norm=True,
+        )
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self._reset_parameters()
+        self.lm_head.weight = self.tok_embed.weight
+
+    def _reset_parameters(self) -> None:
+        # GPT-2's scheme: N(0, 0.02) everywhere, the projections into the residual stream scaled
+        # down by sqrt(2 · n_layers) so the stream's variance does not grow with depth.
+        residual_std = 0.02 / (2 * self.config.n_layers) ** 0.5
+        for name, param in self.named_parameters():
+            if param.dim() > 1:
+                into_residual = name.endswith(("out_proj.weight", "down_proj.weight"))
+                nn.init.normal_(param, std=residual_std if into_residual else 0.02)
+            elif name.endswith("bias") and "norm" not in name:
+                nn.init.zeros_(param)
+
+    def hidden(self, ids: Tensor, cache: list[KVCache] | None = None) -> Tensor:
+        """ids (B, T) -> final states (B, T, D); with a cache, ids follow the cached positions."""
+        offset = cache[0].length if cache else 0
+        if offset + ids.size(1) > self.config.max_len:
+            raise ValueError(
+                f"{offset + ids.size(1)} positions exceed the context of {self.config.max_len}; "
+                "generation slides the window (attnkit.decode.CausalLMStepper(max_len=...))"
+            )
+        x = self.tok_embed(ids)  # (B, T, D)
+        if self.pos is not None:
+            x = self.pos(x, offset)
+        return self.blocks(self.dropout(x), causal=True, cache=cache)  # (B, T, D)
+
+    def forward(self, ids: Tensor, cache: list[KVCache] | None = None) -> Tensor:
+        """ids (B, T) -> logits (B, T, V)."""
+        return self.lm_head(self.hidden(ids, cache))
+
+    def new_cache(self) -> list[KVCache]:
+        """One empty KV cache per block, for incremental decoding."""
+        return self.blocks.new_cache()
+
+    def num_parameters(self) -> int:
+        """Trainable parameters, the tied embedding counted once."""
+        return sum(p.numel() for p in self.parameters())
