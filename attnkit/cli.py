@@ -27,7 +27,7 @@ from attnkit.options import add_options, build, check_known, load_preset
 
 def _train_tasks() -> dict[str, tuple[object, type, str, str]]:
     """TASK -> (module with train() and TRAIN_DEFAULTS, options class, help, description)."""
-    from attnkit.tasks import classify, lm, mlm, recommend, translate
+    from attnkit.tasks import classify, lm, mlm, recommend, translate, vision
 
     return {
         "classify": (
@@ -68,6 +68,13 @@ def _train_tasks() -> dict[str, tuple[object, type, str, str]]:
             "Train a GPT (pre-norm causal blocks, tied output layer) on random windows of a text file tokenized by "
             "characters or byte-level BPE; the last --valid-fraction of the text is held out. Sample from it with "
             "`attnkit generate RUN_DIR`. Use --max-steps for nanoGPT-style iteration budgets.",
+        ),
+        "vision": (
+            vision,
+            vision.VisionOptions,
+            "image classification with a Vision Transformer",
+            "Train a ViT on MNIST, Fashion-MNIST, CIFAR-10 or an image folder (ROOT/train/<class>/, "
+            "ROOT/test/<class>/), with augmentation on the fly, and report test accuracy.",
         ),
     }
 
@@ -118,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         "unseen items for a known --user or for a --history of items.",
     )
     predict.add_argument("run_dir", help="a run directory written by `attnkit train`")
-    predict.add_argument("texts", nargs="*", help="classify: texts to classify; translate: sentences")
+    predict.add_argument(
+        "texts", nargs="*", help="classify: texts to classify; translate: sentences; vision: image files"
+    )
     predict.add_argument("--input", help="file of texts: one per line (.txt) or JSON lines with a 'text' field")
     predict.add_argument("--output", help="write predictions here (.csv or .jsonl) instead of printing")
     predict.add_argument(
@@ -247,6 +256,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         metrics = LoadedRecommender(args.run_dir, args.device).evaluate(args.protocol)
     elif task == "translate":
         metrics = _evaluate_translation(args)
+    elif task == "vision":
+        from attnkit.tasks.vision import LoadedVision
+
+        metrics = LoadedVision(args.run_dir, args.device).evaluate()
     elif task == "classify":
         from attnkit.tasks.classify import LoadedClassifier
 
@@ -267,6 +280,8 @@ def _predict(args: argparse.Namespace) -> int:
         return _recommend(args)
     if task == "translate":
         return _translate(args)
+    if task == "vision":
+        return _classify_images(args)
     if task != "classify":
         raise UserError(f"{args.run_dir}: `attnkit predict` does not apply to {task} runs")
     return _classify(args)
@@ -329,6 +344,19 @@ def _generate(args: argparse.Namespace) -> int:
         if len(texts) > 1:
             print(f"--- sample {i + 1}")
         print(args.prompt + text)
+    return 0
+
+
+def _classify_images(args: argparse.Namespace) -> int:
+    from attnkit.tasks.vision import LoadedVision
+
+    if not args.texts:
+        raise UserError("give image files to classify: attnkit predict RUN_DIR image.png ...")
+    model = LoadedVision(args.run_dir, args.device)
+    for path, ranked in zip(args.texts, model.predict(args.texts, args.top_k or 1), strict=True):
+        print(path)
+        for label, probability in ranked:
+            print(f"  {label}\t{probability:.3f}")
     return 0
 
 

@@ -52,13 +52,15 @@ def run(dataset: str, loss: str, minutes: float, out: Path) -> dict[str, object]
     reached = next((row for row in history if row["val_sampled_ndcg@10"] >= 0.59), None)
     best = max(history, key=lambda row: row["val_sampled_ndcg@10"])
     last = history[-1]
+    per_epoch = next((row["step"] / row["epoch"] for row in history if row["epoch"] >= 1), None)
+    epochs = last["step"] / per_epoch if per_epoch else last["epoch"]
     return {
         "dataset": dataset,
         "loss": loss,
         "budget_minutes": minutes,
-        "epochs": last["epoch"],
+        "epochs": epochs,
         "train_seconds": last["elapsed_s"],
-        "epochs_per_second": last["epoch"] / last["elapsed_s"],
+        "epochs_per_second": epochs / last["elapsed_s"],
         "seconds_to_val_ndcg_0.59": reached["elapsed_s"] if reached else None,
         "epoch_at_val_ndcg_0.59": reached["epoch"] if reached else None,
         "best_val_sampled_ndcg@10": best["val_sampled_ndcg@10"],
@@ -76,7 +78,8 @@ def render(results: dict[str, object]) -> str:
         "",
         f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch "
         f"{results['machine']['torch']}. Reproduce: `ATTNKIT_DATA=../shared/data python benchmarks/recommend.py"
-        f" --minutes {results['minutes']:g}`. The paper's settings (`configs/recommend/`): ML-1M maxlen 200,"
+        " --minutes M --games-minutes G` (the budgets of each row below). The paper's settings"
+        " (`configs/recommend/`): ML-1M maxlen 200,"
         " Games maxlen 50; d 50, 2 blocks, 1 head, Adam lr 1e-3, batch 128; dropout 0.2 (ML-1M) / 0.5 (Games).",
         "Each model trains for the budget below on 2 CPU cores; the checkpoint with the best validation NDCG@10"
         " (sampled) is evaluated on the test items.",
@@ -97,7 +100,7 @@ def render(results: dict[str, object]) -> str:
         if r["dataset"] != "ml-1m":
             shown = "—"
         lines.append(
-            f"| {r['dataset']} | {r['loss']} | {r['epochs']:.0f} ({r['budget_minutes']:g} min) | "
+            f"| {r['dataset']} | {r['loss']} | {r['epochs']:.1f} ({r['budget_minutes']:g} min) | "
             f"{r['epochs_per_second']:.3f} | {shown} | {t['sampled_hr@10']:.4f} | {t['sampled_ndcg@10']:.4f} | "
             f"{t['full_hr@10']:.4f} | {t['full_ndcg@10']:.4f} | {t['full_mrr']:.4f} |"
         )
@@ -120,8 +123,11 @@ def main() -> None:
     parser.add_argument("--losses", default="ce,bce", help="losses to train on ML-1M")
     parser.add_argument("--games-loss", default="ce", help="loss of the Games run")
     parser.add_argument("--out", default="runs/bench-recommend", help="where the runs go")
+    parser.add_argument("--fresh", action="store_true", help="drop the figures of earlier runs from the results")
     args = parser.parse_args()
-    results: dict[str, object] = {"machine": machine(), "minutes": args.minutes, "runs": []}
+    path = ROOT / "benchmarks" / "results" / "recommend.json"
+    earlier = json.loads(path.read_text())["runs"] if path.exists() and not args.fresh else []
+    results: dict[str, object] = {"machine": machine(), "minutes": args.minutes, "runs": earlier}
     plan = []
     if args.only in (None, "ml-1m"):
         plan += [("ml-1m", loss, args.minutes) for loss in args.losses.split(",")]
@@ -129,7 +135,12 @@ def main() -> None:
         plan.append(("Video", args.games_loss, args.games_minutes))
     for dataset, loss, minutes in plan:
         print(f"{dataset}, loss {loss}, {minutes:g} minutes", flush=True)
-        results["runs"].append(run(dataset, loss, minutes, ROOT / args.out / f"{dataset}-{loss}"))
+        entry = run(dataset, loss, minutes, ROOT / args.out / f"{dataset}-{loss}-{minutes:g}min")
+        same = (dataset, loss, minutes)
+        kept = [r for r in results["runs"] if (r["dataset"], r["loss"], r["budget_minutes"]) != same]
+        results["runs"] = sorted(
+            [*kept, entry], key=lambda r: (r["dataset"] != "ml-1m", r["dataset"], r["budget_minutes"])
+        )
         write_json("recommend", results)
     write_section("recommend", render(results))
     print(render(results))

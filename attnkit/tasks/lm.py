@@ -136,12 +136,12 @@ class LmTask:
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
         hidden = model(batch["x"])  # (B, T, D) via `_HiddenForward`
-        weight = unwrap(model).module.lm_head.weight  # (V, D)
+        weight = unwrap(model).lm_head.weight  # (V, D); unwrap also strips _HiddenForward
         target = batch["y"].reshape(-1)
         return linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), weight, target), target.numel()
 
     def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        gpt = unwrap(model).module
+        gpt = unwrap(model)
         logits = gpt.lm_head(model(batch["x"])).float()  # (B, T, V)
         nll = nn.functional.cross_entropy(logits.transpose(1, 2), batch["y"], reduction="none")  # (B, T)
         return {"nll": nll.sum(dim=1), "tokens": torch.full_like(nll[:, 0], nll.size(1))}

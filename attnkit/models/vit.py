@@ -1,0 +1,122 @@
+"""The Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words") from `attnkit.nn`.
+
+An image is cut into non-overlapping P x P patches; each patch, flattened and linearly projected,
+is one token. A learned class token is prepended (or the patch states are mean-pooled), learned
+positions are added, a pre-norm Transformer encoder runs over the sequence, and a linear head reads
+the class token. Positions are interpolated (bicubic, as timm does) when the image size changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.nn import Encoder
+from attnkit.nn.config import DictConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViTConfig(DictConfig):
+    """Sizes and choices of a ViT.
+
+    Fields:
+        image_size: (square) side of the training images, in pixels.
+        patch_size: side P of a patch; image_size must be a multiple of it.
+        in_channels: 1 (grayscale) or 3 (RGB).
+        n_classes: classes C.
+        d_model, n_heads, n_layers, d_ff: sizes.
+        dropout: on embeddings and sub-layer outputs.
+        pooling: "cls" (the paper) or "mean" over patch states.
+    """
+
+    image_size: int
+    patch_size: int = 4
+    in_channels: int = 1
+    n_classes: int = 10
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 6
+    d_ff: int = 256
+    dropout: float = 0.1
+    pooling: Literal["cls", "mean"] = "cls"
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "in_channels", "d_model", "n_heads", "n_layers", "d_ff"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be cls or mean, got {self.pooling!r}")
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
+
+
+class ViT(nn.Module):
+    """images (B, C, H, W), normalised -> class logits (B, n_classes).
+
+    Args:
+        config: ViTConfig.
+    """
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        # A convolution with stride = kernel = P is exactly a linear map of each flattened patch.
+        self.patch_embed = nn.Conv2d(config.in_channels, d, kernel_size=config.patch_size, stride=config.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if config.pooling == "cls" else None
+        self.pos = nn.Parameter(torch.randn(1, config.grid * config.grid, d) * 0.02)  # patch positions
+        self.cls_pos = nn.Parameter(torch.zeros(1, 1, d)) if config.pooling == "cls" else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = Encoder(
+            d,
+            config.n_heads,
+            config.d_ff,
+            config.n_layers,
+            dropout=config.dropout,
+            activation="gelu",
+            norm_first=True,
+            final_norm=True,
+        )
+        self.head = nn.Linear(d, config.n_classes)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def positions(self, grid_h: int, grid_w: int) -> Tensor:
+        """Patch positions (1, grid_h * grid_w, D), resampled bicubically from the trained grid if it differs."""
+        g = self.config.grid
+        if (grid_h, grid_w) == (g, g):
+            return self.pos
+        table = self.pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+        table = F.interpolate(table, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        return table.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (B, C, H, W), H and W multiples of the patch size -> logits (B, n_classes)."""
+        _, _, height, width = images.shape
+        p = self.config.patch_size
+        if height % p or width % p:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {p}")
+        x = self.patch_embed(images)  # (B, D, H/P, W/P)
+        grid_h, grid_w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2) + self.positions(grid_h, grid_w)  # (B, N, D)
+        if self.cls_token is not None:
+            cls = (self.cls_token + self.cls_pos).expand(x.size(0), -1, -1)  # (B, 1, D)
+            x = torch.cat([cls, x], dim=1)  # (B, 1 + N, D)
+        x = self.encoder(self.dropout(x))  # (B, 1 + N, D)
+        pooled = x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, D)
+        return self.head(pooled)

@@ -1,0 +1,328 @@
+"""GPT on tiny Shakespeare (issue #6): nanoGPT's CPU recipe, attnkit against a nanoGPT-equivalent, and generation speed.
+
+1. Training, same budget for both, in one run: nanoGPT's CPU configuration for shakespeare_char
+   (block 64, batch 12, 4 layers, 4 heads, 128 dims, 2,000 iterations, dropout 0, AdamW lr 1e-3
+   with 100 warm-up steps and cosine decay to 1e-4, β2 0.99, weight decay 0.1, clip 1.0, no
+   biases). attnkit trains with `attnkit train lm`; the baseline is nanoGPT's model and loop written
+   out with plain `torch.nn` (a faithful copy of karpathy/nanoGPT's model.py and train.py logic).
+   Both are scored on every window of the held-out 10%.
+2. Greedy generation tokens per second at batch 1 and 8 on a same-size model, attnkit with and
+   without its KV cache, and Hugging Face `transformers`' GPT-2 `generate` (randomly initialised,
+   same sizes), in alternating rounds.
+
+    ATTNKIT_DATA=../shared/data python benchmarks/lm.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from attnkit.data.datasets import data_root
+from attnkit.decode import CausalLMStepper, greedy_decode
+from attnkit.engine import TrainConfig
+from attnkit.models.gpt import GPT, GPTConfig
+from attnkit.tasks import lm
+from benchmarks._common import machine, write_json, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = {"max_len": 64, "batch_size": 12, "n_layers": 4, "n_heads": 4, "d_model": 128, "steps": 2000}
+
+
+# ---------------------------------------------------------------------------------------- nanoGPT
+
+
+class NanoBlock(nn.Module):
+    """nanoGPT's Block: x + attn(ln_1(x)); x + mlp(ln_2(x)), no biases."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln_1 = nn.LayerNorm(d, bias=False)
+        self.c_attn = nn.Linear(d, 3 * d, bias=False)
+        self.c_proj = nn.Linear(d, d, bias=False)
+        self.ln_2 = nn.LayerNorm(d, bias=False)
+        self.c_fc = nn.Linear(d, 4 * d, bias=False)
+        self.mlp_proj = nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
+        x = x + self.c_proj(y)
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class NanoGPT(nn.Module):
+    """nanoGPT's GPT with its initialisation (N(0, 0.02), residual projections / sqrt(2 n_layer))."""
+
+    def __init__(self, vocab: int, block: int, layers: int, heads: int, d: int) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d)
+        self.wpe = nn.Embedding(block, d)
+        self.h = nn.ModuleList(NanoBlock(d, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d, bias=False)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.wte.weight = self.lm_head.weight
+        for name, p in self.named_parameters():
+            if p.dim() > 1:
+                std = 0.02 / math.sqrt(2 * layers) if name.endswith(("c_proj.weight", "mlp_proj.weight")) else 0.02
+                nn.init.normal_(p, std=std)
+
+    def forward(self, idx, targets=None):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))
+        for block in self.h:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def train_nanogpt(train_ids, valid_ids, vocab: int, seed: int) -> dict[str, float]:
+    """nanoGPT's train.py loop for the recipe: random windows, AdamW, warm-up + cosine, clipping."""
+    r = RECIPE
+    torch.manual_seed(seed)
+    model = NanoGPT(vocab, r["max_len"], r["n_layers"], r["n_heads"], r["d_model"])
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99))
+    generator = torch.Generator().manual_seed(seed)
+
+    def lr_at(it: int) -> float:
+        if it < 100:
+            return 1e-3 * (it + 1) / 101
+        ratio = (it - 100) / (2000 - 100)
+        return 1e-4 + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1e-3 - 1e-4)
+
+    started = time.perf_counter()
+    model.train()
+    for it in range(r["steps"]):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(it)
+        ix = torch.randint(len(train_ids) - r["max_len"] - 1, (r["batch_size"],), generator=generator)
+        x = torch.stack([train_ids[i : i + r["max_len"]] for i in ix]).long()
+        y = torch.stack([train_ids[i + 1 : i + 1 + r["max_len"]] for i in ix]).long()
+        loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - started
+    return {"val_loss": held_out_loss(model, valid_ids), "train_seconds": seconds}
+
+
+@torch.no_grad()
+def held_out_loss(model: nn.Module, ids: torch.Tensor) -> float:
+    """Mean next-token loss over every non-overlapping window of the held-out tokens (as attnkit's)."""
+    model.eval()
+    block = RECIPE["max_len"]
+    count = (len(ids) - 1) // block
+    total = 0.0
+    for start in range(0, count, 64):
+        rows = range(start, min(start + 64, count))
+        chunk = torch.stack([ids[i * block : i * block + block + 1] for i in rows]).long()
+        logits = model(chunk[:, :-1])
+        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), chunk[:, 1:].reshape(-1), reduction="sum").item()
+    return total / (count * block)
+
+
+# ---------------------------------------------------------------------------------------- attnkit
+
+
+def train_attnkit(text_path: Path, out: Path, seed: int) -> dict[str, float]:
+    r = RECIPE
+    options = lm.LmOptions(
+        out=str(out),
+        text=str(text_path),
+        max_len=r["max_len"],
+        d_model=r["d_model"],
+        n_heads=r["n_heads"],
+        n_layers=r["n_layers"],
+        dropout=0.0,
+        bias=False,
+        tokenizer="char",
+    )
+    config = TrainConfig(
+        **{
+            **lm.TRAIN_DEFAULTS,
+            "batch_size": r["batch_size"],
+            "max_steps": r["steps"],
+            "eval_every": 1000,
+            "grad_clip": 1.0,
+            "seed": seed,
+            "progress": False,
+        }
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    metrics = lm.train(options, config, log=lambda m: print(f"  {m}", flush=True))
+    import csv
+
+    with open(out / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        "val_loss": metrics["val_loss"],
+        "train_seconds": float(rows[-1]["elapsed_s"]),
+        "total_seconds": time.perf_counter() - started,
+    }
+
+
+# ---------------------------------------------------------------------------------------- generation
+
+
+def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Greedy tokens/s of same-size random models: attnkit (cache on/off) and HF GPT-2 generate."""
+    r = RECIPE
+    context = 256
+    torch.manual_seed(0)
+    ours = GPT(
+        GPTConfig(
+            vocab_size=vocab,
+            max_len=context,
+            d_model=r["d_model"],
+            n_heads=r["n_heads"],
+            n_layers=r["n_layers"],
+            bias=False,
+        )
+    ).eval()
+    runs = {}
+    for batch in (1, 8):
+        start = torch.randint(0, vocab, (batch, 1))
+        for cache in (True, False):
+            runs[f"attnkit, batch {batch}, cache {'on' if cache else 'off'}"] = (
+                lambda s=start, c=cache: greedy_decode(
+                    CausalLMStepper(ours, use_cache=c, max_len=context),
+                    s,
+                    eos_id=None,
+                    max_new_tokens=new_tokens,
+                    pad_id=None,
+                ),
+                batch,
+            )
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        hf = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab,
+                n_positions=context,
+                n_embd=r["d_model"],
+                n_layer=r["n_layers"],
+                n_head=r["n_heads"],
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+            )
+        ).eval()
+        for batch in (1, 8):
+            start = torch.randint(0, vocab, (batch, 1))
+            runs[f"transformers GPT-2 generate, batch {batch}"] = (
+                lambda s=start: hf.generate(
+                    s,
+                    attention_mask=torch.ones_like(s),
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    do_sample=False,
+                    pad_token_id=0,
+                ),
+                batch,
+            )
+    except ImportError:
+        print("transformers is not installed: `pip install transformers` for the comparison", flush=True)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for run, _batch in runs.values():
+            run()  # warm-up
+        for i in range(rounds):
+            names = list(runs)
+            names = names[i % len(names) :] + names[: i % len(names)]
+            for name in names:
+                run, batch = runs[name]
+                started = time.perf_counter()
+                run()
+                times[name].append(batch * new_tokens / (time.perf_counter() - started))
+    return {name: {"tokens_per_s": statistics.median(v), "min": min(v), "max": max(v)} for name, v in times.items()}
+
+
+def render(results: dict[str, object]) -> str:
+    m, a, n = results["machine"], results["attnkit"], results["nanogpt"]
+    lines = [
+        "## GPT language model: tiny Shakespeare (issue #6)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}. Reproduce: `ATTNKIT_DATA=../shared/data"
+        " python benchmarks/lm.py`. nanoGPT's CPU recipe for shakespeare_char (block 64, batch 12, 4 layers,"
+        " 4 heads, 128 dims, 2,000 iterations, dropout 0, no biases, AdamW lr 1e-3 → 1e-4 cosine); the held-out"
+        " 10% scored over every window.",
+        "",
+        "| | validation loss | training time |",
+        "|---|---:|---:|",
+        f"| attnkit (`attnkit train lm`) | **{a['val_loss']:.4f}** | {a['train_seconds']:.0f} s |",
+        f"| nanoGPT's model and loop in plain torch.nn, same run | {n['val_loss']:.4f} | {n['train_seconds']:.0f} s |",
+        "| nanoGPT's README (its machine, 20-batch estimate) | 1.88 | about 3 min |",
+        "",
+        "Target: ≤ 1.85 in no more time than nanoGPT.",
+        "",
+        f"Greedy generation, {results['new_tokens']} new tokens from a 1-token prompt, same-size randomly initialised"
+        f" models (context 256), tokens/s, median of {results['rounds']} alternating rounds:",
+        "",
+        "| generator | tokens/s | min | max |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in results["generation"].items():
+        lines.append(f"| {name} | {row['tokens_per_s']:.0f} | {row['min']:.0f} | {row['max']:.0f} |")
+    gen = results["generation"]
+    for batch in (1, 8):
+        hf = gen.get(f"transformers GPT-2 generate, batch {batch}")
+        ours = gen[f"attnkit, batch {batch}, cache on"]
+        off = gen[f"attnkit, batch {batch}, cache off"]
+        ratio = f"{ours['tokens_per_s'] / hf['tokens_per_s']:.2f}× transformers" if hf else "transformers not run"
+        lines.append("")
+        lines.append(
+            f"Batch {batch}: attnkit with its cache runs at {ratio} (target ≥ 2×) and "
+            f"{ours['tokens_per_s'] / off['tokens_per_s']:.2f}× attnkit without it."
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--new-tokens", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", default="runs/bench-lm")
+    args = parser.parse_args()
+    folder = data_root() / "tinyshakespeare"
+    text_path = next(p for p in (folder / "input.txt", folder / "input.txt.gz", folder / "input.txt") if p.exists())
+    text = lm.read_text(str(text_path))
+    cut = int(len(text) * 0.9)
+    codec = lm.Codec.train("char", text[:cut], 0)
+    train_ids = torch.tensor(codec.encode(text[:cut]))
+    valid_ids = torch.tensor(codec.encode(text[cut:]))
+    results: dict[str, object] = {"machine": machine(), "new_tokens": args.new_tokens, "rounds": args.rounds}
+    print("attnkit", flush=True)
+    results["attnkit"] = train_attnkit(text_path, ROOT / args.out / "shakespeare-char", args.seed)
+    print("nanoGPT-equivalent", flush=True)
+    results["nanogpt"] = train_nanogpt(train_ids, valid_ids, codec.vocab_size, args.seed)
+    print(results["attnkit"], results["nanogpt"], flush=True)
+    results["generation"] = generation_speed(codec.vocab_size, args.new_tokens, args.rounds)
+    write_json("lm", results)
+    write_section("lm", render(results))
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""ViT: the patch embedding is a linear map of flattened patches, positions resample, pooling choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnkit.models.vit import ViT, ViTConfig
+
+
+def tiny(**overrides) -> ViT:
+    torch.manual_seed(0)
+    fields = dict(image_size=8, patch_size=4, in_channels=3, n_classes=5, d_model=16, n_heads=2, n_layers=2, d_ff=32)
+    fields.update(overrides)
+    return ViT(ViTConfig(**fields)).eval()
+
+
+def test_patch_embedding_is_a_linear_map_of_each_flattened_patch():
+    model = tiny()
+    images = torch.randn(2, 3, 8, 8)
+    tokens = model.patch_embed(images).flatten(2).transpose(1, 2)  # (B, 4, D)
+    patches = images.unfold(2, 4, 4).unfold(3, 4, 4)  # (B, C, 2, 2, 4, 4)
+    flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, 4, 3 * 16)  # (B, N, C * P * P), row-major patches
+    weight = model.patch_embed.weight.reshape(16, -1)  # (D, C * P * P)
+    torch.testing.assert_close(tokens, flat @ weight.T + model.patch_embed.bias, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_logits_shape_and_batch_independence(pooling):
+    model = tiny(pooling=pooling)
+    images = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        logits = model(images)
+        alone = model(images[1:2])
+    assert logits.shape == (3, 5)
+    torch.testing.assert_close(logits[1:2], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_positions_resample_for_another_image_size():
+    model = tiny()
+    torch.testing.assert_close(model.positions(2, 2), model.pos)  # the trained grid: unchanged
+    assert model.positions(3, 4).shape == (1, 12, 16)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 12, 16)).shape == (1, 5)  # a 3 x 4 grid of patches
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        model(torch.randn(1, 3, 10, 8))
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        ViTConfig(image_size=10, patch_size=4)
+    with pytest.raises(ValueError, match="n_heads"):
+        ViTConfig(image_size=8, d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="pooling"):
+        ViTConfig(image_size=8, pooling="max")

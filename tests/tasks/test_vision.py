@@ -1,0 +1,86 @@
+"""`attnkit train vision`, `evaluate` and `predict` on a tiny image folder of bars; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from attnkit.cli import main
+
+TINY = ["--d-model", "32", "--n-heads", "4", "--n-layers", "2", "--d-ff", "64", "--patch-size", "4"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def bars(kind: str, seed: int) -> Image.Image:
+    """An 8 x 8 grayscale image with one bright horizontal or vertical bar at a random place."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = (torch.rand(8, 8, generator=g) * 60).to(torch.uint8)
+    at = int(torch.randint(0, 8, (1,), generator=g))
+    if kind == "horizontal":
+        pixels[at, :] = 255
+    else:
+        pixels[:, at] = 255
+    return Image.fromarray(pixels.numpy(), mode="L")
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vision")
+    for split, count in (("train", 120), ("test", 30)):
+        for kind in ("horizontal", "vertical"):
+            (root / split / kind).mkdir(parents=True)
+            for i in range(count):
+                seed = 4 * i + 2 * (split == "test") + (kind == "vertical")
+                bars(kind, seed).save(root / split / kind / f"{i}.png")
+    run = root / "run"
+    args = ["train", "vision", "--dataset", "folder", "--data-dir", str(root), "--out", str(run), "--valid-size", "40"]
+    assert main([*args, *TINY, "--epochs", "8", "--batch-size", "32", "--warmup-steps", "5", "--no-progress"]) == 0
+    return root, run
+
+
+def test_learns_bars_and_writes_a_run(folder_run):
+    _, run = folder_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"accuracy", "macro_f1"}
+    assert metrics["accuracy"] >= 0.9
+    config = json.loads((run / "config.json").read_text())
+    assert config["classes"] == ["horizontal", "vertical"] and config["model"]["in_channels"] == 1
+
+
+def test_predict_and_evaluate(folder_run, capsys):
+    root, run = folder_run
+    image = root / "test" / "vertical" / "0.png"
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and lines[1].split()[0] == "vertical" and len(lines) == 3
+    assert main(["evaluate", str(run)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == pytest.approx(json.loads((run / "metrics.json").read_text()))
+
+
+def _error(capsys, args) -> str:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_bad_input(folder_run, tmp_path, capsys):
+    _, run = folder_run
+    assert "no such file" in _error(capsys, ["predict", str(run), str(tmp_path / "missing.png")])
+    assert "image files" in _error(capsys, ["predict", str(run)])
+    assert "--data-dir" in _error(capsys, ["train", "vision", "--dataset", "folder"])
+    assert "--dataset" in _error(capsys, ["train", "vision", "--dataset", "imagenet"])
+    assert "patch" in _error(capsys, ["train", "vision", "--image-size", "30", "--patch-size", "4"])
