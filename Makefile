@@ -8,7 +8,8 @@ ATTNKIT_DATA ?= $(if $(wildcard ../shared/data/reuters21578),$(abspath ../shared
 export ATTNKIT_DATA
 DEMO_RUN ?= runs/demo-reuters-r8
 
-.PHONY: install demo demo-core test test-slow lint bench-attention bench-classify
+.PHONY: install demo demo-core test test-slow lint bench-attention bench-classify bench-recommend bench-translate \
+	bench-lm bench-vision
 
 install: $(STAMP)
 
@@ -44,3 +45,16 @@ bench-attention: install
 bench-classify: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/classify.py
+
+bench-recommend: install
+	$(PY) benchmarks/recommend.py
+
+bench-translate: install
+	$(PY) benchmarks/translate.py
+
+bench-lm: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/lm.py
+
+bench-vision: install
+	$(PY) benchmarks/vision.py
