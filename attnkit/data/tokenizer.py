@@ -54,7 +54,7 @@ def train_tokenizer(
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # exact round trip
         tokenizer.decoder = decoders.ByteLevel()
         normalizer = normalizers.NFC()
     elif kind == "char":
@@ -124,6 +124,5 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, *, cls: b
 
 
 def decode_text(tokenizer: Tokenizer, ids: list[int]) -> str:
-    """Text of token ids, specials dropped; for bytebpe, without the space it puts before the first word."""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    return text[1:] if text.startswith(" ") and isinstance(tokenizer.decoder, decoders.ByteLevel) else text
+    """Text of token ids, special tokens dropped (for bytebpe, exactly the text that was encoded)."""
+    return tokenizer.decode(ids, skip_special_tokens=True)
