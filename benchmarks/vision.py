@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import sys
 import time
@@ -98,8 +99,6 @@ def train_vit(name: str, out: Path) -> dict[str, float]:
 
 
 def _model(run: Path) -> dict:
-    import json
-
     return json.loads((run / "config.json").read_text())["model"]
 
 
@@ -137,7 +136,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-vision")
     args = parser.parse_args()
-    results: dict[str, object] = {"machine": machine(), "datasets": {}}
+    path = ROOT / "benchmarks" / "results" / "vision.json"
+    earlier = json.loads(path.read_text())["datasets"] if path.exists() else {}
+    results: dict[str, object] = {"machine": machine(), "datasets": earlier}
     for name in [args.only] if args.only else list(TARGETS):
         print(f"{name}: ViT", flush=True)
         vit = train_vit(name, ROOT / args.out / name)
