@@ -27,6 +27,7 @@ from attnkit.engine.checkpoint import write_json_atomic
 from attnkit.errors import DataError, UserError
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.nn import linear_cross_entropy
+from attnkit.tasks.adapters import HiddenForward
 from attnkit.tasks.runs import open_run, prepare_new_run, start_run, write_metrics
 
 TokenizerKind = Literal["char", "bytebpe"]
@@ -135,8 +136,8 @@ class LmTask:
     """Next-token cross-entropy (chunked through the tied output layer); validation loss and perplexity."""
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
-        hidden = model(batch["x"])  # (B, T, D) via `_HiddenForward`
-        weight = unwrap(model).lm_head.weight  # (V, D); unwrap also strips _HiddenForward
+        hidden = model(batch["x"])  # (B, T, D) via `HiddenForward`
+        weight = unwrap(model).lm_head.weight  # (V, D); unwrap also strips HiddenForward
         target = batch["y"].reshape(-1)
         return linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), weight, target), target.numel()
 
@@ -149,17 +150,6 @@ class LmTask:
     def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
         loss = float(rows["nll"].sum() / rows["tokens"].sum())
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
-
-
-class _HiddenForward(nn.Module):
-    """The engine calls the GPT's final states as the module's forward (so DDP sees the call)."""
-
-    def __init__(self, gpt: GPT) -> None:
-        super().__init__()
-        self.module = gpt
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.module.hidden(ids)
 
 
 def windows(tokens: Tensor, max_len: int, batch_size: int, *, steps: int, seed: int) -> Batches:
@@ -260,7 +250,7 @@ def train(
     torch.manual_seed(train_config.seed)
     model = GPT(model_config)
     log(f"model: GPT, {model.num_parameters():,} parameters")
-    trainer = Trainer(_HiddenForward(model), LmTask(), train_config, run_dir, train_batches, valid_batches, where, log)
+    trainer = Trainer(HiddenForward(model), LmTask(), train_config, run_dir, train_batches, valid_batches, where, log)
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
     metrics = trainer.evaluate(valid_batches)

@@ -33,6 +33,7 @@ from attnkit.errors import DataError, UserError
 from attnkit.metrics import bleu, chrf, moses_tokenize, tokenized_bleu
 from attnkit.models import Translator
 from attnkit.nn import TransformerConfig, linear_cross_entropy
+from attnkit.tasks.adapters import HiddenForward
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 BOS_ID, EOS_ID = CLS_ID, SEP_ID  # the shared vocabulary's [CLS] and [SEP] start and end sentences
@@ -160,17 +161,6 @@ class TranslateTask:
     def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
         loss = float(rows["nll"].sum() / rows["tokens"].sum().clamp(min=1))
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
-
-
-class _HiddenForward(nn.Module):
-    """Lets the engine call `Translator.hidden` as the module's forward (so DDP sees the call)."""
-
-    def __init__(self, translator: Translator) -> None:
-        super().__init__()
-        self.module = translator
-
-    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        return self.module.hidden(src, tgt_in)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -351,7 +341,7 @@ def train(
     keep = options.average_last if options.average_last > 1 else 0
     train_config = dataclasses.replace(train_config, keep_checkpoints=max(train_config.keep_checkpoints, keep))
     trainer = Trainer(
-        _HiddenForward(model),
+        HiddenForward(model),
         TranslateTask(options.label_smoothing),
         train_config,
         run_dir,
