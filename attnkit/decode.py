@@ -67,15 +67,17 @@ class Stepper(Protocol):
 @contextmanager
 def _evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode and inference mode for the duration; each module's training flag restored afterwards."""
-    modules = list(model.modules())
-    flags = [module.training for module in modules]
-    model.eval()
+    # Only the modules in training mode are switched and switched back: a search calls this once per
+    # step, and `model.eval()` on every module would cost a third of a batch-1 decoding step.
+    training = [module for module in model.modules() if module.training]
+    for module in training:
+        module.training = False
     try:
         with torch.inference_mode():
             yield
     finally:
-        for module, flag in zip(modules, flags, strict=True):
-            module.training = flag
+        for module in training:
+            module.training = True
 
 
 class Seq2SeqStepper:
@@ -104,13 +106,13 @@ class Seq2SeqStepper:
         """tokens (B, T) target prefixes -> logits (B, V) of the next target token."""
         with _evaluating(self.model):
             if self.cache is None:
-                logits = self.model.decode(tokens, self.memory, self.src_keep)  # (B, T, V)
+                hidden = self.model.decode_hidden(tokens, self.memory, self.src_keep)  # (B, T, D)
             else:
                 new = tokens[:, self.cache.length :]  # (B, T_new)
                 if new.size(1) == 0:
                     raise ValueError(f"step got {tokens.size(1)} tokens, all of them already decoded")
-                logits = self.model.decode(new, self.memory, self.src_keep, cache=self.cache)  # (B, T_new, V)
-        return logits[:, -1]  # (B, V)
+                hidden = self.model.decode_hidden(new, self.memory, self.src_keep, cache=self.cache)
+            return self.model.lm_head(hidden[:, -1])  # (B, V): only the last position is needed
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows `index` (N,): of the source, its encoding and the decoder cache."""

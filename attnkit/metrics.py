@@ -108,7 +108,7 @@ def tokenized_bleu(hypotheses: list[str], references: list[str]) -> dict[str, ob
     Returns:
         The same keys as `bleu`; the signature says `case:lc|tok:none`.
     """
-    return _bleu_report(BLEU(tokenize="none", lowercase=True), hypotheses, references)
+    return _bleu_report(BLEU(tokenize="none", lowercase=True, force=True), hypotheses, references)
 
 
 def moses_tokenize(lines: list[str], lang: str, *, lowercase: bool = True) -> list[str]:

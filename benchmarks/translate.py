@@ -163,8 +163,10 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true", help="re-time decoding of existing runs")
     args = parser.parse_args()
     path = ROOT / "benchmarks" / "results" / "translate.json"
-    results = json.loads(path.read_text()) if args.speed_only and path.exists() else None
-    results = results or {"machine": machine(), "minutes": args.minutes, "rounds": args.rounds, "runs": []}
+    results = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    results.update(machine=machine(), rounds=args.rounds)
+    if not args.speed_only:
+        results["minutes"] = args.minutes
     for direction in args.directions.split(","):
         src, tgt = direction.split("-")
         run_dir = ROOT / args.out / f"multi30k-{direction}"

@@ -152,11 +152,28 @@ class MultiHeadAttention(nn.Module):
         The same arithmetic as three `nn.Linear` calls; one larger product keeps the CPU's matrix
         kernels busier than three small ones.
         """
+        weight, bias = self._qkv_parameters()
+        return F.linear(x, weight, bias).split(self.d_model, dim=-1)  # (B, T, 3D) -> 3 × (B, T, D)
+
+    def _qkv_parameters(self) -> tuple[Tensor, Tensor | None]:
+        """The three projections' weights (3D, D) and biases (3D,) side by side.
+
+        Under `torch.inference_mode` (decoding) the concatenation is kept and reused until a parameter
+        changes (in-place updates bump a tensor's version; a replaced tensor has another address):
+        at batch 1 copying the weights at every step would cost as much as the product itself.
+        """
+        params = [p for proj in (self.q_proj, self.k_proj, self.v_proj) for p in (proj.weight, proj.bias)]
+        params = [p for p in params if p is not None]
+        key = tuple((p.data_ptr(), p._version) for p in params) if torch.is_inference_mode_enabled() else None
+        if key is not None and getattr(self, "_qkv_key", None) == key:
+            return self._qkv_fused
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
         bias = None
         if self.q_proj.bias is not None:
             bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])  # (3D,)
-        return F.linear(x, weight, bias).split(self.d_model, dim=-1)  # (B, T, 3D) -> 3 × (B, T, D)
+        if key is not None:
+            self._qkv_key, self._qkv_fused = key, (weight, bias)
+        return weight, bias
 
     def _split_heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape

@@ -167,6 +167,31 @@ def test_cross_attention_cache_projects_context_once():
         assert not torch.allclose(step, mha(x[:, t : t + 1], other_context, mask=mask), atol=1e-3)
 
 
+def test_inference_reuses_fused_projection_until_a_weight_changes():
+    torch.manual_seed(5)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS)
+    x = torch.randn(2, 3, D_MODEL)
+    with torch.inference_mode():
+        before = mha(x)
+    assert_close(before, mha(x), **TOL)  # the kept concatenation equals a fresh one
+    with torch.no_grad():
+        mha.k_proj.weight.mul_(2.0)  # an in-place update, as an optimizer step makes
+    with torch.inference_mode():
+        after_update = mha(x)
+    assert_close(after_update, mha(x), **TOL)
+    assert not torch.allclose(after_update, before, atol=1e-4)
+    mha.v_proj.bias = nn.Parameter(torch.randn(D_MODEL))  # a replaced tensor
+    with torch.inference_mode():
+        after_replace = mha(x)
+    assert_close(after_replace, mha(x), **TOL)
+    assert not torch.allclose(after_replace, after_update, atol=1e-4)
+    mha.load_state_dict(MultiHeadAttention(D_MODEL, N_HEADS).state_dict())  # loaded weights
+    with torch.inference_mode():
+        after_load = mha(x)
+    assert_close(after_load, mha(x), **TOL)
+    assert not torch.allclose(after_load, after_replace, atol=1e-4)
+
+
 def test_kv_cache_append_and_reorder():
     torch.manual_seed(5)
     cache = KVCache()
