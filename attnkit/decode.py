@@ -26,7 +26,7 @@ Conventions shared by the search functions:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -65,15 +65,18 @@ class Stepper(Protocol):
 
 
 @contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and inference mode for the duration; each module's training flag restored afterwards."""
-    # Only the modules in training mode are switched and switched back: a search calls this once per
-    # step, and `model.eval()` on every module would cost a third of a batch-1 decoding step.
-    training = [module for module in model.modules() if module.training]
+def _evaluating(modules: list[nn.Module]) -> Iterator[None]:
+    """Eval mode and inference mode for the duration; each module's training flag restored afterwards.
+
+    `modules` is `list(model.modules())`, listed once per stepper: a search enters this at every
+    step, and walking the module tree (or `model.eval()`) each time would cost a third of a batch-1
+    step. Only the modules in training mode are switched, and switched back.
+    """
+    training = [module for module in modules if module.training]
     for module in training:
         module.training = False
     try:
-        with torch.inference_mode():
+        with nullcontext() if torch.is_inference_mode_enabled() else torch.inference_mode():
             yield
     finally:
         for module in training:
@@ -98,13 +101,14 @@ class Seq2SeqStepper:
         self.model = model
         pad_id = model.config.pad_id if pad_id is None else pad_id
         self.src_keep = src_ids != pad_id  # (B, S)
-        with _evaluating(model):
+        self._modules = list(model.modules())
+        with _evaluating(self._modules):
             self.memory = model.encode(src_ids)  # (B, S, D)
         self.cache = model.new_cache() if use_cache else None
 
     def step(self, tokens: Tensor) -> Tensor:
         """tokens (B, T) target prefixes -> logits (B, V) of the next target token."""
-        with _evaluating(self.model):
+        with _evaluating(self._modules):
             if self.cache is None:
                 hidden = self.model.decode_hidden(tokens, self.memory, self.src_keep)  # (B, T, D)
             else:
@@ -143,6 +147,7 @@ class CausalLMStepper:
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         self.model, self.use_cache, self.max_len = model, use_cache, max_len
+        self._modules = list(model.modules())
         self.cache: Any = None
         self._seen = 0  # tokens per row consumed so far
         self._held = 0  # positions the cache holds
@@ -150,7 +155,7 @@ class CausalLMStepper:
     def step(self, tokens: Tensor) -> Tensor:
         """tokens (B, T) -> logits (B, V) of the next token."""
         window = tokens if self.max_len is None else tokens[:, -self.max_len :]  # (B, ≤ max_len)
-        with _evaluating(self.model):
+        with _evaluating(self._modules):
             if not self.use_cache:
                 return self.model(window, cache=None)[:, -1]  # (B, V)
             new = tokens.size(1) - self._seen

@@ -7,6 +7,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from attnkit.models.text_encoder import TextEncoder, TextEncoderConfig
+from attnkit.nn.dropout import Dropout
 
 Pooling = Literal["cls", "mean"]
 
@@ -37,7 +38,7 @@ class TextClassifier(nn.Module):
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
         self.pooling = pooling
         self.body = TextEncoder(config)
-        self.dropout = nn.Dropout(head_dropout)
+        self.dropout = Dropout(head_dropout)
         self.head = nn.Linear(config.d_model, n_classes)
 
     def forward(self, ids: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from attnkit.nn import Encoder, KVCache, LearnedPositionalEmbedding, RotaryEmbedding
 from attnkit.nn.config import DictConfig
+from attnkit.nn.dropout import Dropout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +72,7 @@ class GPT(nn.Module):
         else:
             self.pos = None
             rope = RotaryEmbedding(config.d_model // config.n_heads, config.max_len)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.blocks = Encoder(
             config.d_model,
             config.n_heads,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from attnkit.nn import Encoder, LearnedPositionalEmbedding
 from attnkit.nn.config import DictConfig
+from attnkit.nn.dropout import Dropout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +66,7 @@ class SASRec(nn.Module):
         self.config = config
         self.item_embed = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
         self.pos = LearnedPositionalEmbedding(config.max_len, config.d_model)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.encoder = Encoder(
             config.d_model,
             config.n_heads,

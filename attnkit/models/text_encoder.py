@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from attnkit.nn import Encoder, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from attnkit.nn.config import DictConfig
+from attnkit.nn.dropout import Dropout
 from attnkit.nn.feedforward import Activation
 from attnkit.nn.norms import NormKind
 
@@ -72,7 +73,7 @@ class TextEncoder(nn.Module):
             self.pos = LearnedPositionalEmbedding(config.max_len, config.d_model)
         else:
             self.pos = SinusoidalPositionalEncoding(config.d_model, config.max_len)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.encoder = Encoder(
             config.d_model,
             config.n_heads,

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from attnkit.nn import Encoder
 from attnkit.nn.config import DictConfig
+from attnkit.nn.dropout import Dropout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +80,7 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if config.pooling == "cls" else None
         self.pos = nn.Parameter(torch.randn(1, config.grid * config.grid, d) * 0.02)  # patch positions
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, d)) if config.pooling == "cls" else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.encoder = Encoder(
             d,
             config.n_heads,

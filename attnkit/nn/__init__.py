@@ -4,6 +4,7 @@ Knows nothing of files, tokenizers or tasks. Masks are boolean and mean "may att
 """
 
 from attnkit.nn.attention import fused_attention, reference_attention, scaled_dot_product_attention
+from attnkit.nn.dropout import Dropout
 from attnkit.nn.feedforward import FeedForward
 from attnkit.nn.layers import DecoderLayer, EncoderLayer
 from attnkit.nn.losses import linear_cross_entropy
@@ -23,6 +24,7 @@ __all__ = [
     "Decoder",
     "DecoderCache",
     "DecoderLayer",
+    "Dropout",
     "Encoder",
     "EncoderLayer",
     "FeedForward",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from attnkit.nn.dropout import Dropout
 from attnkit.nn.feedforward import Activation, FeedForward
 from attnkit.nn.multihead import KVCache, MultiHeadAttention
 from attnkit.nn.norms import NormKind, make_norm
@@ -54,7 +55,7 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, bias=bias)
         self.attn_norm = make_norm(norm, d_model, eps)
         self.ffn_norm = make_norm(norm, d_model, eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,
@@ -119,7 +120,7 @@ class DecoderLayer(nn.Module):
         self.attn_norm = make_norm(norm, d_model, eps)
         self.cross_attn_norm = make_norm(norm, d_model, eps)
         self.ffn_norm = make_norm(norm, d_model, eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,

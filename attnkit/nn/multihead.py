@@ -17,32 +17,64 @@ class KVCache:
     """Keys and values one attention layer has computed so far, kept across decoding steps.
 
     Self-attention appends the new step's keys and values; cross-attention stores the projected
-    encoder output once and reuses it at every step. Tensors are (B, H, S, Dh).
+    encoder output once and reuses it at every step. `k` and `v` are (B, H, S, Dh).
+
+    Without autograd (decoding), the tensors live in buffers whose capacity doubles when full, so a
+    step writes only its own positions instead of copying everything held (`torch.cat` each step
+    makes generating T tokens cost O(T²) copies). When gradients flow into the new keys, appending
+    concatenates instead, since writing into a buffer would modify tensors autograd has saved.
     """
 
     def __init__(self) -> None:
-        self.k: Tensor | None = None
-        self.v: Tensor | None = None
+        self._k: Tensor | None = None  # (B, H, capacity, Dh)
+        self._v: Tensor | None = None
+        self._length = 0
 
     @property
     def length(self) -> int:
         """Number of positions S held."""
-        return 0 if self.k is None else self.k.size(-2)
+        return self._length
+
+    @property
+    def k(self) -> Tensor | None:
+        """The keys held, (B, H, S, Dh), or None when empty."""
+        return None if self._k is None else self._k[..., : self._length, :]
+
+    @property
+    def v(self) -> Tensor | None:
+        """The values held, (B, H, S, Dh), or None when empty."""
+        return None if self._v is None else self._v[..., : self._length, :]
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add k, v (B, H, T, Dh) after what is held; return all keys and values (B, H, S + T, Dh)."""
-        if self.k is None:
-            self.k, self.v = k, v
+        new = k.size(-2)
+        if self._k is None:
+            self._k, self._v = k, v
+        elif torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            self._k = torch.cat([self.k, k], dim=-2)
+            self._v = torch.cat([self.v, v], dim=-2)
         else:
-            self.k = torch.cat([self.k, k], dim=-2)
-            self.v = torch.cat([self.v, v], dim=-2)
+            if self._length + new > self._k.size(-2):
+                self._grow(self._length + new)
+            self._k[..., self._length : self._length + new, :] = k
+            self._v[..., self._length : self._length + new, :] = v
+        self._length += new
         return self.k, self.v
+
+    def _grow(self, needed: int) -> None:
+        """Move what is held into buffers of at least twice the capacity."""
+        capacity = max(needed, 2 * self._k.size(-2))
+        for name in ("_k", "_v"):
+            held = getattr(self, name)[..., : self._length, :]
+            buffer = held.new_empty(*held.shape[:-2], capacity, held.size(-1))
+            buffer[..., : self._length, :] = held
+            setattr(self, name, buffer)
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` (N,) in that order, e.g. the surviving hypotheses of a beam search."""
-        if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
+        if self._k is not None:
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):

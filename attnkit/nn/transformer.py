@@ -9,6 +9,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from attnkit.nn.config import DictConfig
+from attnkit.nn.dropout import Dropout
 from attnkit.nn.feedforward import Activation
 from attnkit.nn.norms import NormKind
 from attnkit.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
@@ -106,7 +107,7 @@ class Transformer(nn.Module):
             self.tgt_embed = nn.Embedding(tgt_vocab, d_model, padding_idx=pad_id)
         self.src_pos = self._positions(config)
         self.tgt_pos = self._positions(config)
-        self.embed_dropout = nn.Dropout(config.dropout)
+        self.embed_dropout = Dropout(config.dropout)
         layer_args = dict(
             dropout=config.dropout,
             attention_dropout=config.attention_dropout,
