@@ -383,7 +383,6 @@ def _classify(args: argparse.Namespace) -> int:
     from attnkit.data.readers import read_lines
     from attnkit.tasks.classify import LoadedClassifier
 
-    args.top_k = args.top_k or 1
     texts = list(args.texts)
     if args.input:
         texts += _read_inputs(args.input, read_lines)
@@ -392,7 +391,10 @@ def _classify(args: argparse.Namespace) -> int:
     model = LoadedClassifier(args.run_dir, args.device)
     predictions = model.predict(texts, args.top_k)
     if args.output:
-        _write_predictions(Path(args.output), texts, predictions)
+        multi = model.options.multi_label and args.top_k is None
+        _write_predictions(
+            Path(args.output), texts, predictions, multi_label=multi, separator=model.options.label_separator
+        )
         print(f"wrote {len(texts)} predictions to {args.output}")
         return 0
     for text, ranked in zip(texts, predictions, strict=True):
@@ -400,6 +402,8 @@ def _classify(args: argparse.Namespace) -> int:
         print(f"{shown}")
         for label, probability in ranked:
             print(f"  {label}\t{probability:.3f}")
+        if not ranked:
+            print(f"  (no class reaches the threshold {model.options.threshold:g}; --top-k 3 shows the likeliest)")
     return 0
 
 
@@ -419,24 +423,40 @@ def _read_inputs(path: str, read_lines) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def _write_predictions(path: Path, texts: list[str], predictions: list[list[tuple[str, float]]]) -> None:
+def _write_predictions(
+    path: Path,
+    texts: list[str],
+    predictions: list[list[tuple[str, float]]],
+    *,
+    multi_label: bool = False,
+    separator: str = "|",
+) -> None:
+    """Predictions as CSV or JSONL (by the suffix); multi-label rows hold every predicted label."""
     if path.suffix not in (".csv", ".jsonl"):
         raise UserError(f"{path}: --output must end in .csv or .jsonl")
     buffer = io.StringIO()
     if path.suffix == ".jsonl":
         for text, ranked in zip(texts, predictions, strict=True):
-            record = {
-                "text": text,
-                "label": ranked[0][0],
-                "probability": ranked[0][1],
-                "top_k": [{"label": label, "probability": p} for label, p in ranked],
-            }
+            if multi_label:
+                labels, probs = [label for label, _ in ranked], [p for _, p in ranked]
+                record = {"text": text, "labels": labels, "probabilities": probs}
+            else:
+                record = {
+                    "text": text,
+                    "label": ranked[0][0],
+                    "probability": ranked[0][1],
+                    "top_k": [{"label": label, "probability": p} for label, p in ranked],
+                }
             buffer.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
         writer = csv.writer(buffer)
-        writer.writerow(["text", "label", "probability"])
+        writer.writerow(["text", "labels", "probabilities"] if multi_label else ["text", "label", "probability"])
         for text, ranked in zip(texts, predictions, strict=True):
-            writer.writerow([text, ranked[0][0], f"{ranked[0][1]:.6f}"])
+            if multi_label:  # the labels joined by the run's separator, their probabilities likewise
+                labels = separator.join(label for label, _ in ranked)
+                writer.writerow([text, labels, separator.join(f"{p:.6f}" for _, p in ranked)])
+            else:
+                writer.writerow([text, ranked[0][0], f"{ranked[0][1]:.6f}"])
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")

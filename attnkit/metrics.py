@@ -42,6 +42,45 @@ def classification_report(pred: Tensor, target: Tensor, n_classes: int) -> dict[
     }
 
 
+def multilabel_report(pred: Tensor, target: Tensor) -> dict[str, object]:
+    """Micro- and macro-F1, subset accuracy, and per-class precision, recall, F1 and support.
+
+    For multi-label classification (Reuters-21578's 90 ModApte topics): each example has a set of
+    classes. Micro averaging pools every (example, class) decision, so frequent classes dominate;
+    macro averaging is the mean of per-class F1 over the classes present in the targets, as
+    `classification_report` does. "accuracy" is the share of examples whose predicted set equals
+    the true set exactly (scikit-learn's `accuracy_score` on indicator matrices).
+
+    Args:
+        pred: (N, C) bool, the predicted sets.
+        target: (N, C) bool, the true sets.
+    """
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(f"pred and target must both be (N, C); got {tuple(pred.shape)} and {tuple(target.shape)}")
+    pred, target = pred.bool(), target.bool()
+    true_pos = (pred & target).sum(dim=0).double()  # (C,)
+    predicted = pred.sum(dim=0).double()
+    support = target.sum(dim=0).double()
+
+    def f1_of(tp: Tensor, n_pred: Tensor, n_true: Tensor) -> Tensor:
+        denom = n_pred + n_true
+        return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+
+    precision = torch.where(predicted > 0, true_pos / predicted.clamp(min=1), torch.zeros_like(true_pos))
+    recall = torch.where(support > 0, true_pos / support.clamp(min=1), torch.zeros_like(true_pos))
+    f1 = f1_of(true_pos, predicted, support)
+    present = support > 0
+    return {
+        "accuracy": float((pred == target).all(dim=1).double().mean()) if len(pred) else 0.0,
+        "micro_f1": float(f1_of(true_pos.sum(), predicted.sum(), support.sum())),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "support": support.long().tolist(),
+    }
+
+
 def _check_corpus(hypotheses: list[str], references: list[str]) -> None:
     if isinstance(hypotheses, str) or isinstance(references, str):
         raise TypeError("hypotheses and references are lists of sentences, not single strings")

@@ -7,7 +7,15 @@ import sacrebleu
 import torch
 
 from attnkit.data.readers import read_lines
-from attnkit.metrics import bleu, chrf, classification_report, confusion_matrix, moses_tokenize, tokenized_bleu
+from attnkit.metrics import (
+    bleu,
+    chrf,
+    classification_report,
+    confusion_matrix,
+    moses_tokenize,
+    multilabel_report,
+    tokenized_bleu,
+)
 
 MULTI30K = Path("/work/shared/data/multi30k")
 
@@ -31,6 +39,37 @@ def test_absent_and_never_predicted_classes():
     report = classification_report(pred, target, 3)  # class 2 absent from the targets
     assert report["precision"][1] == 0.0 and report["recall"][1] == 0.0
     assert report["macro_f1"] == pytest.approx((0.8 + 0.0) / 2)
+
+
+def test_multilabel_report_by_hand():
+    # 4 examples, 3 classes; class 2 never occurs in the targets.
+    target = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    pred = torch.tensor([[1, 0, 0], [1, 0, 1], [0, 1, 0], [0, 0, 0]], dtype=torch.bool)
+    report = multilabel_report(pred, target)
+    assert report["accuracy"] == pytest.approx(2 / 4)  # rows 0 and 2 match exactly
+    # class 0: tp 2, predicted 2, support 3; class 1: tp 1, predicted 1, support 2; class 2: fp 1.
+    assert report["precision"] == pytest.approx([1.0, 1.0, 0.0])
+    assert report["recall"] == pytest.approx([2 / 3, 0.5, 0.0])
+    assert report["support"] == [3, 2, 0]
+    f1_0, f1_1 = 2 * 2 / (2 + 3), 2 * 1 / (1 + 2)
+    assert report["macro_f1"] == pytest.approx((f1_0 + f1_1) / 2)  # class 2 is absent: left out
+    assert report["micro_f1"] == pytest.approx(2 * 3 / (4 + 5))  # tp 3, predicted 4, true 5
+
+
+def test_multilabel_report_matches_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(50, 6, generator=generator) < 0.3
+    pred = torch.rand(50, 6, generator=generator) < 0.3
+    report = multilabel_report(pred, target)
+    assert report["micro_f1"] == pytest.approx(metrics.f1_score(target, pred, average="micro"))
+    assert report["macro_f1"] == pytest.approx(metrics.f1_score(target, pred, average="macro"))
+    assert report["accuracy"] == pytest.approx(metrics.accuracy_score(target, pred))
+
+
+def test_multilabel_report_checks_shapes():
+    with pytest.raises(ValueError, match="must both be"):
+        multilabel_report(torch.zeros(3, 2, dtype=torch.bool), torch.zeros(3, 4, dtype=torch.bool))
 
 
 HYPS = ["The cat sat on a mat.", "A dog is running in the park today.", "Two men play chess"]

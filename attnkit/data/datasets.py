@@ -11,16 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnkit.data.readers import LabeledTexts, read_ag_news, read_thucnews
-from attnkit.data.reuters import read_reuters, reuters_subset, reuters_unlabeled
+from attnkit.data.reuters import read_reuters, reuters_subset, reuters_topics, reuters_unlabeled
 from attnkit.errors import DataError
 
 FOLDERS = {
     "reuters_r8": "reuters21578",
     "reuters_r52": "reuters21578",
+    "reuters_90": "reuters21578",
     "ag_news": "ag_news",
     "thucnews_title": "thucnews_title",
     "multi30k": "multi30k",
 }
+MULTI_LABEL = {"reuters_90"}  # datasets whose examples carry sets of labels, joined by "|"
 
 
 @dataclass
@@ -71,6 +73,11 @@ def load_classification(name: str, data_dir: str | Path | None = None) -> Splits
         raise DataError(
             f"{directory}: dataset {name} not found; set ATTNKIT_DATA or --data-dir, "
             f"or run `attnkit data download {FOLDERS[name]}`"
+        )
+    if name == "reuters_90":
+        docs = read_reuters(directory)
+        return Splits(
+            reuters_topics(docs, "train"), None, reuters_topics(docs, "test"), unlabeled=reuters_unlabeled(docs)
         )
     if name.startswith("reuters_"):
         docs = read_reuters(directory)

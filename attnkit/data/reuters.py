@@ -4,6 +4,9 @@ ModApte: train = LEWISSPLIT="TRAIN" TOPICS="YES", test = LEWISSPLIT="TEST" TOPIC
 R8: single-topic documents whose topic is among the 10 most frequent ModApte training topics
 (counting every label of every document); only 8 of those 10 have single-topic documents.
 R52: single-topic documents whose topic has at least one such document in train and one in test.
+R90 (multi-label): the 90 topics with at least one ModApte training and one test document, and the
+documents with at least one of them (7,769 train / 3,019 test), labelled by all of their 90-topic
+topics.
 A document's text is its title and body (title alone when there is no body).
 """
 
@@ -24,6 +27,8 @@ _TOPICS = re.compile(r"<TOPICS>(.*?)</TOPICS>", re.S)
 _D = re.compile(r"<D>(.*?)</D>", re.S)
 _TITLE = re.compile(r"<TITLE>(.*?)</TITLE>", re.S)
 _BODY = re.compile(r"<BODY>(.*?)</BODY>", re.S)
+_TEXT = re.compile(r"<TEXT[^>]*>(.*?)</TEXT>", re.S)
+_TAG = re.compile(r"<[^>]+>")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ def _parse(attrs: str, body: str) -> ReutersDoc:
     title = _clean(_TITLE.search(body))
     text_body = _clean(_BODY.search(body))
     text = f"{title}. {text_body}" if title and text_body else (title or text_body)
+    if not text:  # TYPE="UNPROC" stories (tables, briefs) hold their text in <TEXT> directly
+        whole = _TEXT.search(body)
+        text = _clean_text(_TAG.sub(" ", whole.group(1))) if whole else ""
     split, has_topics = fields.get("LEWISSPLIT", ""), fields.get("TOPICS", "")
     modapte = "unused"
     if has_topics == "YES" and split in ("TRAIN", "TEST"):
@@ -68,9 +76,11 @@ def _parse(attrs: str, body: str) -> ReutersDoc:
 
 
 def _clean(match: re.Match[str] | None) -> str:
-    if match is None:
-        return ""
-    text = html.unescape(match.group(1))
+    return "" if match is None else _clean_text(match.group(1))
+
+
+def _clean_text(text: str) -> str:
+    text = html.unescape(text)
     text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
@@ -91,6 +101,29 @@ def reuters_subset(docs: list[ReutersDoc], subset: str, split: str) -> LabeledTe
     return LabeledTexts(
         [d.text for d in chosen], [d.topics[0] for d in chosen], source=f"reuters21578 {subset} {split}"
     )
+
+
+LABEL_SEPARATOR = "|"
+
+
+def reuters_topics(docs: list[ReutersDoc], split: str) -> LabeledTexts:
+    """The R90 documents of the ModApte train or test split, each labelled by its set of topics.
+
+    A label is the document's topics among the 90, sorted and joined by `LABEL_SEPARATOR` ("|"),
+    the form `attnkit train classify --multi-label` reads from files too.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"unknown ModApte split {split!r}: use train or test")
+    in_train = {t for d in docs if d.modapte == "train" for t in d.topics}
+    in_test = {t for d in docs if d.modapte == "test" for t in d.topics}
+    allowed = in_train & in_test
+    texts, labels = [], []
+    for doc in docs:
+        topics = sorted(set(doc.topics) & allowed)
+        if doc.modapte == split and topics:
+            texts.append(doc.text)
+            labels.append(LABEL_SEPARATOR.join(topics))
+    return LabeledTexts(texts, labels, source=f"reuters21578 r90 {split}")
 
 
 def reuters_unlabeled(docs: list[ReutersDoc]) -> list[str]:

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.data.batching import length_bucketed_plan, pad
-from attnkit.data.datasets import ensure_dataset, load_classification
+from attnkit.data.datasets import MULTI_LABEL, ensure_dataset, load_classification
 from attnkit.data.readers import LabeledTexts, read_class_names, read_labeled
 from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer, train_tokenizer
 from attnkit.engine import Batches, Dist, TrainConfig, Trainer, load_weights
 from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError, UserError
-from attnkit.metrics import classification_report
+from attnkit.metrics import classification_report, multilabel_report
 from attnkit.models import TextClassifier, TextEncoderConfig
 from attnkit.tasks.encoder_options import EncoderOptions
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
@@ -43,7 +43,10 @@ class ClassifyOptions(EncoderOptions):
     test: str | None = field(default=None, metadata={"help": "test file"})
     dataset: str | None = field(
         default=None,
-        metadata={"help": "standard dataset instead of files: reuters_r8, reuters_r52, ag_news, thucnews_title"},
+        metadata={
+            "help": "standard dataset instead of files: reuters_r8, reuters_r52, reuters_90 (multi-label), "
+            "ag_news, thucnews_title"
+        },
     )
     data_dir: str | None = field(
         default=None, metadata={"help": "the dataset's folder (default $ATTNKIT_DATA/<folder>)"}
@@ -69,6 +72,17 @@ class ClassifyOptions(EncoderOptions):
         default=None,
         metadata={"help": "start from the encoder of this run (e.g. an `attnkit train mlm` run)"},
     )
+    multi_label: bool = field(
+        default=False,
+        metadata={
+            "help": "each text has a set of labels, joined by --label-separator in the label column: one "
+            "sigmoid per class, micro/macro-F1 (on by itself for reuters_90)"
+        },
+    )
+    label_separator: str = field(default="|", metadata={"help": "separates the labels of a multi-label example"})
+    threshold: float = field(
+        default=0.5, metadata={"help": "multi-label: a class is predicted when its probability reaches this"}
+    )
 
     def __post_init__(self) -> None:
         if not (self.train or self.dataset):
@@ -81,6 +95,18 @@ class ClassifyOptions(EncoderOptions):
             raise UserError(f"--max-len must be at least 2, got {self.max_len}")
         if self.pooling not in ("mean", "cls"):
             raise UserError(f"--pooling must be mean or cls, got {self.pooling!r}")
+        if not 0 < self.threshold < 1:
+            raise UserError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        if not self.label_separator:
+            raise UserError("--label-separator must not be empty")
+        if self.dataset in MULTI_LABEL:
+            object.__setattr__(self, "multi_label", True)
+
+    def label_set(self, label: str) -> list[str]:
+        """The classes of one example: its label, or with --multi-label the separated labels."""
+        if not self.multi_label:
+            return [label]
+        return sorted({part.strip() for part in label.split(self.label_separator) if part.strip()})
 
 
 TRAIN_DEFAULTS = {"metric": "accuracy", "metric_mode": "max", "lr": 5e-4, "epochs": 10, "batch_size": 32}
@@ -111,22 +137,58 @@ class ClassifyTask:
         }
 
 
+class MultiLabelTask:
+    """Loss and metrics of multi-label classification: one independent sigmoid per class.
+
+    Args:
+        threshold: a class is predicted when its probability reaches it.
+    """
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
+        logits = model(batch["ids"]).float()  # (B, C)
+        return F.binary_cross_entropy_with_logits(logits, batch["label"]), int((batch["ids"] != PAD_ID).sum())
+
+    def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits = model(batch["ids"]).float()  # (B, C)
+        loss = F.binary_cross_entropy_with_logits(logits, batch["label"], reduction="none").mean(dim=-1)  # (B,)
+        return {"pred": logits.sigmoid() >= self.threshold, "label": batch["label"] > 0.5, "loss": loss}
+
+    def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
+        report = multilabel_report(rows["pred"], rows["label"])
+        return {
+            "accuracy": report["accuracy"],
+            "micro_f1": report["micro_f1"],
+            "macro_f1": report["macro_f1"],
+            "loss": float(rows["loss"].mean()),
+        }
+
+
 @dataclass
 class Prepared:
-    """Texts turned into ids and labels, with the batches the engine iterates."""
+    """Texts turned into ids and labels, with the batches the engine iterates.
+
+    `labels` holds one class index per example, or with `n_classes` set (multi-label) a list of them.
+    """
 
     ids: list[list[int]]
-    labels: list[int]
+    labels: list[int] | list[list[int]]
     truncated: int
+    n_classes: int | None = None
 
     def batches(self, batch_size: int, *, shuffle: bool, seed: int) -> Batches:
         plan = length_bucketed_plan([len(x) for x in self.ids], batch_size, shuffle=shuffle, seed=seed)
 
         def collate(indices: list[int]) -> dict[str, Tensor]:
-            return {
-                "ids": pad([self.ids[i] for i in indices], PAD_ID),
-                "label": torch.tensor([self.labels[i] for i in indices], dtype=torch.long),
-            }
+            if self.n_classes is None:
+                label = torch.tensor([self.labels[i] for i in indices], dtype=torch.long)  # (B,)
+            else:
+                label = torch.zeros(len(indices), self.n_classes)  # (B, C) multi-hot
+                for row, i in enumerate(indices):
+                    label[row, self.labels[i]] = 1.0
+            return {"ids": pad([self.ids[i] for i in indices], PAD_ID), "label": label}
 
         return Batches(plan, collate)
 
@@ -181,8 +243,8 @@ def stratified_split(data: LabeledTexts, fraction: float, seed: int) -> tuple[La
     return take(keep), take(held)
 
 
-def check_labels(classes: list[str], split: LabeledTexts, name: str) -> None:
-    unknown = sorted(set(split.labels) - set(classes))
+def check_labels(classes: list[str], split: LabeledTexts, name: str, options: ClassifyOptions) -> None:
+    unknown = sorted({c for label in split.labels for c in options.label_set(label)} - set(classes))
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:5])
         raise DataError(
@@ -190,10 +252,22 @@ def check_labels(classes: list[str], split: LabeledTexts, name: str) -> None:
         )
 
 
-def prepare(tokenizer: Any, data: LabeledTexts, classes: list[str], max_len: int) -> Prepared:
+def prepare(tokenizer: Any, data: LabeledTexts, classes: list[str], options: ClassifyOptions) -> Prepared:
     index = {name: i for i, name in enumerate(classes)}
-    encoded = encode_texts(tokenizer, data.texts, max_len)
+    encoded = encode_texts(tokenizer, data.texts, options.max_len)
+    if options.multi_label:
+        sets = [[index[c] for c in options.label_set(label)] for label in data.labels]
+        return Prepared(encoded.ids, sets, encoded.truncated, n_classes=len(classes))
     return Prepared(encoded.ids, [index[label] for label in data.labels], encoded.truncated)
+
+
+def class_names(data: LabeledTexts, options: ClassifyOptions) -> list[str]:
+    """The classes of the training data, sorted."""
+    classes = sorted({c for label in data.labels for c in options.label_set(label)})
+    if options.multi_label and any(not options.label_set(label) for label in data.labels):
+        empty = next(i for i, label in enumerate(data.labels) if not options.label_set(label))
+        raise DataError(f"{data.source}: example {empty + 1} has no label between the separators")
+    return classes
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -228,12 +302,12 @@ def train(
     if valid_data is None:
         train_data, valid_data = stratified_split(train_data, options.valid_fraction, train_config.seed)
         log(f"validation: held out {len(valid_data)} of the training examples (stratified)")
-    classes = sorted(set(train_data.labels))
+    classes = class_names(train_data, options)
     if len(classes) < 2:
         raise DataError(f"{train_data.source}: the training data has only one class ({classes[0]!r})")
     for split, name in ((valid_data, "validation"), (test_data, "test")):
         if split is not None:
-            check_labels(classes, split, name)
+            check_labels(classes, split, name, options)
 
     encoder_config, tokenizer = _model_setup(options, train_data, run_dir, start.saved)
     if not resume:
@@ -246,7 +320,7 @@ def train(
         }
         write_new_run(run_dir, where, tokenizer, config)
     prepared = {
-        name: prepare(tokenizer, data, classes, options.max_len)
+        name: prepare(tokenizer, data, classes, options)
         for name, data in (("train", train_data), ("valid", valid_data), ("test", test_data))
         if data is not None
     }
@@ -268,7 +342,7 @@ def train(
     log(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters")
     trainer = Trainer(
         model,
-        ClassifyTask(),
+        MultiLabelTask(options.threshold) if options.multi_label else ClassifyTask(),
         train_config,
         run_dir,
         prepared["train"].batches(train_config.batch_size, shuffle=True, seed=train_config.seed),
@@ -279,7 +353,9 @@ def train(
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
     final_name = "test" if "test" in prepared else "valid"
-    rows = _collect(trainer, prepared[final_name].batches(train_config.batch_size, shuffle=False, seed=0))
+    threshold = options.threshold if options.multi_label else None
+    final_batches = prepared[final_name].batches(train_config.batch_size, shuffle=False, seed=0)
+    rows = _collect(trainer, final_batches, threshold)
     if not where.is_main:
         return {}
     metrics = _report(run_dir, rows, classes, final_name, log)
@@ -299,6 +375,13 @@ def _show_examples(
     log("examples:")
     for i in range(min(count, len(data))):
         text = data.texts[i] if len(data.texts[i]) <= 90 else data.texts[i][:87] + "..."
+        if rows["pred"].dim() == 2:  # multi-label
+            chosen = rows["pred"][i].nonzero().flatten().tolist()
+            predicted = "|".join(f"{classes[c]} ({float(rows['prob'][i, c]):.2f})" for c in chosen) or "nothing"
+            truth = "|".join(classes[c] for c in rows["label"][i].nonzero().flatten().tolist())
+            mark = "right" if torch.equal(rows["pred"][i], rows["label"][i]) else "wrong"
+            log(f"  [{mark}] predicted {predicted}, true {truth}: {text}")
+            continue
         predicted = classes[int(rows["pred"][i])]
         mark = "right" if predicted == data.labels[i] else "wrong"
         log(f"  [{mark}] predicted {predicted} ({float(rows['prob'][i]):.2f}), true {data.labels[i]}: {text}")
@@ -345,8 +428,12 @@ def _load_encoder(model: TextClassifier, init_dir: Path) -> None:
         raise UserError(f"{path}: encoder weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def _collect(trainer: Trainer, batches: Batches) -> dict[str, Tensor]:
-    """Predictions for every example, in the dataset's order (batches are by length)."""
+def _collect(trainer: Trainer, batches: Batches, threshold: float | None = None) -> dict[str, Tensor]:
+    """Predictions for every example, in the dataset's order (batches are by length).
+
+    Single-label: pred and label (N,), prob (N,) the predicted class's. Multi-label (a `threshold`):
+    pred and label (N, C) bool, prob (N, C).
+    """
     model = trainer.model
     model.eval()
     order: list[int] = []
@@ -354,10 +441,17 @@ def _collect(trainer: Trainer, batches: Batches) -> dict[str, Tensor]:
     with torch.no_grad():
         for indices in batches.plan(0):
             batch = {k: v.to(trainer.where.device) for k, v in batches.collate(indices).items()}
-            probs = model(batch["ids"]).float().softmax(dim=-1)
-            rows["prob"].append(probs.max(dim=-1).values.cpu())
-            rows["pred"].append(probs.argmax(dim=-1).cpu())
-            rows["label"].append(batch["label"].cpu())
+            logits = model(batch["ids"]).float()  # (B, C)
+            if threshold is None:
+                probs = logits.softmax(dim=-1)
+                rows["prob"].append(probs.max(dim=-1).values.cpu())
+                rows["pred"].append(probs.argmax(dim=-1).cpu())
+                rows["label"].append(batch["label"].cpu())
+            else:
+                probs = logits.sigmoid()
+                rows["prob"].append(probs.cpu())
+                rows["pred"].append((probs >= threshold).cpu())
+                rows["label"].append((batch["label"] > 0.5).cpu())
             order += indices
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
@@ -367,18 +461,30 @@ def _collect(trainer: Trainer, batches: Batches) -> dict[str, Tensor]:
 def _report(run_dir: Path, rows: dict[str, Tensor], classes: list[str], split: str, log: Any) -> dict[str, float]:
     from attnkit.viz.confusion import plot_confusion
 
-    report = classification_report(rows["pred"], rows["label"], len(classes))
-    metrics = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
-    write_metrics(run_dir, metrics)
-    plot_confusion(run_dir / "confusion.png", report["confusion"], classes, title=f"{split}: confusion")
-    log(
-        f"{split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-        f"({len(rows['label'])} examples)"
-    )
+    if rows["pred"].dim() == 2:  # multi-label: no confusion matrix; F1 per class instead
+        report = multilabel_report(rows["pred"], rows["label"])
+        metrics = {k: report[k] for k in ("micro_f1", "macro_f1", "accuracy")}
+        write_metrics(run_dir, metrics)
+        log(
+            f"{split}: micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+            f"exact-match accuracy {metrics['accuracy']:.4f}  ({len(rows['label'])} examples)"
+        )
+    else:
+        report = classification_report(rows["pred"], rows["label"], len(classes))
+        metrics = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        write_metrics(run_dir, metrics)
+        plot_confusion(run_dir / "confusion.png", report["confusion"], classes, title=f"{split}: confusion")
+        log(
+            f"{split}: accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+            f"({len(rows['label'])} examples)"
+        )
     width = max(len(c) for c in classes)
-    log(f"  {'class':<{width}}  precision  recall  support")
+    log(f"  {'class':<{width}}  precision  recall      F1  support")
     for i, name in enumerate(classes):
-        log(f"  {name:<{width}}  {report['precision'][i]:9.3f}  {report['recall'][i]:6.3f}  {report['support'][i]:7d}")
+        log(
+            f"  {name:<{width}}  {report['precision'][i]:9.3f}  {report['recall'][i]:6.3f}  {report['f1'][i]:6.3f}"
+            f"  {report['support'][i]:7d}"
+        )
     return metrics
 
 
@@ -400,13 +506,16 @@ class LoadedClassifier:
         self.model.to(self.device).eval()
 
     def probabilities(self, texts: list[str], batch_size: int = 64) -> Tensor:
-        """(N, C) class probabilities, in the order of `texts`."""
+        """(N, C) class probabilities, in the order of `texts`: a softmax, or one sigmoid per class
+        when the run is multi-label."""
         encoded = encode_texts(self.tokenizer, texts, self.options.max_len)
         out = torch.empty(len(texts), len(self.classes))
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
                 ids = pad(encoded.ids[start : start + batch_size], PAD_ID).to(self.device)
-                out[start : start + batch_size] = self.model(ids).float().softmax(dim=-1).cpu()
+                logits = self.model(ids).float()  # (B, C)
+                probs = logits.sigmoid() if self.options.multi_label else logits.softmax(dim=-1)
+                out[start : start + batch_size] = probs.cpu()
         self.truncated = encoded.truncated
         return out
 
@@ -414,17 +523,32 @@ class LoadedClassifier:
         columns = self.options.text_columns.split(",") if self.options.text_columns else None
         names = read_class_names(self.options.class_names) if self.options.class_names else None
         data = read_labeled(path, text_columns=columns, label_column=self.options.label_column, class_names=names)
-        check_labels(self.classes, data, "evaluation")
+        check_labels(self.classes, data, "evaluation", self.options)
         probs = self.probabilities(data.texts)
         index = {c: i for i, c in enumerate(self.classes)}
-        rows = {"pred": probs.argmax(dim=-1), "label": torch.tensor([index[x] for x in data.labels])}
+        if self.options.multi_label:
+            label = torch.zeros_like(probs, dtype=torch.bool)  # (N, C)
+            for row, text_label in enumerate(data.labels):
+                label[row, [index[c] for c in self.options.label_set(text_label)]] = True
+            rows = {"pred": probs >= self.options.threshold, "label": label}
+        else:
+            rows = {"pred": probs.argmax(dim=-1), "label": torch.tensor([index[x] for x in data.labels])}
         if self.truncated:
             log(f"warning: {self.truncated} of {len(data)} texts were truncated to max_len={self.options.max_len}")
         return _report(self.run_dir, rows, self.classes, "evaluation", log)
 
-    def predict(self, texts: list[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
+    def predict(self, texts: list[str], top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """(class, probability) pairs per text, most probable first: the `top_k` best (default 1); for
+        a multi-label run without `top_k`, every class whose probability reaches the threshold
+        (possibly none)."""
         probs = self.probabilities(texts)
-        k = max(1, min(top_k, len(self.classes)))
+        if top_k is None and self.options.multi_label:
+            chosen = [(row >= self.options.threshold).nonzero().flatten().tolist() for row in probs]
+            return [
+                sorted(((self.classes[c], float(row[c])) for c in cs), key=lambda pair: -pair[1])
+                for row, cs in zip(probs, chosen, strict=True)
+            ]
+        k = max(1, min(top_k or 1, len(self.classes)))
         values, indices = probs.topk(k, dim=-1)
         return [
             [(self.classes[int(i)], float(v)) for v, i in zip(vs, ix, strict=True)]

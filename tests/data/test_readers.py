@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from attnkit.data.readers import read_ag_news, read_class_names, read_labeled, read_thucnews
-from attnkit.data.reuters import read_reuters, reuters_subset, reuters_unlabeled
+from attnkit.data.reuters import read_reuters, reuters_subset, reuters_topics, reuters_unlabeled
 from attnkit.errors import DataError
 
 
@@ -92,6 +92,13 @@ SGML = """<!DOCTYPE lewis SYSTEM "lewis.dtd">
 <TOPICS></TOPICS><TEXT><BODY>Unused story.</BODY></TEXT></REUTERS>
 <REUTERS TOPICS="YES" LEWISSPLIT="TEST" CGISPLIT="PUBLISHED-TESTSET" OLDID="6" NEWID="6">
 <TOPICS><D>earn</D></TOPICS><TEXT><TITLE>NET</TITLE><BODY>Net up.</BODY></TEXT></REUTERS>
+<REUTERS TOPICS="YES" LEWISSPLIT="TRAIN" CGISPLIT="TRAINING-SET" OLDID="7" NEWID="7">
+<TOPICS><D>money-fx</D><D>acq</D><D>gold</D></TOPICS><TEXT TYPE="UNPROC">&#2;
+RESERVES REPORT - FEB 26
+ Net free reserves....644 vs...1,337
+&#3;</TEXT></REUTERS>
+<REUTERS TOPICS="YES" LEWISSPLIT="TEST" CGISPLIT="PUBLISHED-TESTSET" OLDID="8" NEWID="8">
+<TOPICS><D>money-fx</D><D>earn</D></TOPICS><TEXT><TITLE>RATES</TITLE></TEXT></REUTERS>
 """
 
 
@@ -99,14 +106,18 @@ def test_reuters_modapte_subsets(tmp_path):
     with gzip.open(tmp_path / "reut2-000.sgm.gz", "wt", encoding="latin-1") as handle:
         handle.write(SGML)
     docs = read_reuters(tmp_path)
-    assert [d.modapte for d in docs] == ["train", "train", "test", "unused", "unused", "test"]
+    assert [d.modapte for d in docs] == ["train", "train", "test", "unused", "unused", "test", "train", "test"]
     assert docs[0].text == "PROFIT UP. Profit rose <5 pct>. Reuter"
     assert docs[2].text == "BUYS FIRM"  # no body: the title alone
+    assert docs[6].text == "RESERVES REPORT - FEB 26 Net free reserves....644 vs...1,337"  # TYPE="UNPROC"
     r52_train = reuters_subset(docs, "r52", "train")
     assert r52_train.labels == ["earn"]  # the two-topic story is left out
     r52_test = reuters_subset(docs, "r52", "test")
     assert r52_test.labels == ["earn"]  # acq has no single-topic training story
     assert reuters_subset(docs, "r8", "test").labels == ["acq", "earn"]
+    # R90: topics with a training and a test story (acq, earn, money-fx; not gold), every such story.
+    assert reuters_topics(docs, "train").labels == ["earn", "acq|earn", "acq|money-fx"]
+    assert reuters_topics(docs, "test").labels == ["acq", "earn", "earn|money-fx"]
     unlabeled = reuters_unlabeled(docs)
     assert "Unused story." in unlabeled and "Test period story." not in unlabeled
     assert all("BUYS FIRM" not in t and "NET" not in t for t in unlabeled)
