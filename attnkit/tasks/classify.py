@@ -318,7 +318,7 @@ def train(
             "classes": classes,
             "train": train_config.to_dict(),
         }
-        write_new_run(run_dir, where, tokenizer, config)
+        write_new_run(run_dir, where, config, tokenizer=tokenizer)
     prepared = {
         name: prepare(tokenizer, data, classes, options)
         for name, data in (("train", train_data), ("valid", valid_data), ("test", test_data))

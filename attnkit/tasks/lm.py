@@ -23,12 +23,11 @@ from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import decode_text, load_tokenizer, train_tokenizer
 from attnkit.decode import CausalLMStepper, sample
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, unwrap
-from attnkit.engine.checkpoint import write_json_atomic
 from attnkit.errors import DataError, UserError
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.nn import linear_cross_entropy
 from attnkit.tasks.adapters import HiddenForward
-from attnkit.tasks.runs import open_run, prepare_new_run, start_run, write_metrics
+from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 TokenizerKind = Literal["char", "bytebpe"]
 
@@ -230,19 +229,14 @@ def train(
     steps = options.steps_per_epoch or max(1, len(train_ids) // (options.max_len * train_config.batch_size))
     train_batches = windows(train_ids, options.max_len, train_config.batch_size, steps=steps, seed=train_config.seed)
     valid_batches = held_out(valid_ids, options.max_len, train_config.batch_size)
-    if not resume and where.is_main:
-        prepare_new_run(run_dir)
-        codec.save(run_dir / "tokenizer.json")
+    if not resume:
         config = {
             "task": "lm",
             "options": dataclasses.asdict(options),
             "model": model_config.to_dict(),
             "train": train_config.to_dict(),
         }
-        write_json_atomic(run_dir / "config.json", config)
-    from attnkit.engine.distributed import barrier
-
-    barrier(where)
+        write_new_run(run_dir, where, config, files=lambda directory: codec.save(directory / "tokenizer.json"))
     log(
         f"data: {len(train_ids):,} training / {len(valid_ids):,} validation tokens ({options.tokenizer}, "
         f"vocabulary {codec.vocab_size:,}); {steps} batches of {train_config.batch_size} windows per epoch"

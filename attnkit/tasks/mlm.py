@@ -159,13 +159,13 @@ def train(
         write_new_run(
             run_dir,
             where,
-            tokenizer,
             {
                 "task": "mlm",
                 "options": dataclasses.asdict(options),
                 "model": config.to_dict(),
                 "train": train_config.to_dict(),
             },
+            tokenizer=tokenizer,
         )
     train_ids, valid_ids = (
         pieces(tokenizer, train_docs, options.max_len),

@@ -28,7 +28,7 @@ from attnkit.engine.checkpoint import save_tensors_atomic, write_json_atomic
 from attnkit.errors import DataError, UserError
 from attnkit.models.sasrec import SASRec, SASRecConfig
 from attnkit.nn import linear_cross_entropy
-from attnkit.tasks.runs import open_run, prepare_new_run, start_run, write_metrics
+from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 Loss = Literal["bce", "ce"]
 Protocol = Literal["sampled", "full", "both"]
@@ -331,19 +331,14 @@ def train(
         raise DataError(f"{data.source}: no user has the 3 interactions a leave-one-out split needs")
     if not n_train:
         raise DataError(f"{data.source}: no user has the 4 interactions training needs (2 before validation and test)")
-    if not resume and where.is_main:
-        prepare_new_run(run_dir)
-        save_interactions(run_dir, data)
+    if not resume:
         config = {
             "task": "recommend",
             "options": dataclasses.asdict(options),
             "model": model_config.to_dict(),
             "train": train_config.to_dict(),
         }
-        write_json_atomic(run_dir / "config.json", config)
-    from attnkit.engine.distributed import barrier
-
-    barrier(where)
+        write_new_run(run_dir, where, config, files=lambda directory: save_interactions(directory, data))
     log(
         f"data: {len(data.sequences):,} users, {data.n_items:,} items, {data.n_interactions:,} interactions; "
         f"{n_train:,} users train, {len(valid.users):,} evaluated"

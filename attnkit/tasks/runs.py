@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,11 +97,26 @@ def start_run(
     return RunStart(where, directory, options, train_config, saved, log)
 
 
-def write_new_run(run_dir: Path, where: Dist, tokenizer: Any, config: dict[str, Any]) -> None:
-    """Rank 0 creates the run directory with tokenizer.json and config.json; the others wait."""
+def write_new_run(
+    run_dir: Path,
+    where: Dist,
+    config: dict[str, Any],
+    *,
+    tokenizer: Any = None,
+    files: Callable[[Path], None] | None = None,
+) -> None:
+    """Rank 0 creates a new run directory; the other processes wait for it.
+
+    It writes `tokenizer.json` (a HF tokenizer) when given, then lets `files(run_dir)` write what
+    else the run needs (its data, a character vocabulary), and config.json last: config.json is
+    what marks a directory as a run, so an interrupted start leaves no half-made run behind.
+    """
     if where.is_main:
         prepare_new_run(run_dir)
-        with atomic_path(run_dir / "tokenizer.json") as tmp:
-            tokenizer.save(str(tmp))
+        if tokenizer is not None:
+            with atomic_path(run_dir / "tokenizer.json") as tmp:
+                tokenizer.save(str(tmp))
+        if files is not None:
+            files(run_dir)
         write_json_atomic(run_dir / "config.json", config)
     barrier(where)

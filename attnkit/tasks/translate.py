@@ -325,7 +325,7 @@ def train(
             "model": model_config.to_dict(),
             "train": train_config.to_dict(),
         }
-        write_new_run(run_dir, where, tokenizer, config)
+        write_new_run(run_dir, where, config, tokenizer=tokenizer)
     encoded = {"train": encode_pairs(tokenizer, train_pairs, options.max_len)}
     encoded["valid"] = encode_pairs(tokenizer, valid_pairs, options.max_len)
     truncated = encoded["train"].truncated + encoded["valid"].truncated

@@ -22,11 +22,10 @@ from torch import Tensor, nn
 from attnkit.data.images import ImageSet, channel_stats, load_vision_dataset, read_image, read_image_folder
 from attnkit.data.transforms import normalize, rand_augment_lite, random_crop, random_horizontal_flip, to_float
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights
-from attnkit.engine.checkpoint import write_json_atomic
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report
 from attnkit.models.vit import ViT, ViTConfig
-from attnkit.tasks.runs import open_run, prepare_new_run, start_run, write_metrics
+from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 Augment = Literal["none", "crop", "crop_flip", "randaug"]
 
@@ -214,8 +213,7 @@ def train(
     size = options.image_size or train_data.images.shape[-1]
     model_config = options.model_config(size, train_data.images.shape[1], len(train_data.classes))
     pipeline = Pipeline(mean, std, size, options.augment, options.crop_padding, options.magnitude)
-    if not resume and where.is_main:
-        prepare_new_run(run_dir)
+    if not resume:
         config = {
             "task": "vision",
             "options": dataclasses.asdict(options),
@@ -224,10 +222,7 @@ def train(
             "normalize": {"mean": list(mean), "std": list(std)},
             "train": train_config.to_dict(),
         }
-        write_json_atomic(run_dir / "config.json", config)
-    from attnkit.engine.distributed import barrier
-
-    barrier(where)
+        write_new_run(run_dir, where, config)
     log(
         f"data: {len(train_data):,} train / {len(valid) if valid else 0:,} validation / {len(test):,} test images "
         f"{tuple(train_data.images.shape[1:])}, {len(train_data.classes)} classes"
