@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from attnkit.atomic import atomic_path
 from attnkit.data.batching import pad, token_bucketed_plan
 from attnkit.data.datasets import multi30k_files
 from attnkit.data.parallel import ParallelTexts, drop_empty, read_parallel, read_tsv_pairs
@@ -439,7 +440,8 @@ class LoadedTranslator:
                 log(f"  tokenized BLEU {found[prefix + 'tok_bleu']:.2f}  [{signatures['tok_bleu']}]")
             if search == searches[-1]:
                 out = self.run_dir / f"{split}.hyp.{self.options.tgt_lang}"
-                out.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+                with atomic_path(out) as tmp:
+                    tmp.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
         if self.truncated:
             log(f"warning: {self.truncated} source sentences were truncated to max_len={self.options.max_len}")
         write_metrics(self.run_dir, metrics)
