@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,13 @@ def check_known(values: dict[str, Any], *classes: type, extra: set[str] = frozen
     unknown = sorted(set(values) - names)
     if unknown:
         raise UserError(f"unknown option(s) in preset: {', '.join(unknown)}")
+
+
+def check_model_options(make_config: Callable[[], Any]) -> None:
+    """Build a model configuration from command-line options once, so that sizes that cannot work
+    together (heads that do not divide the width, ...) fail at once as a `UserError` instead of a
+    traceback after the data is read."""
+    try:
+        make_config()
+    except ValueError as error:
+        raise UserError(f"bad model options: {error}") from None

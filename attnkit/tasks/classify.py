@@ -288,13 +288,8 @@ def train(
     interface (ids -> logits) in place of `TextClassifier`; benchmarks use it to train a baseline
     on exactly the same tokens, batches and steps.
     """
-    start = start_run(options, ClassifyOptions, train_config, resume=resume, run_dir=run_dir, log=log)
-    where, run_dir, options, train_config, log = (
-        start.where,
-        start.run_dir,
-        start.options,
-        start.train_config,
-        start.log,
+    where, run_dir, options, train_config, saved, log = start_run(
+        options, ClassifyOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
     train_data, valid_data, test_data = read_splits(options, where, log)
     for note in train_data.notes:
@@ -309,7 +304,7 @@ def train(
         if split is not None:
             check_labels(classes, split, name, options)
 
-    encoder_config, tokenizer = _model_setup(options, train_data, run_dir, start.saved)
+    encoder_config, tokenizer = _model_setup(options, train_data, run_dir, saved)
     if not resume:
         config = {
             "task": "classify",

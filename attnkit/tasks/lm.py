@@ -26,6 +26,7 @@ from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, unwrap
 from attnkit.errors import DataError, UserError
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.nn import linear_cross_entropy
+from attnkit.options import check_model_options
 from attnkit.tasks.adapters import HiddenForward
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
@@ -58,10 +59,7 @@ class LmOptions:
             raise UserError("give --text FILE")
         if not 0 < self.valid_fraction < 1:
             raise UserError(f"--valid-fraction must be between 0 and 1, got {self.valid_fraction}")
-        try:
-            self.model_config(vocab_size=2)
-        except ValueError as error:
-            raise UserError(f"bad model options: {error}") from None
+        check_model_options(lambda: self.model_config(vocab_size=2))
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(
@@ -204,13 +202,8 @@ def train(
     log: Any = print,
 ) -> dict[str, float]:
     """`attnkit train lm`: train a GPT; report the validation loss of the best checkpoint."""
-    start = start_run(options, LmOptions, train_config, resume=resume, run_dir=run_dir, log=log)
-    where, run_dir, options, train_config, log = (
-        start.where,
-        start.run_dir,
-        start.options,
-        start.train_config,
-        start.log,
+    where, run_dir, options, train_config, _, log = start_run(
+        options, LmOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
     text = read_text(options.text)
     cut = int(len(text) * (1 - options.valid_fraction))

@@ -134,13 +134,8 @@ def train(
     log: Any = print,
 ) -> dict[str, float]:
     """`attnkit train mlm`: pre-train an encoder; its run can seed `train classify --init`."""
-    start = start_run(options, MlmOptions, train_config, resume=resume, run_dir=run_dir, log=log)
-    where, run_dir, options, train_config, log = (
-        start.where,
-        start.run_dir,
-        start.options,
-        start.train_config,
-        start.log,
+    where, run_dir, options, train_config, saved, log = start_run(
+        options, MlmOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
     docs = read_documents(options, where, log)
     rng = np.random.default_rng(train_config.seed)
@@ -150,7 +145,7 @@ def train(
     train_docs = [docs[i] for i in order[n_valid:]]
     if resume:
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-        config = TextEncoderConfig.from_dict(start.saved["model"])
+        config = TextEncoderConfig.from_dict(saved["model"])
     else:
         tokenizer = train_tokenizer(
             train_docs, kind=options.tokenizer, vocab_size=options.vocab_size, lowercase=options.lowercase

@@ -28,6 +28,7 @@ from attnkit.engine.checkpoint import save_tensors_atomic, write_json_atomic
 from attnkit.errors import DataError, UserError
 from attnkit.models.sasrec import SASRec, SASRecConfig
 from attnkit.nn import linear_cross_entropy
+from attnkit.options import check_model_options
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 Loss = Literal["bce", "ce"]
@@ -69,10 +70,7 @@ class RecommendOptions:
             raise UserError(f"--max-len must be at least 1, got {self.max_len}")
         if self.negatives < 1:
             raise UserError(f"--negatives must be at least 1, got {self.negatives}")
-        try:
-            self.model_config(n_items=1)
-        except ValueError as error:
-            raise UserError(f"bad model options: {error}") from None
+        check_model_options(lambda: self.model_config(n_items=1))
 
     def model_config(self, n_items: int) -> SASRecConfig:
         return SASRecConfig(
@@ -308,13 +306,8 @@ def train(
     log: Any = print,
 ) -> dict[str, float]:
     """`attnkit train recommend`: train SASRec, select by validation NDCG@10, report test metrics."""
-    start = start_run(options, RecommendOptions, train_config, resume=resume, run_dir=run_dir, log=log)
-    where, run_dir, options, train_config, log = (
-        start.where,
-        start.run_dir,
-        start.options,
-        start.train_config,
-        start.log,
+    where, run_dir, options, train_config, _, log = start_run(
+        options, RecommendOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
     if resume:
         data = load_interactions(run_dir)

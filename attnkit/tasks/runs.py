@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -53,9 +52,12 @@ def quiet(_message: str) -> None:
     """The log of processes other than rank 0: they print nothing."""
 
 
-@dataclass
-class RunStart:
-    """Where a training command stands once its process, options and run directory are settled."""
+class RunStart(NamedTuple):
+    """Where a training command stands once its process, options and run directory are settled.
+
+    A tuple, so a task unpacks it in one line: `where, run_dir, options, train_config, saved, log`.
+    `saved` is the resumed run's config.json (None for a new run).
+    """
 
     where: Dist
     run_dir: Path

@@ -34,6 +34,7 @@ from attnkit.errors import DataError, UserError
 from attnkit.metrics import bleu, chrf, moses_tokenize, tokenized_bleu
 from attnkit.models import Translator
 from attnkit.nn import TransformerConfig, linear_cross_entropy
+from attnkit.options import check_model_options
 from attnkit.tasks.adapters import HiddenForward
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
@@ -103,10 +104,7 @@ class TranslateOptions:
             raise UserError("--beam and --average-last must be at least 1")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        try:
-            self.model_config(vocab_size=16)
-        except ValueError as error:
-            raise UserError(f"bad model options: {error}") from None
+        check_model_options(lambda: self.model_config(vocab_size=16))
 
     def model_config(self, vocab_size: int) -> TransformerConfig:
         return TransformerConfig(
@@ -290,13 +288,8 @@ def train(
     log: Any = print,
 ) -> dict[str, float]:
     """`attnkit train translate`: train, average the last checkpoints, translate and score the test set."""
-    start = start_run(options, TranslateOptions, train_config, resume=resume, run_dir=run_dir, log=log)
-    where, run_dir, options, train_config, log = (
-        start.where,
-        start.run_dir,
-        start.options,
-        start.train_config,
-        start.log,
+    where, run_dir, options, train_config, saved, log = start_run(
+        options, TranslateOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
     options = resolve_dataset(options)
     train_pairs = read_split(options, "train")
@@ -312,7 +305,7 @@ def train(
         train_pairs = ParallelTexts(train_pairs.src[:-held], train_pairs.tgt[:-held])
         log(f"validation: held out the last {held} training pairs")
     test_pairs = read_split(options, "test")
-    if start.saved is not None:
+    if saved is not None:
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     elif options.tokenizer_file:
         tokenizer = load_tokenizer(options.tokenizer_file)

@@ -25,6 +25,7 @@ from attnkit.engine import Batches, TrainConfig, Trainer, load_weights
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report
 from attnkit.models.vit import ViT, ViTConfig
+from attnkit.options import check_model_options
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 Augment = Literal["none", "crop", "crop_flip", "randaug"]
@@ -65,10 +66,8 @@ class VisionOptions:
             raise UserError("--dataset folder needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/test/<class>/)")
         if self.valid_size < 0:
             raise UserError(f"--valid-size must be >= 0, got {self.valid_size}")
-        try:
-            self.model_config(image_size=self.image_size or self.patch_size, in_channels=1, n_classes=2)
-        except ValueError as error:
-            raise UserError(f"bad model options: {error}") from None
+        size = self.image_size or self.patch_size
+        check_model_options(lambda: self.model_config(image_size=size, in_channels=1, n_classes=2))
 
     def model_config(self, image_size: int, in_channels: int, n_classes: int) -> ViTConfig:
         return ViTConfig(
@@ -199,13 +198,8 @@ def train(
     log: Any = print,
 ) -> dict[str, float]:
     """`attnkit train vision`: train a ViT; report test accuracy."""
-    start = start_run(options, VisionOptions, train_config, resume=resume, run_dir=run_dir, log=log)
-    where, run_dir, options, train_config, log = (
-        start.where,
-        start.run_dir,
-        start.options,
-        start.train_config,
-        start.log,
+    where, run_dir, options, train_config, _, log = start_run(
+        options, VisionOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
     train_all, test = read_splits(options)
     train_data, valid = hold_out(train_all, options.valid_size, train_config.seed)
