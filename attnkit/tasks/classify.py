@@ -113,14 +113,29 @@ TRAIN_DEFAULTS = {"metric": "accuracy", "metric_mode": "max", "lr": 5e-4, "epoch
 
 
 class ClassifyTask:
-    """Loss and metrics of classification, for the engine."""
+    """Cross-entropy of class logits, accuracy and macro-F1, for the engine.
+
+    The model reads `batch[input_key]`; `VisionTask` reads images instead of token ids.
+
+    Args:
+        label_smoothing: spread this much of each target's probability over all classes.
+    """
+
+    input_key = "ids"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
+    def count(self, batch: dict[str, Tensor]) -> int:
+        """What the engine's throughput counts: real (non-padding) tokens."""
+        return int((batch["ids"] != PAD_ID).sum())
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
-        logits = model(batch["ids"])  # (B, C)
-        return F.cross_entropy(logits.float(), batch["label"]), int((batch["ids"] != PAD_ID).sum())
+        logits = model(batch[self.input_key]).float()  # (B, C)
+        return F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing), self.count(batch)
 
     def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits = model(batch["ids"]).float()
+        logits = model(batch[self.input_key]).float()  # (B, C)
         return {
             "pred": logits.argmax(dim=-1),
             "label": batch["label"],
@@ -130,11 +145,7 @@ class ClassifyTask:
     def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
         n_classes = int(max(rows["pred"].max(), rows["label"].max())) + 1
         report = classification_report(rows["pred"], rows["label"], n_classes)
-        return {
-            "accuracy": report["accuracy"],
-            "macro_f1": report["macro_f1"],
-            "loss": float(rows["loss"].mean()),
-        }
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "loss": float(rows["loss"].mean())}
 
 
 class MultiLabelTask:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from attnkit.data.images import ImageSet, channel_stats, load_vision_dataset, read_image, read_image_folder
 from attnkit.data.transforms import normalize, rand_augment_lite, random_crop, random_horizontal_flip, to_float
@@ -26,6 +26,7 @@ from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report
 from attnkit.models.vit import ViT, ViTConfig
 from attnkit.options import check_model_options
+from attnkit.tasks.classify import ClassifyTask
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
 
 Augment = Literal["none", "crop", "crop_flip", "randaug"]
@@ -96,29 +97,14 @@ TRAIN_DEFAULTS = {
 }
 
 
-class VisionTask:
-    """Cross-entropy of class logits; accuracy and macro-F1."""
+class VisionTask(ClassifyTask):
+    """Cross-entropy of class logits from images; accuracy and macro-F1 (as `ClassifyTask`)."""
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing
+    input_key = "images"
 
-    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
-        logits = model(batch["images"]).float()
-        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
-        return loss, batch["label"].numel()
-
-    def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits = model(batch["images"]).float()
-        return {
-            "pred": logits.argmax(dim=-1),
-            "label": batch["label"],
-            "loss": F.cross_entropy(logits, batch["label"], reduction="none"),
-        }
-
-    def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
-        n_classes = int(max(rows["pred"].max(), rows["label"].max())) + 1
-        report = classification_report(rows["pred"], rows["label"], n_classes)
-        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "loss": float(rows["loss"].mean())}
+    def count(self, batch: dict[str, Tensor]) -> int:
+        """What the engine's throughput counts: images."""
+        return batch["label"].numel()
 
 
 @dataclass
