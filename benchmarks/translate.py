@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     parser.add_argument("--out", default="runs/bench-translate", help="where the runs go")
     parser.add_argument("--speed-only", action="store_true", help="re-time decoding of existing runs")
+    parser.add_argument("--no-speed", action="store_true", help="train and score only; keep earlier speed figures")
     args = parser.parse_args()
     path = ROOT / "benchmarks" / "results" / "translate.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
@@ -176,8 +177,9 @@ def main() -> None:
             print(f"{direction}: training for up to {args.minutes:g} minutes", flush=True)
             entry = train_direction(src, tgt, args.minutes, run_dir)
             results["runs"] = [r for r in results["runs"] if r["direction"] != direction] + [entry]
-        torch.manual_seed(0)
-        entry["decoding"] = decoding_speed(run_dir, src, tgt, args.sentences, args.rounds)
+        if not args.no_speed:
+            torch.manual_seed(0)
+            entry["decoding"] = decoding_speed(run_dir, src, tgt, args.sentences, args.rounds)
         write_json("translate", results)
     write_section("translate", render(results))
     print(render(results))
