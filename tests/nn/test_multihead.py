@@ -216,6 +216,33 @@ def test_kv_cache_append_and_reorder():
     assert torch.equal(cache.v, full_v[:1])
 
 
+def test_kv_cache_many_appends_grow_the_buffer_and_keep_every_step():
+    torch.manual_seed(6)
+    cache = KVCache()
+    steps = [torch.randn(2, 3, n, 4) for n in (3, 1, 1, 2, 1, 1, 1, 5, 1)]
+    with torch.inference_mode():
+        for i, k in enumerate(steps):
+            all_k, all_v = cache.append(k, -k)
+            expected = torch.cat(steps[: i + 1], dim=2)
+            assert torch.equal(all_k, expected) and torch.equal(all_v, -expected)
+        assert cache.length == 16
+        index = torch.tensor([1, 1])
+        cache.reorder(index)  # after the buffers have grown
+        cache.append(steps[0], steps[0])
+    assert torch.equal(cache.k, torch.cat([expected[index], steps[0]], dim=2))
+    assert torch.equal(cache.v[:, :, :16], -expected[index])
+
+
+def test_kv_cache_concatenates_when_gradients_flow():
+    cache = KVCache()
+    k1 = torch.randn(1, 2, 2, 4, requires_grad=True)
+    k2 = torch.randn(1, 2, 1, 4, requires_grad=True)
+    cache.append(k1, k1 * 2)
+    all_k, all_v = cache.append(k2, k2 * 2)
+    (all_k.sum() + all_v.sum()).backward()  # no in-place write into a tensor autograd has saved
+    assert torch.equal(k1.grad, torch.full_like(k1, 3.0)) and torch.equal(k2.grad, torch.full_like(k2, 3.0))
+
+
 # ---------------------------------------------------------------- rotary embeddings
 
 
