@@ -99,6 +99,17 @@ def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -
     return result
 
 
+def cached_step_megabytes(run: Path) -> float:
+    """Megabytes of weights one cached decoding step reads: the decoder (less the cross-attention key
+    and value projections, applied to the source once) and the output projection."""
+    model = LoadedTranslator(run).model
+    once = ("cross_attn.k_proj", "cross_attn.v_proj")
+    decoder = sum(
+        p.numel() for n, p in model.named_parameters() if n.startswith("decoder") and not any(o in n for o in once)
+    )
+    return (decoder + model.lm_head.weight.numel()) * model.lm_head.weight.element_size() / 1e6
+
+
 def render(results: dict[str, object]) -> str:
     m = results["machine"]
     lines = [
@@ -150,6 +161,17 @@ def render(results: dict[str, object]) -> str:
                     f"| {search} | {batch} | {on['sentences_per_s']:.1f} | {off['sentences_per_s']:.1f} |"
                     f" {on['speedup_vs_cache_off']:.2f}× | {'yes' if on['same_output_as_cache_off'] else 'NO'} |"
                 )
+        greedy_1 = speed["greedy, batch 1, cache on"]["speedup_vs_cache_off"]
+        lines += [
+            "",
+            f"Target: the cache ≥ 3× faster than recomputing for greedy decoding at batch 1: **{greedy_1:.2f}×,"
+            f" {'met' if greedy_1 >= 3 else 'missed'}**. At batch 1 a cached step multiplies one vector by every"
+            f" weight matrix of the decoder and the output projection: {r.get('weights_mb_per_step', 0):.1f} MB"
+            " of float32 weights read per generated token, which takes longer than the arithmetic, and"
+            " recomputing the prefix reads the same weights once too (Multi30k outputs average about 15"
+            " tokens, so the prefix is short). The cache saves arithmetic, which is what batched decoding"
+            " spends its time on (the batch-64 rows); a single short sentence is bound by memory traffic.",
+        ]
     return "\n".join(lines)
 
 
@@ -162,12 +184,21 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-translate", help="where the runs go")
     parser.add_argument("--speed-only", action="store_true", help="re-time decoding of existing runs")
     parser.add_argument("--no-speed", action="store_true", help="train and score only; keep earlier speed figures")
+    parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the saved figures")
     args = parser.parse_args()
     path = ROOT / "benchmarks" / "results" / "translate.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
     results.update(machine=machine(), rounds=args.rounds)
     if not args.speed_only:
         results["minutes"] = args.minutes
+    if args.render_only:
+        for entry in results["runs"]:
+            if entry.get("decoding") and "weights_mb_per_step" not in entry:
+                run_dir = ROOT / args.out / f"multi30k-{entry['direction']}"
+                entry["weights_mb_per_step"] = cached_step_megabytes(run_dir)
+        write_json("translate", results)
+        write_section("translate", render(results))
+        return
     for direction in args.directions.split(","):
         src, tgt = direction.split("-")
         run_dir = ROOT / args.out / f"multi30k-{direction}"
@@ -180,6 +211,7 @@ def main() -> None:
         if not args.no_speed:
             torch.manual_seed(0)
             entry["decoding"] = decoding_speed(run_dir, src, tgt, args.sentences, args.rounds)
+            entry["weights_mb_per_step"] = cached_step_megabytes(run_dir)
         write_json("translate", results)
     write_section("translate", render(results))
     print(render(results))
