@@ -38,12 +38,12 @@ class KVCache:
     @property
     def k(self) -> Tensor | None:
         """The keys held, (B, H, S, Dh), or None when empty."""
-        return None if self._k is None else self._k[..., : self._length, :]
+        return None if self._k is None else self._k.narrow(-2, 0, self._length)
 
     @property
     def v(self) -> Tensor | None:
         """The values held, (B, H, S, Dh), or None when empty."""
-        return None if self._v is None else self._v[..., : self._length, :]
+        return None if self._v is None else self._v.narrow(-2, 0, self._length)
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add k, v (B, H, T, Dh) after what is held; return all keys and values (B, H, S + T, Dh)."""
@@ -56,8 +56,8 @@ class KVCache:
         else:
             if self._length + new > self._k.size(-2):
                 self._grow(self._length + new)
-            self._k[..., self._length : self._length + new, :] = k
-            self._v[..., self._length : self._length + new, :] = v
+            self._k.narrow(-2, self._length, new).copy_(k)
+            self._v.narrow(-2, self._length, new).copy_(v)
         self._length += new
         return self.k, self.v
 
