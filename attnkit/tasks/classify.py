@@ -22,7 +22,8 @@ from attnkit.data.batching import length_bucketed_plan, pad
 from attnkit.data.datasets import MULTI_LABEL, ensure_dataset, load_classification
 from attnkit.data.readers import LabeledTexts, read_class_names, read_labeled
 from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer, train_tokenizer
-from attnkit.engine import Batches, Dist, TrainConfig, Trainer, load_weights
+from attnkit.engine import Batches, Dist, TrainConfig, Trainer, load_weights, unwrap
+from attnkit.engine.checkpoint import average_weights, save_weights_atomic
 from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report, multilabel_report
@@ -80,6 +81,13 @@ class ClassifyOptions(EncoderOptions):
         },
     )
     label_separator: str = field(default="|", metadata={"help": "separates the labels of a multi-label example"})
+    average_last: int = field(
+        default=1,
+        metadata={
+            "help": "average the weights of the last k evaluations and keep the average if it scores at least "
+            "as well on validation as the best checkpoint (1 = off)"
+        },
+    )
     threshold: float = field(
         default=0.5, metadata={"help": "multi-label: a class is predicted when its probability reaches this"}
     )
@@ -97,6 +105,8 @@ class ClassifyOptions(EncoderOptions):
             raise UserError(f"--pooling must be mean or cls, got {self.pooling!r}")
         if not 0 < self.threshold < 1:
             raise UserError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        if self.average_last < 1:
+            raise UserError(f"--average-last must be at least 1, got {self.average_last}")
         if not self.label_separator:
             raise UserError("--label-separator must not be empty")
         if self.dataset in MULTI_LABEL:
@@ -341,6 +351,10 @@ def train(
         f"{len(test_data) if test_data else 0} test examples, {len(classes)} classes"
     )
 
+    if options.average_last > 1:
+        train_config = dataclasses.replace(
+            train_config, keep_checkpoints=max(train_config.keep_checkpoints, options.average_last)
+        )
     torch.manual_seed(train_config.seed)
     model = (model_factory or TextClassifier)(encoder_config, len(classes), pooling=options.pooling)
     if options.init and not resume:
@@ -358,8 +372,11 @@ def train(
     )
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
-    final_name = "test" if "test" in prepared else "valid"
     threshold = options.threshold if options.multi_label else None
+    if options.average_last > 1:
+        valid_batches = prepared["valid"].batches(train_config.batch_size, shuffle=False, seed=0)
+        _keep_average_if_better(trainer, valid_batches, threshold, options.average_last, train_config.metric, log)
+    final_name = "test" if "test" in prepared else "valid"
     final_batches = prepared[final_name].batches(train_config.batch_size, shuffle=False, seed=0)
     rows = _collect(trainer, final_batches, threshold)
     if not where.is_main:
@@ -368,6 +385,36 @@ def train(
     final_data = test_data if final_name == "test" else valid_data
     _show_examples(final_data, rows, classes, log)
     return metrics
+
+
+def _keep_average_if_better(
+    trainer: Trainer, valid: Batches, threshold: float | None, last: int, metric: str, log: Any
+) -> None:
+    """Average the last `last` evaluation checkpoints (Vaswani et al. 2017, §6.1) into the model when
+    the average scores at least as well on validation as the best checkpoint loaded in it; rank 0
+    then writes it to model.safetensors. Every rank computes the same choice from the same files."""
+    task = MultiLabelTask(threshold) if threshold is not None else ClassifyTask()
+    model = trainer.model
+    run_dir = trainer.run_dir
+
+    def score() -> float:
+        rows = _collect(trainer, valid, threshold)
+        found = task.metrics({**rows, "loss": torch.zeros(1)})
+        return found[metric] if metric in found and metric != "loss" else found["accuracy"]  # higher is better
+
+    best = score()
+    best_state = {k: v.clone() for k, v in unwrap(model).state_dict().items()}
+    kept = trainer.checkpoints()[-last:]
+    average_weights(unwrap(model), kept)
+    averaged = score()
+    if averaged >= best:
+        log(f"model.safetensors: the average of the last {len(kept)} checkpoints ({averaged:.4f} >= {best:.4f})")
+        if trainer.where.is_main:
+            save_weights_atomic(unwrap(model), run_dir / "model.safetensors")
+        barrier(trainer.where)
+    else:
+        unwrap(model).load_state_dict(best_state)
+        log(f"kept the best checkpoint: the average of the last {len(kept)} scores {averaged:.4f} < {best:.4f}")
 
 
 def _show_examples(
