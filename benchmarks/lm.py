@@ -198,6 +198,7 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict
             n_heads=r["n_heads"],
             n_layers=r["n_layers"],
             bias=False,
+            activation="gelu_tanh",  # GPT-2's GELU, as the transformers model below has it
         )
     ).eval()
     runs = {}

@@ -28,6 +28,7 @@ class GPTConfig(DictConfig):
         d_ff: feed-forward width (None = 4 d_model).
         dropout: on embeddings, attention weights and sub-layer outputs.
         positional: "learned" (GPT-2) or "rotary" (RoPE on queries and keys).
+        activation: "gelu" (exact, as nanoGPT) or "gelu_tanh" (GPT-2's approximation).
         bias: biases in linear layers and norms' shift.
     """
 
@@ -39,6 +40,7 @@ class GPTConfig(DictConfig):
     d_ff: int | None = None
     dropout: float = 0.0
     positional: Literal["learned", "rotary"] = "learned"
+    activation: Literal["gelu", "gelu_tanh"] = "gelu"
     bias: bool = True
 
     def __post_init__(self) -> None:
@@ -51,6 +53,8 @@ class GPTConfig(DictConfig):
             raise ValueError(f"positional must be learned or rotary, got {self.positional!r}")
         if self.positional == "rotary" and (self.d_model // self.n_heads) % 2:
             raise ValueError("rotary positions need an even head width d_model / n_heads")
+        if self.activation not in ("gelu", "gelu_tanh"):
+            raise ValueError(f"activation must be gelu or gelu_tanh, got {self.activation!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -80,7 +84,7 @@ class GPT(nn.Module):
             config.n_layers,
             dropout=config.dropout,
             attention_dropout=config.dropout,
-            activation="gelu",
+            activation=config.activation,
             norm_first=True,
             bias=config.bias,
             rope=rope,

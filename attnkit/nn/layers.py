@@ -26,7 +26,7 @@ class EncoderLayer(nn.Module):
         d_ff: feed-forward inner width.
         dropout: dropout on each sub-layer's output before the residual sum, and inside the FFN.
         attention_dropout: dropout on the attention weights (the paper uses none).
-        activation: feed-forward activation, "relu" (paper), "gelu" or "swiglu".
+        activation: feed-forward activation, "relu" (paper), "gelu", "gelu_tanh" or "swiglu".
         norm: "layer" (paper), "rms" or "batch" (padding-aware BatchNorm).
         norm_first: pre-norm when True, post-norm (paper) when False.
         bias: biases in the attention and feed-forward projections.

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from attnkit.nn.config import DictConfig
 from attnkit.nn.dropout import Dropout
-from attnkit.nn.feedforward import Activation
+from attnkit.nn.feedforward import ACTIVATIONS, Activation
 from attnkit.nn.norms import NormKind
 from attnkit.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from attnkit.nn.stacks import Decoder, DecoderCache, Encoder
@@ -70,8 +70,8 @@ class TransformerConfig(DictConfig):
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TransformerConfig.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.activation not in ("relu", "gelu", "swiglu"):
-            raise ValueError(f"TransformerConfig.activation must be relu, gelu or swiglu, got {self.activation!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"TransformerConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.norm not in ("layer", "rms", "batch"):
             raise ValueError(f"TransformerConfig.norm must be layer, rms or batch, got {self.norm!r}")
         if self.positional not in ("sinusoidal", "learned"):

@@ -49,6 +49,9 @@ class LmOptions:
     d_ff: int | None = field(default=None, metadata={"help": "feed-forward width (default 4 d_model)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout"})
     positional: Literal["learned", "rotary"] = field(default="learned", metadata={"help": "learned or rotary"})
+    activation: Literal["gelu", "gelu_tanh"] = field(
+        default="gelu", metadata={"help": "gelu (exact, as nanoGPT) or gelu_tanh (GPT-2's approximation)"}
+    )
     bias: bool = field(default=True, metadata={"help": "biases in linear layers"})
     steps_per_epoch: int | None = field(
         default=None, metadata={"help": "random windows batches per 'epoch' (default: the text's size once)"}
@@ -71,6 +74,7 @@ class LmOptions:
             d_ff=self.d_ff,
             dropout=self.dropout,
             positional=self.positional,
+            activation=self.activation,
             bias=self.bias,
         )
 

@@ -62,3 +62,15 @@ def test_residual_projections_start_smaller():
     attention = model.blocks.layers[0].self_attn
     out_std, q_std = attention.out_proj.weight.std().item(), attention.q_proj.weight.std().item()
     assert out_std < 0.5 * q_std  # GPT-2: 0.02 / sqrt(2 * 8) = 0.005 against 0.02
+
+
+def test_gelu_tanh_is_gpt2s_activation_and_others_are_refused():
+    torch.manual_seed(3)
+    exact = GPT(GPTConfig(vocab_size=11, max_len=8, d_model=16, n_heads=2, n_layers=1))
+    approx = GPT(GPTConfig(vocab_size=11, max_len=8, d_model=16, n_heads=2, n_layers=1, activation="gelu_tanh"))
+    approx.load_state_dict(exact.state_dict())
+    ids = torch.randint(0, 11, (2, 8))
+    a, b = exact(ids), approx(ids)
+    assert torch.allclose(a, b, atol=1e-3) and not torch.equal(a, b)  # close, but another function
+    with pytest.raises(ValueError, match="gelu or gelu_tanh"):
+        GPTConfig(vocab_size=11, activation="relu")

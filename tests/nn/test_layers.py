@@ -170,7 +170,7 @@ def test_decoder_stack_matches_torch(norm_first, activation, padding):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("activation", ["relu", "gelu", "swiglu"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "swiglu"])
 def test_feed_forward_matches_manual(activation, bias):
     torch.manual_seed(5)
     ffn = FeedForward(D_MODEL, D_FF, activation=activation, bias=bias).eval()
@@ -184,6 +184,8 @@ def test_feed_forward_matches_manual(activation, bias):
         hidden = up.clamp(min=0)
     elif activation == "gelu":  # the exact (erf) GELU, as torch's encoder layers use
         hidden = 0.5 * up * (1 + torch.erf(up / 2**0.5))
+    elif activation == "gelu_tanh":  # GPT-2's approximation (Hendrycks & Gimpel 2016, eq. after 2)
+        hidden = 0.5 * up * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (up + 0.044715 * up**3)))
     else:
         gate = linear(ffn.gate_proj, x)
         hidden = gate * torch.sigmoid(gate) * up
