@@ -39,6 +39,7 @@ from benchmarks._common import machine, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = {"max_len": 64, "batch_size": 12, "n_layers": 4, "n_heads": 4, "d_model": 128, "steps": 2000}
+TUNED_LR = 3e-3  # nanoGPT's recipe is otherwise unchanged; its 1e-3 is what this tiny model undershoots with
 
 
 # ---------------------------------------------------------------------------------------- nanoGPT
@@ -92,22 +93,22 @@ class NanoGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def train_nanogpt(train_ids, valid_ids, vocab: int, seed: int) -> dict[str, float]:
-    """nanoGPT's train.py loop for the recipe: random windows, AdamW, warm-up + cosine, clipping."""
+def train_nanogpt(train_ids, valid_ids, vocab: int, seed: int, lr: float = 1e-3) -> dict[str, float]:
+    """nanoGPT's train.py loop for the recipe: random windows, AdamW, warm-up + cosine to lr / 10, clipping."""
     r = RECIPE
     torch.manual_seed(seed)
     model = NanoGPT(vocab, r["max_len"], r["n_layers"], r["n_heads"], r["d_model"])
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
     generator = torch.Generator().manual_seed(seed)
 
     def lr_at(it: int) -> float:
         if it < 100:
-            return 1e-3 * (it + 1) / 101
+            return lr * (it + 1) / 101
         ratio = (it - 100) / (2000 - 100)
-        return 1e-4 + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1e-3 - 1e-4)
+        return lr / 10 + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - lr / 10)
 
     started = time.perf_counter()
     model.train()
@@ -144,7 +145,7 @@ def held_out_loss(model: nn.Module, ids: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------------------- attnkit
 
 
-def train_attnkit(text_path: Path, out: Path, seed: int) -> dict[str, float]:
+def train_attnkit(text_path: Path, out: Path, seed: int, lr: float = 1e-3) -> dict[str, float]:
     r = RECIPE
     options = lm.LmOptions(
         out=str(out),
@@ -161,6 +162,7 @@ def train_attnkit(text_path: Path, out: Path, seed: int) -> dict[str, float]:
         **{
             **lm.TRAIN_DEFAULTS,
             "batch_size": r["batch_size"],
+            "lr": lr,
             "max_steps": r["steps"],
             "eval_every": 1000,
             "grad_clip": 1.0,
@@ -272,9 +274,27 @@ def render(results: dict[str, object]) -> str:
         "",
         "| | validation loss | training time |",
         "|---|---:|---:|",
-        f"| attnkit (`attnkit train lm`) | **{a['val_loss']:.4f}** | {a['train_seconds']:.0f} s |",
-        f"| nanoGPT's model and loop in plain torch.nn, same run | {n['val_loss']:.4f} | {n['train_seconds']:.0f} s |",
+        f"| attnkit (`attnkit train lm`), nanoGPT's learning rate 1e-3 | {a['val_loss']:.4f} |"
+        f" {a['train_seconds']:.0f} s |",
+        f"| nanoGPT's model and loop in plain torch.nn, same run, lr 1e-3 | {n['val_loss']:.4f} |"
+        f" {n['train_seconds']:.0f} s |",
         "| nanoGPT's README (its machine, 20-batch estimate) | 1.88 | about 3 min |",
+    ]
+    if "attnkit_tuned" in results:
+        at, nt = results["attnkit_tuned"], results["nanogpt_tuned"]
+        lines += [
+            f"| attnkit, learning rate {TUNED_LR:g} (warm-up and cosine as above) | **{at['val_loss']:.4f}** |"
+            f" {at['train_seconds']:.0f} s |",
+            f"| nanoGPT's model and loop, learning rate {TUNED_LR:g}, same run | {nt['val_loss']:.4f} |"
+            f" {nt['train_seconds']:.0f} s |",
+            "",
+            f"At learning rate {TUNED_LR:g} attnkit reaches {at['val_loss']:.4f}"
+            f" ({'meets' if at['val_loss'] <= 1.85 else 'misses'} ≤ 1.85) in"
+            f" {at['train_seconds'] / nt['train_seconds']:.2f}× nanoGPT's training time; the gain over 1e-3 is the"
+            f" recipe's, not the implementation's: nanoGPT's own model and loop at {TUNED_LR:g} reach"
+            f" {nt['val_loss']:.4f}.",
+        ]
+    lines += [
         "",
         "Target: ≤ 1.85 in no more time than nanoGPT.",
         "",
@@ -321,11 +341,16 @@ def main() -> None:
     results: dict[str, object] = json.loads(saved.read_text()) if args.generation_only else {}
     results.update(machine=machine(), new_tokens=args.new_tokens, rounds=args.rounds)
     if not args.generation_only:
-        print("attnkit", flush=True)
+        print("attnkit, nanoGPT's learning rate", flush=True)
         results["attnkit"] = train_attnkit(text_path, ROOT / args.out / "shakespeare-char", args.seed)
         print("nanoGPT-equivalent", flush=True)
         results["nanogpt"] = train_nanogpt(train_ids, valid_ids, codec.vocab_size, args.seed)
-        print(results["attnkit"], results["nanogpt"], flush=True)
+        print(f"attnkit and nanoGPT-equivalent at learning rate {TUNED_LR:g}", flush=True)
+        results["attnkit_tuned"] = train_attnkit(
+            text_path, ROOT / args.out / "shakespeare-char-tuned", args.seed, TUNED_LR
+        )
+        results["nanogpt_tuned"] = train_nanogpt(train_ids, valid_ids, codec.vocab_size, args.seed, TUNED_LR)
+        print(results, flush=True)
     results["generation"] = generation_speed(codec.vocab_size, args.new_tokens, args.rounds)
     write_json("lm", results)
     write_section("lm", render(results))
