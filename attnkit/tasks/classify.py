@@ -158,7 +158,7 @@ class ClassifyTask:
         return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "loss": float(rows["loss"].mean())}
 
 
-class MultiLabelTask:
+class MultiLabelTask(ClassifyTask):
     """Loss and metrics of multi-label classification: one independent sigmoid per class.
 
     Args:
@@ -166,14 +166,15 @@ class MultiLabelTask:
     """
 
     def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
         self.threshold = threshold
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
-        logits = model(batch["ids"]).float()  # (B, C)
-        return F.binary_cross_entropy_with_logits(logits, batch["label"]), int((batch["ids"] != PAD_ID).sum())
+        logits = model(batch[self.input_key]).float()  # (B, C)
+        return F.binary_cross_entropy_with_logits(logits, batch["label"]), self.count(batch)
 
     def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits = model(batch["ids"]).float()  # (B, C)
+        logits = model(batch[self.input_key]).float()  # (B, C)
         loss = F.binary_cross_entropy_with_logits(logits, batch["label"], reduction="none").mean(dim=-1)  # (B,)
         return {"pred": logits.sigmoid() >= self.threshold, "label": batch["label"] > 0.5, "loss": loss}
 
@@ -284,11 +285,11 @@ def prepare(tokenizer: Any, data: LabeledTexts, classes: list[str], options: Cla
 
 def class_names(data: LabeledTexts, options: ClassifyOptions) -> list[str]:
     """The classes of the training data, sorted."""
-    classes = sorted({c for label in data.labels for c in options.label_set(label)})
-    if options.multi_label and any(not options.label_set(label) for label in data.labels):
-        empty = next(i for i, label in enumerate(data.labels) if not options.label_set(label))
+    sets = [options.label_set(label) for label in data.labels]
+    empty = next((i for i, classes in enumerate(sets) if not classes), None)
+    if empty is not None:  # only a multi-label "|" can split into nothing: readers refuse empty labels
         raise DataError(f"{data.source}: example {empty + 1} has no label between the separators")
-    return classes
+    return sorted({c for classes in sets for c in classes})
 
 
 # ---------------------------------------------------------------------------------------- commands
