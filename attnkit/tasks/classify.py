@@ -91,6 +91,9 @@ class ClassifyOptions(EncoderOptions):
     threshold: float = field(
         default=0.5, metadata={"help": "multi-label: a class is predicted when its probability reaches this"}
     )
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "single-label: spread this much of each target's probability over all classes"}
+    )
 
     def __post_init__(self) -> None:
         if not (self.train or self.dataset):
@@ -105,6 +108,8 @@ class ClassifyOptions(EncoderOptions):
             raise UserError(f"--pooling must be mean or cls, got {self.pooling!r}")
         if not 0 < self.threshold < 1:
             raise UserError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.average_last < 1:
             raise UserError(f"--average-last must be at least 1, got {self.average_last}")
         if not self.label_separator:
@@ -363,7 +368,7 @@ def train(
     log(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters")
     trainer = Trainer(
         model,
-        MultiLabelTask(options.threshold) if options.multi_label else ClassifyTask(),
+        MultiLabelTask(options.threshold) if options.multi_label else ClassifyTask(options.label_smoothing),
         train_config,
         run_dir,
         prepared["train"].batches(train_config.batch_size, shuffle=True, seed=train_config.seed),

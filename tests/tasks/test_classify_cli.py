@@ -234,3 +234,21 @@ def test_average_last_keeps_the_better_of_average_and_best(tmp_path, capsys):
     else:
         assert "kept the best checkpoint" in out and not same
     _fails([*args, "--out", str(tmp_path / "bad"), "--average-last", "0"], capsys, "--average-last must be at least 1")
+
+
+def test_label_smoothing_reaches_the_loss(tmp_path, capsys):
+    from attnkit.tasks.classify import ClassifyTask
+
+    logits = torch.randn(5, 4)
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    model = lambda ids: logits  # noqa: E731 - stands in for a classifier
+    loss, count = ClassifyTask(0.2).loss(model, {"ids": torch.ones(5, 3, dtype=torch.long), "label": labels})
+    log_p = logits.log_softmax(-1)
+    expected = (0.8 * -log_p[torch.arange(5), labels] + 0.2 * -log_p.mean(-1)).mean()
+    assert torch.allclose(loss, expected) and count == 15
+
+    train = write_csv(tmp_path / "train.csv", make_texts(60, seed=6))
+    run = tmp_path / "run"
+    assert main(_train_args(train, run, "--label-smoothing", "0.2")) == 0
+    assert json.loads((run / "config.json").read_text())["options"]["label_smoothing"] == 0.2
+    _fails(_train_args(train, tmp_path / "bad", "--label-smoothing", "1"), capsys, "--label-smoothing must be in [0, 1)")
