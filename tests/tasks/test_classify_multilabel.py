@@ -76,18 +76,25 @@ def test_multilabel_predict_returns_the_set_above_threshold(multilabel_run, caps
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_multilabel_predict_file_to_file(multilabel_run, tmp_path, suffix, capsys):
     run, _ = multilabel_run
+    texts = ["research cells genome lab telescope", "goal match stock shares striker market team profit"]
+    expected = []
+    for text in texts:  # each line's set as `predict` gives it for that text alone
+        assert main(["predict", str(run), text]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()[1:]
+        expected.append(sorted(line.split("\t")[0].strip() for line in lines))
+    assert expected[1] == ["finance", "sports"] and "science" in expected[0]
     inputs = tmp_path / "texts.txt"
-    inputs.write_text("research cells genome lab telescope\ngoal match stock shares striker market team profit\n")
+    inputs.write_text("\n".join(texts) + "\n")
     out = tmp_path / f"predictions{suffix}"
     assert main(["predict", str(run), "--input", str(inputs), "--output", str(out)]) == 0
     text = out.read_text().strip().splitlines()
     if suffix == ".jsonl":
         records = [json.loads(line) for line in text]
-        assert [sorted(r["labels"]) for r in records] == [["science"], ["finance", "sports"]]
+        assert [sorted(r["labels"]) for r in records] == expected
         assert all(len(r["probabilities"]) == len(r["labels"]) for r in records)
     else:
         assert text[0] == "text,labels,probabilities"
-        assert [sorted(row.split(",")[1].split("|")) for row in text[1:]] == [["science"], ["finance", "sports"]]
+        assert [sorted(row.split(",")[1].split("|")) for row in text[1:]] == expected
 
 
 def test_reuters_90_is_multilabel_by_itself():
