@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ref", help="translate: reference translations, line-aligned with --src")
     evaluate.add_argument("--ref-tok", help="translate: lowercased tokenized references, for tokenized BLEU")
     evaluate.add_argument("--beam", type=int, help="translate: beam size (default: the run's; 1 = greedy)")
+    evaluate.add_argument("--alpha", type=float, help="translate: beam search's length penalty α (default: the run's)")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
 
     predict = commands.add_parser(
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--history", help="recommend: item ids a new user interacted with, oldest first: 12,45,7")
     predict.add_argument("--items", help="recommend: item names (MovieLens movies.dat, or id<TAB>name lines)")
     predict.add_argument("--beam", type=int, help="translate: beam size (default: the run's; 1 = greedy)")
+    predict.add_argument("--alpha", type=float, help="translate: beam search's length penalty α (default: the run's)")
     predict.add_argument("--device", default="cpu", help="cpu or cuda")
 
     generate = commands.add_parser(
@@ -294,23 +296,31 @@ def _evaluate_translation(args: argparse.Namespace) -> dict[str, float]:
 
     if not (args.src and args.ref):
         raise UserError("evaluating a translate run needs --src FILE and --ref FILE")
-    if args.beam is not None and args.beam < 1:
-        raise UserError("--beam must be at least 1")
+    _check_search(args)
     pairs = read_parallel(args.src, args.ref)
     ref_tok = read_lines(args.ref_tok) if args.ref_tok else None
     search = "greedy" if args.beam == 1 else "beam"
     model = LoadedTranslator(args.run_dir, args.device)
-    return model.evaluate(pairs.src, pairs.tgt, ref_tok=ref_tok, searches=(search,), beam=args.beam)
+    return model.evaluate(
+        pairs.src, pairs.tgt, ref_tok=ref_tok, searches=(search,), beam=args.beam, alpha=args.alpha
+    )
+
+
+def _check_search(args: argparse.Namespace) -> None:
+    if args.beam is not None and args.beam < 1:
+        raise UserError("--beam must be at least 1")
+    if args.alpha is not None and args.alpha < 0:
+        raise UserError(f"--alpha must be at least 0, got {args.alpha}")
 
 
 def _translate(args: argparse.Namespace) -> int:
     from attnkit.tasks.translate import LoadedTranslator, read_inputs
 
-    if args.beam is not None and args.beam < 1:
-        raise UserError("--beam must be at least 1")
+    _check_search(args)
     sentences = read_inputs(args.texts, args.input)
     model = LoadedTranslator(args.run_dir, args.device)
-    translations = model.translate(sentences, search="greedy" if args.beam == 1 else "beam", beam=args.beam)
+    search = "greedy" if args.beam == 1 else "beam"
+    translations = model.translate(sentences, search=search, beam=args.beam, alpha=args.alpha)
     if model.truncated:
         print(f"warning: {model.truncated} sentences were cut to {model.options.max_len} tokens", file=sys.stderr)
     if args.output:

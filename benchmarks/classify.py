@@ -294,6 +294,7 @@ def render(results: dict[str, object]) -> str:
         "|---|---|---|---|---|---|",
     ]
     mlm_seconds = results.get("mlm", {}).get("seconds")
+    verdicts: list[str] = []
     for dataset, entry in results["datasets"].items():
         for name, row in entry["linear"].items():
             lines.append(f"| {dataset} | {name} | {row['accuracy']:.2f} | – | {row['seconds']:.0f} s | – |")
@@ -323,6 +324,11 @@ def render(results: dict[str, object]) -> str:
         lines.append(
             f"| {dataset} | *published: {published}; target ≥ {TARGETS[dataset]}* | best here {best:.2f} | | | |"
         )
+        verdict = "met" if ours["accuracy"] >= TARGETS[dataset] else "missed"
+        verdicts.append(f"{dataset}: attnkit {ours['accuracy']:.2f} against the target {TARGETS[dataset]}, {verdict}")
+    lines += ["", "Targets (attnkit's figure, the median when several seeds ran): " + "; ".join(verdicts) + "."]
+    if "mlm" not in results:
+        lines.append("The masked-LM pre-training route was left out of this run (`--skip-mlm`).")
     if "multilabel" in results:
         ours, linear = results["multilabel"]["attnkit"], results["multilabel"]["linear"]
         lines += [

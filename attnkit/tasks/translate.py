@@ -384,16 +384,24 @@ class LoadedTranslator:
         self.model = model.to(device).eval()
 
     def translate(
-        self, sentences: list[str], *, search: Search = "beam", beam: int | None = None, use_cache: bool = True
+        self,
+        sentences: list[str],
+        *,
+        search: Search = "beam",
+        beam: int | None = None,
+        alpha: float | None = None,
+        use_cache: bool = True,
     ) -> list[str]:
-        """Detokenized translations of `sentences`; an empty sentence translates to an empty one."""
+        """Detokenized translations of `sentences`; an empty sentence translates to an empty one.
+
+        `beam` and the length penalty `alpha` default to the run's own (its --beam and --alpha)."""
         sources, self.truncated = encode_sources(self.tokenizer, sentences, self.options.max_len)
         ids = translate_ids(
             self.model,
             sources,
             search=search,
             beam=beam or self.options.beam,
-            alpha=self.options.alpha,
+            alpha=self.options.alpha if alpha is None else alpha,
             extra_len=self.options.extra_len,
             use_cache=use_cache,
             device=self.device,
@@ -411,6 +419,7 @@ class LoadedTranslator:
         log: Any = print,
         searches: tuple[Search, ...] = ("beam",),
         beam: int | None = None,
+        alpha: float | None = None,
     ) -> dict[str, float]:
         """Translate and score; beam-search figures are unprefixed, greedy ones start with `greedy_`."""
         if len(sources) != len(references):
@@ -420,12 +429,13 @@ class LoadedTranslator:
         metrics: dict[str, float] = {}
         for search in searches:
             started = time.perf_counter()
-            hypotheses = self.translate(sources, search=search, beam=beam)
+            hypotheses = self.translate(sources, search=search, beam=beam, alpha=alpha)
             seconds = time.perf_counter() - started
             prefix = "greedy_" if search == "greedy" else ""
             found, signatures = score(hypotheses, references, ref_tok, self.options.tgt_lang, prefix)
             metrics.update(found)
-            label = "greedy" if search == "greedy" else f"beam {beam or self.options.beam}, α {self.options.alpha}"
+            used_alpha = self.options.alpha if alpha is None else alpha
+            label = "greedy" if search == "greedy" else f"beam {beam or self.options.beam}, α {used_alpha}"
             log(f"{split} ({label}, {len(sources):,} sentences, {len(sources) / seconds:.1f} sentences/s):")
             log(f"  sacreBLEU {found[prefix + 'bleu']:.2f}  [{signatures['bleu']}]")
             log(f"  chrF {found[prefix + 'chrf']:.2f}  [{signatures['chrf']}]")

@@ -211,6 +211,21 @@ def test_evaluate_scores_a_reference_file(toy, tmp_path, capsys):
     assert "tokenized BLEU" in out and "tok_bleu" in json.loads(out.strip().splitlines()[-1])
 
 
+def test_alpha_overrides_the_runs_length_penalty(toy, capsys, monkeypatch):
+    from attnkit.tasks import translate as translate_module
+
+    _, files, run = toy
+    used = []
+    real = translate_module.beam_search
+    monkeypatch.setattr(translate_module, "beam_search", lambda *a, **k: used.append(k["alpha"]) or real(*a, **k))
+    capsys.readouterr()
+    assert main(["predict", str(run), "Eins zwei.", "--alpha", "1.5"]) == 0
+    assert main(["predict", str(run), "Eins zwei."]) == 0
+    assert used == [1.5, json.loads((run / "config.json").read_text())["options"]["alpha"]]
+    assert main(["evaluate", str(run), "--src", files["test"][0], "--ref", files["test"][1], "--alpha", "0"]) == 0
+    assert "α 0.0" in capsys.readouterr().out and used[-1] == 0.0
+
+
 # ---------------------------------------------------------------------------------------- bad input
 
 
@@ -254,3 +269,4 @@ def test_evaluate_and_predict_errors(toy, tmp_path, capsys):
     short = write_lines(tmp_path / "short.en", ["One."])
     assert "lines" in _error(capsys, ["evaluate", str(run), "--src", files["test"][0], "--ref", short])
     assert "--beam" in _error(capsys, ["predict", str(run), "Eins.", "--beam", "0"])
+    assert "--alpha must be at least 0" in _error(capsys, ["predict", str(run), "Eins.", "--alpha", "-1"])
