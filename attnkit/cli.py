@@ -296,30 +296,28 @@ def _evaluate_translation(args: argparse.Namespace) -> dict[str, float]:
 
     if not (args.src and args.ref):
         raise UserError("evaluating a translate run needs --src FILE and --ref FILE")
-    _check_search(args)
+    search = _search(args)
     pairs = read_parallel(args.src, args.ref)
     ref_tok = read_lines(args.ref_tok) if args.ref_tok else None
-    search = "greedy" if args.beam == 1 else "beam"
     model = LoadedTranslator(args.run_dir, args.device)
-    return model.evaluate(
-        pairs.src, pairs.tgt, ref_tok=ref_tok, searches=(search,), beam=args.beam, alpha=args.alpha
-    )
+    return model.evaluate(pairs.src, pairs.tgt, ref_tok=ref_tok, searches=(search,), beam=args.beam, alpha=args.alpha)
 
 
-def _check_search(args: argparse.Namespace) -> None:
+def _search(args: argparse.Namespace) -> str:
+    """Check --beam and --alpha; the search they ask for: greedy for --beam 1, else beam."""
     if args.beam is not None and args.beam < 1:
         raise UserError("--beam must be at least 1")
     if args.alpha is not None and args.alpha < 0:
         raise UserError(f"--alpha must be at least 0, got {args.alpha}")
+    return "greedy" if args.beam == 1 else "beam"
 
 
 def _translate(args: argparse.Namespace) -> int:
     from attnkit.tasks.translate import LoadedTranslator, read_inputs
 
-    _check_search(args)
+    search = _search(args)
     sentences = read_inputs(args.texts, args.input)
     model = LoadedTranslator(args.run_dir, args.device)
-    search = "greedy" if args.beam == 1 else "beam"
     translations = model.translate(sentences, search=search, beam=args.beam, alpha=args.alpha)
     if model.truncated:
         print(f"warning: {model.truncated} sentences were cut to {model.options.max_len} tokens", file=sys.stderr)

@@ -426,6 +426,8 @@ class LoadedTranslator:
             raise DataError(f"{len(sources)} source sentences but {len(references)} references")
         if ref_tok is not None and len(ref_tok) != len(references):
             raise DataError(f"{len(ref_tok)} tokenized references for {len(references)} sentences")
+        beam = beam or self.options.beam
+        alpha = self.options.alpha if alpha is None else alpha
         metrics: dict[str, float] = {}
         for search in searches:
             started = time.perf_counter()
@@ -434,8 +436,7 @@ class LoadedTranslator:
             prefix = "greedy_" if search == "greedy" else ""
             found, signatures = score(hypotheses, references, ref_tok, self.options.tgt_lang, prefix)
             metrics.update(found)
-            used_alpha = self.options.alpha if alpha is None else alpha
-            label = "greedy" if search == "greedy" else f"beam {beam or self.options.beam}, α {used_alpha}"
+            label = "greedy" if search == "greedy" else f"beam {beam}, α {alpha}"
             log(f"{split} ({label}, {len(sources):,} sentences, {len(sources) / seconds:.1f} sentences/s):")
             log(f"  sacreBLEU {found[prefix + 'bleu']:.2f}  [{signatures['bleu']}]")
             log(f"  chrF {found[prefix + 'chrf']:.2f}  [{signatures['chrf']}]")

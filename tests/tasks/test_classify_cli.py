@@ -251,4 +251,5 @@ def test_label_smoothing_reaches_the_loss(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(_train_args(train, run, "--label-smoothing", "0.2")) == 0
     assert json.loads((run / "config.json").read_text())["options"]["label_smoothing"] == 0.2
-    _fails(_train_args(train, tmp_path / "bad", "--label-smoothing", "1"), capsys, "--label-smoothing must be in [0, 1)")
+    bad = _train_args(train, tmp_path / "bad", "--label-smoothing", "1")
+    _fails(bad, capsys, "--label-smoothing must be in [0, 1)")
