@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from attnkit.models.text_encoder import TextEncoder, TextEncoderConfig
@@ -21,6 +22,9 @@ class TextClassifier(nn.Module):
         pooling: "cls" takes the first position's state (inputs must start with [CLS]); "mean"
             averages the states of real tokens only.
         head_dropout: dropout before the output layer.
+        token_dropout: in training, each real token except the first is removed with this
+            probability (turned into padding, so attention and pooling skip it): word dropout, a
+            regulariser for small text datasets that a model otherwise memorises in a few epochs.
     """
 
     def __init__(
@@ -30,19 +34,28 @@ class TextClassifier(nn.Module):
         *,
         pooling: Pooling = "mean",
         head_dropout: float = 0.1,
+        token_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be cls or mean, got {pooling!r}")
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        if not 0.0 <= token_dropout < 1.0:
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
         self.pooling = pooling
+        self.token_dropout = token_dropout
         self.body = TextEncoder(config)
         self.dropout = Dropout(head_dropout)
         self.head = nn.Linear(config.d_model, n_classes)
 
     def forward(self, ids: Tensor) -> Tensor:
         """ids (B, L) -> logits (B, C)."""
+        if self.training and self.token_dropout > 0:
+            pad_id = self.body.config.pad_id
+            drop = (torch.rand(ids.shape, device=ids.device) < self.token_dropout) & (ids != pad_id)
+            drop[:, 0] = False  # a text never loses all its tokens
+            ids = ids.masked_fill(drop, pad_id)
         hidden, keep = self.body(ids)  # (B, L, D), (B, L)
         if self.pooling == "cls":
             pooled = hidden[:, 0]  # (B, D)

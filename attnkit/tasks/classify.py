@@ -60,7 +60,13 @@ class ClassifyOptions(EncoderOptions):
         default=None, metadata={"help": "label column (default: 'label' or the last column)"}
     )
     class_names: str | None = field(default=None, metadata={"help": "file of class names, line i = label i"})
-    valid_fraction: float = field(default=0.1, metadata={"help": "share of --train held out for validation"})
+    valid_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "share of --train held out for validation; 0 = none: train on all of it and keep the last "
+            "weights (the average of the last --average-last epochs)"
+        },
+    )
     tokenizer_file: str | None = field(
         default=None,
         metadata={
@@ -94,14 +100,18 @@ class ClassifyOptions(EncoderOptions):
     label_smoothing: float = field(
         default=0.0, metadata={"help": "single-label: spread this much of each target's probability over all classes"}
     )
+    token_dropout: float = field(
+        default=0.0,
+        metadata={"help": "in training, remove each token (but the first) of a text with this probability"},
+    )
 
     def __post_init__(self) -> None:
         if not (self.train or self.dataset):
             raise UserError("give --train FILE or --dataset NAME")
         if self.train and self.dataset:
             raise UserError("give either --train or --dataset, not both")
-        if not 0 < self.valid_fraction < 1:
-            raise UserError(f"--valid-fraction must be between 0 and 1, got {self.valid_fraction}")
+        if not 0 <= self.valid_fraction < 1:
+            raise UserError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
         if self.max_len < 2:
             raise UserError(f"--max-len must be at least 2, got {self.max_len}")
         if self.pooling not in ("mean", "cls"):
@@ -110,6 +120,8 @@ class ClassifyOptions(EncoderOptions):
             raise UserError(f"--threshold must be between 0 and 1, got {self.threshold}")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.token_dropout < 1:
+            raise UserError(f"--token-dropout must be in [0, 1), got {self.token_dropout}")
         if self.average_last < 1:
             raise UserError(f"--average-last must be at least 1, got {self.average_last}")
         if not self.label_separator:
@@ -321,9 +333,12 @@ def train(
     train_data, valid_data, test_data = read_splits(options, where, log)
     for note in train_data.notes:
         log(f"note: {train_data.source}: {note}")
-    if valid_data is None:
+    if valid_data is None and options.valid_fraction > 0:
         train_data, valid_data = stratified_split(train_data, options.valid_fraction, train_config.seed)
         log(f"validation: held out {len(valid_data)} of the training examples (stratified)")
+    elif valid_data is None:
+        kept = f"the average of the last {options.average_last} epochs" if options.average_last > 1 else "the last"
+        log(f"validation: none (--valid-fraction 0): trained on all the training examples, {kept} weights kept")
     classes = class_names(train_data, options)
     if len(classes) < 2:
         raise DataError(f"{train_data.source}: the training data has only one class ({classes[0]!r})")
@@ -353,7 +368,7 @@ def train(
             f"warning: {truncated} of {total} texts are longer than max_len={options.max_len} tokens and were truncated"
         )
     log(
-        f"data: {len(train_data)} train / {len(valid_data)} validation / "
+        f"data: {len(train_data)} train / {len(valid_data) if valid_data else 0} validation / "
         f"{len(test_data) if test_data else 0} test examples, {len(classes)} classes"
     )
 
@@ -362,7 +377,9 @@ def train(
             train_config, keep_checkpoints=max(train_config.keep_checkpoints, options.average_last)
         )
     torch.manual_seed(train_config.seed)
-    model = (model_factory or TextClassifier)(encoder_config, len(classes), pooling=options.pooling)
+    model = (model_factory or TextClassifier)(
+        encoder_config, len(classes), pooling=options.pooling, token_dropout=options.token_dropout
+    )
     if options.init and not resume:
         _load_encoder(model, Path(options.init))
     log(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters")
@@ -372,17 +389,22 @@ def train(
         train_config,
         run_dir,
         prepared["train"].batches(train_config.batch_size, shuffle=True, seed=train_config.seed),
-        prepared["valid"].batches(train_config.batch_size, shuffle=False, seed=0),
+        prepared["valid"].batches(train_config.batch_size, shuffle=False, seed=0) if valid_data else None,
         where,
         log=log,
     )
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
     threshold = options.threshold if options.multi_label else None
-    if options.average_last > 1:
+    if options.average_last > 1 and valid_data is None:
+        _keep_average(trainer, options.average_last, log)
+    elif options.average_last > 1:
         valid_batches = prepared["valid"].batches(train_config.batch_size, shuffle=False, seed=0)
         _keep_average_if_better(trainer, valid_batches, threshold, options.average_last, train_config.metric, log)
     final_name = "test" if "test" in prepared else "valid"
+    if final_name not in prepared:
+        log("no test or validation data: nothing to evaluate")
+        return {}
     final_batches = prepared[final_name].batches(train_config.batch_size, shuffle=False, seed=0)
     rows = _collect(trainer, final_batches, threshold)
     if not where.is_main:
@@ -391,6 +413,17 @@ def train(
     final_data = test_data if final_name == "test" else valid_data
     _show_examples(final_data, rows, classes, log)
     return metrics
+
+
+def _keep_average(trainer: Trainer, last: int, log: Any) -> None:
+    """With no validation data: average the last `last` evaluation checkpoints into the model
+    (Vaswani et al. 2017, §6.1); rank 0 writes the average to model.safetensors."""
+    kept = trainer.checkpoints()[-last:]
+    average_weights(unwrap(trainer.model), kept)
+    log(f"model.safetensors: the average of the last {len(kept)} checkpoints")
+    if trainer.where.is_main:
+        save_weights_atomic(unwrap(trainer.model), trainer.run_dir / "model.safetensors")
+    barrier(trainer.where)
 
 
 def _keep_average_if_better(

@@ -253,3 +253,65 @@ def test_label_smoothing_reaches_the_loss(tmp_path, capsys):
     assert json.loads((run / "config.json").read_text())["options"]["label_smoothing"] == 0.2
     bad = _train_args(train, tmp_path / "bad", "--label-smoothing", "1")
     _fails(bad, capsys, "--label-smoothing must be in [0, 1)")
+
+
+def test_token_dropout_removes_tokens_only_in_training(tmp_path, capsys):
+    from attnkit.models import TextClassifier, TextEncoderConfig
+
+    config = TextEncoderConfig(vocab_size=40, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=12, dropout=0.0)
+    torch.manual_seed(0)
+    model = TextClassifier(config, 3, head_dropout=0.0, token_dropout=0.5)
+    ids = torch.randint(1, 40, (4, 12))
+    ids[1, 7:] = 0  # padding stays padding
+    model.eval()
+    plain = model(ids)
+    model.token_dropout = 0.0
+    assert torch.equal(model(ids), plain)  # evaluation never drops
+
+    model.train()
+    model.token_dropout = 0.5
+    torch.manual_seed(3)
+    dropped = model(ids)
+    torch.manual_seed(3)
+    drop = (torch.rand(ids.shape) < 0.5) & (ids != 0)
+    drop[:, 0] = False
+    assert drop.any()
+    model.token_dropout = 0.0
+    assert torch.allclose(dropped, model(ids.masked_fill(drop, 0)))  # = those tokens turned to padding
+    assert not torch.allclose(dropped, plain)
+
+    model.token_dropout = 0.99  # the first token always survives: outputs stay finite
+    assert torch.isfinite(model(torch.randint(1, 40, (8, 12)))).all()
+    with pytest.raises(ValueError, match="token_dropout"):
+        TextClassifier(config, 3, token_dropout=1.0)
+
+    train = write_csv(tmp_path / "train.csv", make_texts(60, seed=6))
+    run = tmp_path / "run"
+    assert main(_train_args(train, run, "--token-dropout", "0.1")) == 0
+    assert json.loads((run / "config.json").read_text())["options"]["token_dropout"] == 0.1
+    _fails(_train_args(train, tmp_path / "bad", "--token-dropout", "1"), capsys, "--token-dropout must be in [0, 1)")
+
+
+def test_valid_fraction_zero_trains_on_everything_and_keeps_the_average(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    train = write_csv(tmp_path / "train.csv", make_texts(60, seed=7))
+    test = write_csv(tmp_path / "test.csv", make_texts(20, seed=8))
+    run = tmp_path / "run"
+    args = _train_args(train, run, "--test", str(test), "--valid-fraction", "0", "--average-last", "2", "--epochs", "3")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "data: 60 train / 0 validation / 20 test examples" in out
+    assert "the average of the last 2 checkpoints" in out
+    kept = sorted((run / "checkpoints").glob("step-*.safetensors"))[-2:]
+    first, second = load_file(kept[0]), load_file(kept[1])
+    saved = load_file(run / "model.safetensors")
+    for name, value in saved.items():  # model.safetensors = the mean of the last two epochs' weights
+        assert torch.allclose(value, (first[name] + second[name]) / 2, atol=1e-6), name
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] >= 0
+
+    alone = tmp_path / "alone"  # no validation and no test: trains, then says there is nothing to evaluate
+    assert main(_train_args(train, alone, "--valid-fraction", "0")) == 0
+    assert "nothing to evaluate" in capsys.readouterr().out
+    assert (alone / "model.safetensors").exists()
+    _fails(_train_args(train, tmp_path / "bad", "--valid-fraction", "1"), capsys, "--valid-fraction must be in [0, 1)")
