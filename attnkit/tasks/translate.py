@@ -102,6 +102,8 @@ class TranslateOptions:
             raise UserError(f"--max-len must be at least 4, got {self.max_len}")
         if self.beam < 1 or self.average_last < 1:
             raise UserError("--beam and --average-last must be at least 1")
+        if self.alpha < 0:
+            raise UserError(f"--alpha must be at least 0, got {self.alpha}")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         check_model_options(lambda: self.model_config(vocab_size=16))

@@ -261,6 +261,7 @@ def test_option_errors(tmp_path, capsys):
     tgt = write_lines(tmp_path / "a.en", ["One."])
     base = ["train", "translate", "--train-src", src, "--train-tgt", tgt]
     assert "n_heads" in _error(capsys, [*base, "--d-model", "10", "--n-heads", "3"])
+    assert "--alpha must be at least 0" in _error(capsys, [*base, "--alpha", "-0.5"])
 
 
 def test_evaluate_and_predict_errors(toy, tmp_path, capsys):
