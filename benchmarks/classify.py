@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attnkit.data.datasets import load_classification
 from attnkit.engine import TrainConfig
+from attnkit.models.classifier import drop_tokens
 from attnkit.options import build, load_preset
 from attnkit.tasks import classify, mlm
 from benchmarks._common import machine, write_json, write_section
@@ -133,9 +134,7 @@ class TorchEncoderClassifier(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         if self.training and self.token_dropout > 0:  # the preset's word dropout, as in TextClassifier
-            drop = (torch.rand(ids.shape, device=ids.device) < self.token_dropout) & (ids != self.pad_id)
-            drop[:, 0] = False
-            ids = ids.masked_fill(drop, self.pad_id)
+            ids = drop_tokens(ids, self.token_dropout, self.pad_id)
         keep = ids != self.pad_id
         x = self.embed(ids) + self.pos[: ids.size(1)]
         hidden = self.encoder(x, src_key_padding_mask=~keep)

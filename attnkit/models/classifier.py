@@ -13,6 +13,17 @@ from attnkit.nn.dropout import Dropout
 Pooling = Literal["cls", "mean"]
 
 
+def drop_tokens(ids: Tensor, p: float, pad_id: int) -> Tensor:
+    """ids (B, L) with each real token but the first turned into `pad_id` with probability p.
+
+    Word dropout: padding is skipped by attention and pooling, so the dropped words are gone from
+    the text; keeping the first token means no text loses all of its tokens.
+    """
+    drop = (torch.rand(ids.shape, device=ids.device) < p) & (ids != pad_id)  # (B, L)
+    drop[:, 0] = False
+    return ids.masked_fill(drop, pad_id)
+
+
 class TextClassifier(nn.Module):
     """ids (B, L) -> class logits (B, C).
 
@@ -22,9 +33,8 @@ class TextClassifier(nn.Module):
         pooling: "cls" takes the first position's state (inputs must start with [CLS]); "mean"
             averages the states of real tokens only.
         head_dropout: dropout before the output layer.
-        token_dropout: in training, each real token except the first is removed with this
-            probability (turned into padding, so attention and pooling skip it): word dropout, a
-            regulariser for small text datasets that a model otherwise memorises in a few epochs.
+        token_dropout: in training, `drop_tokens` with this probability: a regulariser for small
+            text datasets that a model otherwise memorises in a few epochs.
     """
 
     def __init__(
@@ -52,10 +62,7 @@ class TextClassifier(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         """ids (B, L) -> logits (B, C)."""
         if self.training and self.token_dropout > 0:
-            pad_id = self.body.config.pad_id
-            drop = (torch.rand(ids.shape, device=ids.device) < self.token_dropout) & (ids != pad_id)
-            drop[:, 0] = False  # a text never loses all its tokens
-            ids = ids.masked_fill(drop, pad_id)
+            ids = drop_tokens(ids, self.token_dropout, self.body.config.pad_id)
         hidden, keep = self.body(ids)  # (B, L, D), (B, L)
         if self.pooling == "cls":
             pooled = hidden[:, 0]  # (B, D)

@@ -396,11 +396,11 @@ def train(
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
     threshold = options.threshold if options.multi_label else None
-    if options.average_last > 1 and valid_data is None:
-        _keep_average(trainer, options.average_last, log)
-    elif options.average_last > 1:
-        valid_batches = prepared["valid"].batches(train_config.batch_size, shuffle=False, seed=0)
-        _keep_average_if_better(trainer, valid_batches, threshold, options.average_last, train_config.metric, log)
+    if options.average_last > 1:
+        valid_batches = (
+            prepared["valid"].batches(train_config.batch_size, shuffle=False, seed=0) if valid_data else None
+        )
+        _keep_average(trainer, valid_batches, threshold, options.average_last, train_config.metric, log)
     final_name = "test" if "test" in prepared else "valid"
     if final_name not in prepared:
         log("no test or validation data: nothing to evaluate")
@@ -415,45 +415,39 @@ def train(
     return metrics
 
 
-def _keep_average(trainer: Trainer, last: int, log: Any) -> None:
-    """With no validation data: average the last `last` evaluation checkpoints into the model
-    (Vaswani et al. 2017, §6.1); rank 0 writes the average to model.safetensors."""
-    kept = trainer.checkpoints()[-last:]
-    average_weights(unwrap(trainer.model), kept)
-    log(f"model.safetensors: the average of the last {len(kept)} checkpoints")
-    if trainer.where.is_main:
-        save_weights_atomic(unwrap(trainer.model), trainer.run_dir / "model.safetensors")
-    barrier(trainer.where)
-
-
-def _keep_average_if_better(
-    trainer: Trainer, valid: Batches, threshold: float | None, last: int, metric: str, log: Any
+def _keep_average(
+    trainer: Trainer, valid: Batches | None, threshold: float | None, last: int, metric: str, log: Any
 ) -> None:
-    """Average the last `last` evaluation checkpoints (Vaswani et al. 2017, §6.1) into the model when
-    the average scores at least as well on validation as the best checkpoint loaded in it; rank 0
-    then writes it to model.safetensors. Every rank computes the same choice from the same files."""
+    """Average the last `last` evaluation checkpoints (Vaswani et al. 2017, §6.1) into the model and
+    have rank 0 write it to model.safetensors: always when there is no validation data, else only when
+    the average scores at least as well on it as the best checkpoint loaded in the model. Every rank
+    computes the same choice from the same files."""
     task = MultiLabelTask(threshold) if threshold is not None else ClassifyTask()
-    model = trainer.model
-    run_dir = trainer.run_dir
+    model = unwrap(trainer.model)
 
     def score() -> float:
         rows = _collect(trainer, valid, threshold)
         found = task.metrics({**rows, "loss": torch.zeros(1)})
         return found[metric] if metric in found and metric != "loss" else found["accuracy"]  # higher is better
 
-    best = score()
-    best_state = {k: v.clone() for k, v in unwrap(model).state_dict().items()}
     kept = trainer.checkpoints()[-last:]
-    average_weights(unwrap(model), kept)
-    averaged = score()
-    if averaged >= best:
-        log(f"model.safetensors: the average of the last {len(kept)} checkpoints ({averaged:.4f} >= {best:.4f})")
-        if trainer.where.is_main:
-            save_weights_atomic(unwrap(model), run_dir / "model.safetensors")
-        barrier(trainer.where)
+    compared = ""
+    if valid is None:
+        average_weights(model, kept)
     else:
-        unwrap(model).load_state_dict(best_state)
-        log(f"kept the best checkpoint: the average of the last {len(kept)} scores {averaged:.4f} < {best:.4f}")
+        best = score()
+        best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        average_weights(model, kept)
+        averaged = score()
+        if averaged < best:
+            model.load_state_dict(best_state)
+            log(f"kept the best checkpoint: the average of the last {len(kept)} scores {averaged:.4f} < {best:.4f}")
+            return
+        compared = f" ({averaged:.4f} >= {best:.4f})"
+    log(f"model.safetensors: the average of the last {len(kept)} checkpoints{compared}")
+    if trainer.where.is_main:
+        save_weights_atomic(model, trainer.run_dir / "model.safetensors")
+    barrier(trainer.where)
 
 
 def _show_examples(
