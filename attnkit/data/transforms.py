@@ -1,5 +1,6 @@
 """Image transforms on batches of tensors, for training vision models without torchvision: scaling to
-[0, 1], per-channel normalisation, random crop with zero padding, horizontal flip, and a light RandAugment
+[0, 1], per-channel normalisation, random crop with zero padding, horizontal flip, random rotation, and a
+light RandAugment
 (Cubuk et al., 2020, "RandAugment: Practical automated data augmentation with a reduced search space").
 
 Images are batches `(B, C, H, W)`. Each random transform draws one value per image from the
@@ -117,6 +118,30 @@ def random_horizontal_flip(x: torch.Tensor, p: float = 0.5, generator: torch.Gen
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def random_rotation(x: torch.Tensor, degrees: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each image about its centre by an angle drawn uniformly from [-degrees, degrees].
+
+    Bilinear sampling; corners that come from outside the image are zeros (black, before `normalize`).
+
+    Args:
+        x: `(B, C, H, W)` float.
+        degrees: the largest rotation, in [0, 180].
+        generator: the source of the angles.
+
+    Returns:
+        `(B, C, H, W)`, x's dtype.
+    """
+    _check_batch(x, "random_rotation")
+    if not x.is_floating_point():
+        raise TypeError(f"random_rotation takes float images, got {x.dtype} (use to_float first)")
+    if not 0 <= degrees <= 180:
+        raise ValueError(f"random_rotation: degrees must be in [0, 180], got {degrees}")
+    if degrees == 0:
+        return x
+    angle = (2 * _uniform((x.shape[0],), generator, x) - 1) * math.radians(degrees)  # (B,)
+    return _rotate_by(x, angle)
+
+
 # RandAugment-lite: each op maps images (b, C, H, W) in [0, 1], two uniform draws u (b, 2) in [0, 1) per
 # image and the magnitude m in [0, 1] to images in [0, 1]. At m = 1: brightness and contrast factors in
 # [0.1, 1.9] (RandAugment's range), shifts of up to 30% of a side, rotations of up to 30 degrees, a
@@ -153,8 +178,12 @@ def _translate(x: torch.Tensor, u: torch.Tensor, magnitude: float) -> torch.Tens
 
 
 def _rotate(x: torch.Tensor, u: torch.Tensor, magnitude: float) -> torch.Tensor:
+    return _rotate_by(x, (2 * u[:, 0] - 1) * math.radians(30) * magnitude)
+
+
+def _rotate_by(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate each image (b, C, H, W) about its centre by angle (b,) radians, bilinearly; zeros outside."""
     H, W = x.shape[-2:]
-    angle = (2 * u[:, 0] - 1) * math.radians(30) * magnitude  # (b,)
     cos, sin = angle.cos(), angle.sin()
     # A rotation in pixels, written in coordinates that run over [-1, 1] on both axes (hence H / W).
     theta = torch.zeros(len(x), 2, 3, dtype=x.dtype, device=x.device)  # (b, 2, 3)

@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.data.images import ImageSet, channel_stats, load_vision_dataset, read_image, read_image_folder
-from attnkit.data.transforms import normalize, rand_augment_lite, random_crop, random_horizontal_flip, to_float
+from attnkit.data.transforms import (
+    normalize,
+    rand_augment_lite,
+    random_crop,
+    random_horizontal_flip,
+    random_rotation,
+    to_float,
+)
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report
@@ -58,6 +65,9 @@ class VisionOptions:
     )
     crop_padding: int = field(default=2, metadata={"help": "zero padding before the random crop"})
     magnitude: float = field(default=0.3, metadata={"help": "RandAugment-lite magnitude in [0, 1]"})
+    rotate: float = field(
+        default=0.0, metadata={"help": "rotate training images by up to this many degrees either way (0 = never)"}
+    )
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
 
     def __post_init__(self) -> None:
@@ -65,6 +75,8 @@ class VisionOptions:
             raise UserError(f"--dataset must be mnist, fashion_mnist, cifar10 or folder, got {self.dataset!r}")
         if self.dataset == "folder" and not self.data_dir:
             raise UserError("--dataset folder needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/test/<class>/)")
+        if not 0 <= self.rotate <= 180:
+            raise UserError(f"--rotate must be in [0, 180] degrees, got {self.rotate}")
         if self.valid_size < 0:
             raise UserError(f"--valid-size must be >= 0, got {self.valid_size}")
         size = self.image_size or self.patch_size
@@ -117,6 +129,7 @@ class Pipeline:
     augment: str = "none"
     padding: int = 2
     magnitude: float = 0.3
+    rotate: float = 0.0
 
     def __call__(self, images: Tensor, *, train: bool) -> Tensor:
         x = to_float(images)  # (B, C, H, W) in [0, 1]
@@ -128,6 +141,8 @@ class Pipeline:
                 x = random_horizontal_flip(x)
             if self.augment == "randaug":
                 x = rand_augment_lite(x, magnitude=self.magnitude)
+        if train and self.rotate:
+            x = random_rotation(x, self.rotate)
         return normalize(x, self.mean, self.std)
 
 
@@ -192,7 +207,7 @@ def train(
     mean, std = channel_stats(train_data.images)
     size = options.image_size or train_data.images.shape[-1]
     model_config = options.model_config(size, train_data.images.shape[1], len(train_data.classes))
-    pipeline = Pipeline(mean, std, size, options.augment, options.crop_padding, options.magnitude)
+    pipeline = Pipeline(mean, std, size, options.augment, options.crop_padding, options.magnitude, options.rotate)
     if not resume:
         config = {
             "task": "vision",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import struct
@@ -26,10 +27,12 @@ from attnkit.data.images import (
 )
 from attnkit.data.transforms import (
     RAND_AUGMENT_OPS,
+    _rotate_by,
     normalize,
     rand_augment_lite,
     random_crop,
     random_horizontal_flip,
+    random_rotation,
     to_float,
 )
 from attnkit.errors import DataError
@@ -419,6 +422,37 @@ def test_rand_augment_translate_and_cutout_by_hand():
     assert torch.equal(cut[0, 0, 2:6, 2:6], torch.zeros(4, 4)) and int(cut.sum()) == 64 - 16
 
 
+def test_rotation_by_a_quarter_turn_is_rot90():
+    x = _batch(0, (2, 3, 9, 9))
+    quarter = torch.full((2,), math.pi / 2)
+    # Positive angles turn the picture anticlockwise as displayed (row 0 at the top), as rot90 does.
+    assert torch.allclose(_rotate_by(x, quarter), torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5)
+    assert torch.allclose(_rotate_by(x, -quarter), torch.rot90(x, -1, dims=(-2, -1)), atol=1e-5)
+
+
+def test_random_rotation_turns_each_image_by_at_most_the_given_angle():
+    size, centre = 31, 15
+    x = torch.zeros(256, 1, size, size)
+    x[..., centre - 1 : centre + 2, centre + 9 : centre + 12] = 1.0  # a 3 x 3 dot 10 pixels right of centre
+    out = random_rotation(x, 20.0, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    grid = torch.arange(size, dtype=torch.float32) - centre
+    mass = out.sum(dim=(1, 2, 3))  # (B,)
+    rows = (out[:, 0].sum(dim=2) * grid).sum(dim=1) / mass  # (B,) centre of mass, from the image centre
+    cols = (out[:, 0].sum(dim=1) * grid).sum(dim=1) / mass
+    angles = torch.rad2deg(torch.atan2(rows, cols))  # (B,) 0 for the dot where it started
+    assert torch.allclose(mass, torch.full_like(mass, 9.0), atol=0.05)  # the dot stays whole
+    assert torch.allclose(torch.hypot(rows, cols), torch.full_like(mass, 10.0), atol=0.05)  # at its radius
+    assert angles.abs().max() <= 20.0 + 0.5
+    assert angles.min() < -15 and angles.max() > 15  # both ways, across the whole range
+    assert torch.equal(out, random_rotation(x, 20.0, torch.Generator().manual_seed(0)))
+    assert torch.equal(random_rotation(x, 0.0), x)
+    with pytest.raises(ValueError, match="degrees"):
+        random_rotation(x, 200.0)
+    with pytest.raises(TypeError, match="float"):
+        random_rotation(x.to(torch.uint8), 10.0)
+
+
 @pytest.mark.gpu
 def test_transforms_on_cuda_match_cpu_with_a_cpu_generator():
     x = _batch(0, (16, 3, 12, 12))
@@ -426,6 +460,7 @@ def test_transforms_on_cuda_match_cpu_with_a_cpu_generator():
         lambda t, g: random_crop(t, 12, padding=2, generator=g),
         lambda t, g: random_horizontal_flip(t, 0.5, g),
         lambda t, g: rand_augment_lite(t, g, n_ops=2, magnitude=0.8),
+        lambda t, g: random_rotation(t, 30.0, g),
     ):
         cpu = transform(x, torch.Generator().manual_seed(5))
         cuda = transform(x.cuda(), torch.Generator().manual_seed(5))

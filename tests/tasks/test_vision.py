@@ -84,3 +84,4 @@ def test_bad_input(folder_run, tmp_path, capsys):
     assert "--data-dir" in _error(capsys, ["train", "vision", "--dataset", "folder"])
     assert "--dataset" in _error(capsys, ["train", "vision", "--dataset", "imagenet"])
     assert "patch" in _error(capsys, ["train", "vision", "--image-size", "30", "--patch-size", "4"])
+    assert "--rotate" in _error(capsys, ["train", "vision", "--dataset", "mnist", "--rotate", "-5"])
