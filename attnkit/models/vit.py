@@ -4,6 +4,12 @@ An image is cut into non-overlapping P x P patches; each patch, flattened and li
 is one token. A learned class token is prepended (or the patch states are mean-pooled), learned
 positions are added, a pre-norm Transformer encoder runs over the sequence, and a linear head reads
 the class token. Positions are interpolated (bicubic, as timm does) when the image size changes.
+
+The patch projection can be replaced by a convolutional stem (Xiao et al. 2021, "Early Convolutions
+Help Transformers See Better"): stride-2 3 x 3 convolutions, each followed by BatchNorm and ReLU,
+until the image is down to the same P x P-per-token grid, then a 1 x 1 convolution to d_model. The
+tokens, positions and encoder are unchanged; the stem gives the model local features that a linear
+patch projection must learn from scratch, and trains faster and more stably per the paper.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class ViTConfig(DictConfig):
         d_model, n_heads, n_layers, d_ff: sizes.
         dropout: on embeddings and sub-layer outputs.
         pooling: "cls" (the paper) or "mean" over patch states.
+        stem: "patch" (the paper: one linear map per patch) or "conv" (log2 P stride-2 3 x 3
+            convolutions with BatchNorm and ReLU, then a 1 x 1 convolution; P must be a power of 2).
     """
 
     image_size: int
@@ -44,6 +52,7 @@ class ViTConfig(DictConfig):
     d_ff: int = 256
     dropout: float = 0.1
     pooling: Literal["cls", "mean"] = "cls"
+    stem: Literal["patch", "conv"] = "patch"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size", "in_channels", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -57,6 +66,12 @@ class ViTConfig(DictConfig):
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be cls or mean, got {self.pooling!r}")
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be patch or conv, got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(
+                f"a conv stem halves the image per convolution: patch_size must be 2, 4, 8, ...; got {self.patch_size}"
+            )
 
     @property
     def grid(self) -> int:
@@ -75,8 +90,11 @@ class ViT(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        # A convolution with stride = kernel = P is exactly a linear map of each flattened patch.
-        self.patch_embed = nn.Conv2d(config.in_channels, d, kernel_size=config.patch_size, stride=config.patch_size)
+        if config.stem == "conv":
+            self.patch_embed = ConvStem(config.in_channels, d, config.patch_size)
+        else:
+            # A convolution with stride = kernel = P is exactly a linear map of each flattened patch.
+            self.patch_embed = nn.Conv2d(config.in_channels, d, kernel_size=config.patch_size, stride=config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if config.pooling == "cls" else None
         self.pos = nn.Parameter(torch.randn(1, config.grid * config.grid, d) * 0.02)  # patch positions
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, d)) if config.pooling == "cls" else None
@@ -121,3 +139,32 @@ class ViT(nn.Module):
         x = self.encoder(self.dropout(x))  # (B, 1 + N, D)
         pooled = x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, D)
         return self.head(pooled)
+
+
+class ConvStem(nn.Sequential):
+    """images (B, C, H, W) -> tokens' features (B, D, H/P, W/P) through log2 P stride-2 convolutions.
+
+    Xiao et al. 2021's stem: each 3 x 3, stride-2 convolution (padding 1) halves the image and
+    doubles the channels, ending at D channels, before a 1 x 1 convolution; BatchNorm and ReLU
+    follow each 3 x 3 convolution. So one token still stands for a P x P region.
+
+    Args:
+        in_channels: image channels C.
+        d_model: output channels D.
+        patch_size: P, a power of 2 (the number of halvings is log2 P).
+    """
+
+    def __init__(self, in_channels: int, d_model: int, patch_size: int) -> None:
+        halvings = patch_size.bit_length() - 1
+        widths = [max(d_model // 2 ** (halvings - 1 - i), 8) for i in range(halvings)]  # ..., D/2, D
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, kernel_size=3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            channels = width
+        layers.append(nn.Conv2d(channels, d_model, kernel_size=1))
+        super().__init__(*layers)

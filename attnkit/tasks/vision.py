@@ -60,6 +60,13 @@ class VisionOptions:
     d_ff: int = field(default=256, metadata={"help": "feed-forward width"})
     dropout: float = field(default=0.1, metadata={"help": "dropout"})
     pooling: Literal["cls", "mean"] = field(default="cls", metadata={"help": "cls token (the paper) or mean"})
+    stem: Literal["patch", "conv"] = field(
+        default="patch",
+        metadata={
+            "help": "patch (the paper's linear patch projection) or conv (stride-2 3x3 convolutions with "
+            "BatchNorm and ReLU down to the patch grid, Xiao et al. 2021; patch size a power of 2)"
+        },
+    )
     augment: Augment = field(
         default="crop", metadata={"help": "none, crop (pad + random crop), crop_flip, or randaug (crop_flip + RA)"}
     )
@@ -94,6 +101,7 @@ class VisionOptions:
             d_ff=self.d_ff,
             dropout=self.dropout,
             pooling=self.pooling,
+            stem=self.stem,
         )
 
 

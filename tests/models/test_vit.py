@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnkit.models.vit import ViT, ViTConfig
+from attnkit.models.vit import ConvStem, ViT, ViTConfig
 
 
 def tiny(**overrides) -> ViT:
@@ -53,3 +53,45 @@ def test_config_checks():
         ViTConfig(image_size=8, d_model=10, n_heads=4)
     with pytest.raises(ValueError, match="pooling"):
         ViTConfig(image_size=8, pooling="max")
+    with pytest.raises(ValueError, match="stem must be"):
+        ViTConfig(image_size=8, stem="resnet")
+    with pytest.raises(ValueError, match="power of 2|2, 4, 8"):
+        ViTConfig(image_size=12, patch_size=3, stem="conv")
+
+
+@pytest.mark.parametrize("patch", [2, 4, 8])
+def test_conv_stem_keeps_the_patch_grid_and_doubles_channels_to_d_model(patch):
+    stem = ConvStem(3, 32, patch)
+    convs = [m for m in stem if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == patch.bit_length()  # log2 P stride-2 convolutions, then the 1 x 1
+    assert [c.stride for c in convs[:-1]] == [(2, 2)] * (len(convs) - 1) and convs[-1].kernel_size == (1, 1)
+    assert convs[-2].out_channels == 32 and convs[-1].out_channels == 32
+    assert stem.eval()(torch.randn(2, 3, 16, 24)).shape == (2, 32, 16 // patch, 24 // patch)
+
+
+def test_conv_stem_tokens_see_only_their_neighbourhood():
+    """Two 3 x 3 stride-2 convolutions: token (i, j) sees pixels 4i-3..4i+3 (rows) and 4j-3..4j+3 (columns),
+    so a change to pixel (0, 0) reaches token (0, 0) and no other."""
+    model = tiny(image_size=16, stem="conv")
+    images = torch.randn(1, 3, 16, 16)
+    changed = images.clone()
+    changed[0, :, 0, 0] += 5.0
+    with torch.no_grad():
+        before, after = model.patch_embed(images), model.patch_embed(changed)  # (1, D, 4, 4)
+    moved = (before - after).abs().amax(dim=1)[0] > 1e-6  # (4, 4)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, 0] = True
+    assert torch.equal(moved, expected)
+
+
+def test_conv_stem_vit_is_batch_independent_in_eval_and_resamples_positions():
+    model = tiny(stem="conv")
+    model.train()
+    model(torch.randn(8, 3, 8, 8))  # BatchNorm running statistics move away from their start
+    stem_norm = model.patch_embed[1]
+    assert stem_norm.num_batches_tracked.item() == 1 and stem_norm.running_mean.abs().sum() > 0
+    model.eval()
+    images = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images)[1:2], model(images[1:2]), rtol=1e-5, atol=1e-6)
+        assert model(torch.randn(1, 3, 12, 16)).shape == (1, 5)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from attnkit.cli import main
+from attnkit.tasks.vision import LoadedVision
 
 TINY = ["--d-model", "32", "--n-heads", "4", "--n-layers", "2", "--d-ff", "64", "--patch-size", "4"]
 
@@ -64,6 +65,20 @@ def test_predict_and_evaluate(folder_run, capsys):
     assert main(["predict", str(run), str(image), "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(image) and lines[1].split()[0] == "vertical" and len(lines) == 3
+    assert main(["evaluate", str(run)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == pytest.approx(json.loads((run / "metrics.json").read_text()))
+
+
+def test_conv_stem_run_reloads_with_its_batchnorm_statistics(folder_run, tmp_path, capsys):
+    root, _ = folder_run
+    run = tmp_path / "conv"
+    args = ["train", "vision", "--dataset", "folder", "--data-dir", str(root), "--out", str(run), "--valid-size", "40"]
+    assert main([*args, *TINY, "--stem", "conv", "--epochs", "3", "--batch-size", "32", "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["model"]["stem"] == "conv"
+    stem_norm = LoadedVision(run).model.patch_embed[1]  # the stem's first BatchNorm, as trained
+    assert stem_norm.num_batches_tracked.item() > 0 and stem_norm.running_var.sub(1).abs().max() > 1e-3
+    capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == pytest.approx(json.loads((run / "metrics.json").read_text()))
