@@ -97,6 +97,7 @@ def train_vit(name: str, out: Path) -> dict[str, float]:
         "train_seconds": float(last["elapsed_s"]),
         "epochs": float(last["step"]) / steps_per_epoch,  # fractional when the time limit stops a run mid-epoch
         "parameters": sum(p.numel() for p in vision.ViT(vision.ViTConfig.from_dict(_model(out))).parameters()),
+        "stem": _model(out).get("stem", "patch"),
     }
 
 
@@ -119,7 +120,8 @@ def render(results: dict[str, object]) -> str:
     for name, row in results["datasets"].items():
         vit, cnn = row["vit"], row["cnn"]
         lines.append(
-            f"| {name} | attnkit ViT | {vit['parameters']:,} | {vit['epochs']:.3g} |"
+            f"| {name} | attnkit ViT{' (conv stem)' if vit.get('stem') == 'conv' else ''} | {vit['parameters']:,} |"
+            f" {vit['epochs']:.3g} |"
             f" {vit['train_seconds'] / 60:.1f} min | **{vit['accuracy']:.2f}%** | ≥ {TARGETS[name]}% |"
         )
         lines.append(
