@@ -97,9 +97,7 @@ def main() -> None:
             flush=True,
         )
     total = sum(r["stories"] for r in rows)
-    pooled = {
-        name: sum(r[name]["accuracy"] * r["stories"] for r in rows) / total for name in ("preset", "variant")
-    }
+    pooled = {name: sum(r[name]["accuracy"] * r["stories"] for r in rows) / total for name in ("preset", "variant")}
     wins = sum(r["variant"]["accuracy"] > r["preset"]["accuracy"] for r in rows)
     verdict = "adopt the variant" if pooled["variant"] > pooled["preset"] else "keep the preset"
     print(

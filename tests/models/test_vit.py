@@ -55,7 +55,7 @@ def test_config_checks():
         ViTConfig(image_size=8, pooling="max")
     with pytest.raises(ValueError, match="stem must be"):
         ViTConfig(image_size=8, stem="resnet")
-    with pytest.raises(ValueError, match="power of 2|2, 4, 8"):
+    with pytest.raises(ValueError, match="patch_size must be 2, 4, 8"):
         ViTConfig(image_size=12, patch_size=3, stem="conv")
 
 
