@@ -53,7 +53,7 @@ def parse_variant(text: str) -> dict[str, object]:
 
 
 def run(preset: str, overrides: dict[str, object], train: Path, test: Path, out: Path, seed: int) -> dict:
-    values = {k: v for k, v in load_preset(str(ROOT / "configs" / "classify" / f"{preset}.yaml")).items()}
+    values = load_preset(str(ROOT / "configs" / "classify" / f"{preset}.yaml"))
     values.pop("dataset", None)
     values.update(overrides)
     given = {"out": str(out), "train": str(train), "test": str(test), "progress": False, "threads": 2, "seed": seed}

@@ -92,12 +92,13 @@ def train_vit(name: str, out: Path) -> dict[str, float]:
         history = list(csv.DictReader(handle))
     first, last = history[0], history[-1]
     steps_per_epoch = float(first["step"]) / float(first["epoch"])  # the first row ends epoch 1
+    model = _model(out)
     return {
         "accuracy": 100 * metrics["accuracy"],
         "train_seconds": float(last["elapsed_s"]),
         "epochs": float(last["step"]) / steps_per_epoch,  # fractional when the time limit stops a run mid-epoch
-        "parameters": sum(p.numel() for p in vision.ViT(vision.ViTConfig.from_dict(_model(out))).parameters()),
-        "stem": _model(out).get("stem", "patch"),
+        "parameters": sum(p.numel() for p in vision.ViT(vision.ViTConfig.from_dict(model)).parameters()),
+        "stem": model.get("stem", "patch"),
     }
 
 

@@ -145,8 +145,8 @@ class ConvStem(nn.Sequential):
     """images (B, C, H, W) -> tokens' features (B, D, H/P, W/P) through log2 P stride-2 convolutions.
 
     Xiao et al. 2021's stem: each 3 x 3, stride-2 convolution (padding 1) halves the image and
-    doubles the channels, ending at D channels, before a 1 x 1 convolution; BatchNorm and ReLU
-    follow each 3 x 3 convolution. So one token still stands for a P x P region.
+    doubles the channels (never fewer than 8), ending at D channels, before a 1 x 1 convolution;
+    BatchNorm and ReLU follow each 3 x 3 convolution. So one token still stands for a P x P region.
 
     Args:
         in_channels: image channels C.
