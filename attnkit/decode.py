@@ -234,9 +234,13 @@ def _decode_rows(
     eos_id: int | None,
     pad_id: int | None,
 ) -> Tensor:
-    """One token per row and step, picked by `choose(logits (N, V)) -> (N,)`; the loop of greedy and sampling."""
+    """One token per row and step, picked by `choose(logits (N, V)) -> (N,)`; the loop of greedy and sampling.
+
+    The rows still decoding live in one preallocated buffer (N, T0 + steps): each step writes one
+    column and hands the stepper a view, so no step copies the whole prefix.
+    """
     tokens = _start_tokens(start)  # (B, T0)
-    batch, device = tokens.size(0), tokens.device
+    batch, prompt, device = tokens.size(0), tokens.size(1), tokens.device
     limits = _limits(max_new_tokens, batch, device)  # (B,)
     steps = int(limits.max()) if batch else 0
     out = tokens.new_full((batch, steps), 0 if pad_id is None else pad_id)  # (B, steps)
@@ -244,23 +248,30 @@ def _decode_rows(
     if rows.numel() < batch:
         stepper.reorder(rows)
         tokens = tokens[rows]
+    live = tokens.new_empty((rows.numel(), prompt + steps))  # (N, T0 + steps)
+    live[:, :prompt] = tokens
+    # Without an eos and with one limit for all, no row ends before the last step.
+    all_to_the_end = eos_id is None and bool((limits[rows] == steps).all())
     width = 0
     for t in range(steps):
         if rows.numel() == 0:
             break
-        logits = _suppress_pad(stepper.step(tokens), pad_id)  # (N, V)
-        chosen = choose(logits)  # (N,)
-        out[rows, t] = chosen
+        logits = _suppress_pad(stepper.step(live[:, : prompt + t]), pad_id)  # (N, V)
+        live[:, prompt + t] = choose(logits)  # (N,)
         width = t + 1
-        tokens = torch.cat([tokens, chosen[:, None]], dim=1)  # (N, T0 + t + 1)
+        if all_to_the_end:
+            continue
+        chosen = live[:, prompt + t]
         ended = limits[rows] <= t + 1  # (N,)
         if eos_id is not None:
             ended |= chosen == eos_id
         if ended.any():
+            out[rows[ended], :width] = live[ended, prompt : prompt + width]
             keep = (~ended).nonzero().squeeze(1)  # (N',)
-            rows, tokens = rows[keep], tokens[keep]
+            rows, live = rows[keep], live[keep]
             if keep.numel():
                 stepper.reorder(keep)
+    out[rows, :width] = live[:, prompt : prompt + width]
     return out[:, :width]
 
 
