@@ -77,18 +77,12 @@ class EncoderLayer(nn.Module):
         """
         attn_mask = _attention_mask(keep, mask)
         token_keep = None if keep is None else keep[:, -x.size(1) :]  # (B, T): the positions in x
-
-        def attend(h: Tensor) -> Tensor:
-            return self.dropout(self.self_attn(h, mask=attn_mask, causal=causal, cache=cache))
-
-        def feed_forward(h: Tensor) -> Tensor:
-            return self.dropout(self.ffn(h))
-
+        attend, feed_forward, dropout = self.self_attn, self.ffn, self.dropout
         if self.norm_first:
-            x = x + attend(self.attn_norm(x, token_keep))
-            return x + feed_forward(self.ffn_norm(x, token_keep))
-        x = self.attn_norm(x + attend(x), token_keep)
-        return self.ffn_norm(x + feed_forward(x), token_keep)
+            x = x + dropout(attend(self.attn_norm(x, token_keep), mask=attn_mask, causal=causal, cache=cache))
+            return x + dropout(feed_forward(self.ffn_norm(x, token_keep)))
+        x = self.attn_norm(x + dropout(attend(x, mask=attn_mask, causal=causal, cache=cache)), token_keep)
+        return self.ffn_norm(x + dropout(feed_forward(x)), token_keep)
 
 
 class DecoderLayer(nn.Module):

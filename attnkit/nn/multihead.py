@@ -59,7 +59,7 @@ class KVCache:
             self._k.narrow(-2, self._length, new).copy_(k)
             self._v.narrow(-2, self._length, new).copy_(v)
         self._length += new
-        return self.k, self.v
+        return self._k.narrow(-2, 0, self._length), self._v.narrow(-2, 0, self._length)
 
     def _grow(self, needed: int) -> None:
         """Move what is held into buffers of at least twice the capacity."""
@@ -110,6 +110,8 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(kv_dim, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.rope = rope
+        self._qkv_key: tuple | None = None  # what `_qkv_fused` was built from (see _qkv_parameters)
+        self._qkv_fused: tuple[Tensor, Tensor | None] | None = None
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -148,7 +150,7 @@ class MultiHeadAttention(nn.Module):
         batch, q_len, _ = x.shape
         if context is None:
             offset = 0 if cache is None else cache.length
-            q, k, v = (self._split_heads(t) for t in self._project_qkv(x))  # (B, H, T, Dh) each
+            q, k, v = self._project_qkv(x)  # (B, H, T, Dh) each
             if self.rope is not None:
                 q, k = self.rope(q, offset), self.rope(k, offset)
             if cache is not None:
@@ -178,14 +180,17 @@ class MultiHeadAttention(nn.Module):
         out = self.out_proj(out)
         return (out, weights) if return_weights else out
 
-    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k, v (B, T, D) each, from one matrix product with the three weights side by side.
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, ...]:
+        """x (B, T, D) -> q, k, v (B, H, T, Dh) each, from one matrix product with the three weights
+        side by side.
 
         The same arithmetic as three `nn.Linear` calls; one larger product keeps the CPU's matrix
         kernels busier than three small ones.
         """
         weight, bias = self._qkv_parameters()
-        return F.linear(x, weight, bias).split(self.d_model, dim=-1)  # (B, T, 3D) -> 3 × (B, T, D)
+        batch, length, _ = x.shape
+        qkv = F.linear(x, weight, bias).view(batch, length, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, Dh)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B, H, T, Dh)
 
     def _qkv_parameters(self) -> tuple[Tensor, Tensor | None]:
         """The three projections' weights (3D, D) and biases (3D,) side by side.
@@ -194,11 +199,16 @@ class MultiHeadAttention(nn.Module):
         changes (in-place updates bump a tensor's version; a replaced tensor has another address):
         at batch 1 copying the weights at every step would cost as much as the product itself.
         """
-        params = [p for proj in (self.q_proj, self.k_proj, self.v_proj) for p in (proj.weight, proj.bias)]
-        params = [p for p in params if p is not None]
-        key = tuple((p.data_ptr(), p._version) for p in params) if torch.is_inference_mode_enabled() else None
-        if key is not None and getattr(self, "_qkv_key", None) == key:
-            return self._qkv_fused
+        key = None
+        if torch.is_inference_mode_enabled():
+            key = tuple(
+                (p.data_ptr(), p._version)
+                for proj in (self.q_proj, self.k_proj, self.v_proj)
+                for p in (proj.weight, proj.bias)
+                if p is not None
+            )
+            if key == self._qkv_key:
+                return self._qkv_fused
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
         bias = None
         if self.q_proj.bias is not None:
