@@ -78,24 +78,29 @@ def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -
                 variants[f"{search}, batch {batch}, cache {'on' if cache else 'off'}"] = (search, batch, cache, count)
     times: dict[str, list[float]] = {name: [] for name in variants}
     outputs: dict[str, list[list[int]]] = {}
+    # Each round times a search and batch size with the cache on and off back to back (which one first
+    # alternates), so each round's speed-up compares runs seconds apart on a machine whose load drifts.
     for r in range(rounds):
-        names = list(variants)
-        names = names[r % len(names) :] + names[: r % len(names)]
-        for name in names:
-            search, batch, cache, count = variants[name]
-            started = time.perf_counter()
-            outputs[name] = translate_ids(
-                model.model, sources[:count], search=search, batch_size=batch, use_cache=cache, beam=4
-            )
-            times[name].append(count / (time.perf_counter() - started))
+        for search in ("greedy", "beam"):
+            for batch in (64, 1):
+                pair = [f"{search}, batch {batch}, cache {state}" for state in ("on", "off")]
+                for name in pair if r % 2 == 0 else pair[::-1]:
+                    _, _, cache, count = variants[name]
+                    started = time.perf_counter()
+                    outputs[name] = translate_ids(
+                        model.model, sources[:count], search=search, batch_size=batch, use_cache=cache, beam=4
+                    )
+                    times[name].append(count / (time.perf_counter() - started))
     result = {
         name: {"sentences_per_s": statistics.median(v), "min": min(v), "max": max(v)} for name, v in times.items()
     }
     for search in ("greedy", "beam"):
         for batch in (64, 1):
             on, off = (f"{search}, batch {batch}, cache {s}" for s in ("on", "off"))
+            ratios = sorted(a / b for a, b in zip(times[on], times[off], strict=True))
             result[on]["same_output_as_cache_off"] = outputs[on] == outputs[off]
-            result[on]["speedup_vs_cache_off"] = result[on]["sentences_per_s"] / result[off]["sentences_per_s"]
+            result[on]["speedup_vs_cache_off"] = statistics.median(ratios)
+            result[on]["speedup_range"] = [ratios[0], ratios[-1]]
     return result
 
 
@@ -147,19 +152,22 @@ def render(results: dict[str, object]) -> str:
             continue
         lines += [
             "",
-            f"Decoding speed, {r['direction']} model, sentences/s (median of {results['rounds']} alternating rounds;"
-            " batch 1 on the first fifth of the sentences):",
+            f"Decoding speed, {r['direction']} model, sentences/s (medians over {results['rounds']} rounds, each"
+            " timing cache on and off back to back; batch 1 on the first fifth of the sentences). The speed-up is"
+            " the median of the per-round ratios, with their range:",
             "",
-            "| search | batch | cache on | cache off | speed-up | same output |",
-            "|---|---:|---:|---:|---:|---|",
+            "| search | batch | cache on | cache off | speed-up | range | same output |",
+            "|---|---:|---:|---:|---:|---|---|",
         ]
         for search in ("greedy", "beam"):
             for batch in (64, 1):
                 on = speed[f"{search}, batch {batch}, cache on"]
                 off = speed[f"{search}, batch {batch}, cache off"]
+                low, high = on.get("speedup_range", [float("nan")] * 2)
                 lines.append(
                     f"| {search} | {batch} | {on['sentences_per_s']:.1f} | {off['sentences_per_s']:.1f} |"
-                    f" {on['speedup_vs_cache_off']:.2f}× | {'yes' if on['same_output_as_cache_off'] else 'NO'} |"
+                    f" {on['speedup_vs_cache_off']:.2f}× | {low:.2f}–{high:.2f} |"
+                    f" {'yes' if on['same_output_as_cache_off'] else 'NO'} |"
                 )
         greedy_1 = speed["greedy, batch 1, cache on"]["speedup_vs_cache_off"]
         lines += [
@@ -180,7 +188,7 @@ def main() -> None:
     parser.add_argument("--directions", default="de-en,en-de", help="comma-separated, e.g. de-en")
     parser.add_argument("--minutes", type=float, default=59.0, help="training budget per direction")
     parser.add_argument("--sentences", type=int, default=200, help="test sentences timed per decoding variant")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (cache on and off back to back)")
     parser.add_argument("--out", default="runs/bench-translate", help="where the runs go")
     parser.add_argument("--speed-only", action="store_true", help="re-time decoding of existing runs")
     parser.add_argument("--no-speed", action="store_true", help="train and score only; keep earlier speed figures")
