@@ -256,10 +256,10 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict
         # machine the load drifts more between rounds than within one.
         for i in range(rounds):
             for batch in (1, 8):
-                names = [name for name in runs if name.endswith(f"batch {batch}") or f"batch {batch}," in name]
+                names = [name for name, (_, size) in runs.items() if size == batch]
                 names = names[i % len(names) :] + names[: i % len(names)]
                 for name in names:
-                    run, _ = runs[name]
+                    run = runs[name][0]
                     started = time.perf_counter()
                     run()
                     times[name].append(batch * new_tokens / (time.perf_counter() - started))
@@ -271,7 +271,7 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict
 
 def paired_ratio(gen: dict[str, dict], numerator: str, denominator: str) -> dict[str, float] | None:
     """Median, min and max over rounds of numerator's tokens/s over denominator's in the same round."""
-    if numerator not in gen or denominator not in gen or "rounds" not in gen[numerator]:
+    if numerator not in gen or denominator not in gen:
         return None
     ratios = sorted(a / b for a, b in zip(gen[numerator]["rounds"], gen[denominator]["rounds"], strict=True))
     return {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1]}
