@@ -67,6 +67,13 @@ class VisionOptions:
             "BatchNorm and ReLU down to the patch grid, Xiao et al. 2021; patch size a power of 2)"
         },
     )
+    stem_channels: int = field(
+        default=0,
+        metadata={
+            "help": "with --stem conv: width of a stride-1 3x3 convolution at full resolution before the "
+            "stride-2 ones (0 = none)"
+        },
+    )
     augment: Augment = field(
         default="crop", metadata={"help": "none, crop (pad + random crop), crop_flip, or randaug (crop_flip + RA)"}
     )
@@ -102,6 +109,7 @@ class VisionOptions:
             dropout=self.dropout,
             pooling=self.pooling,
             stem=self.stem,
+            stem_channels=self.stem_channels,
         )
 
 
