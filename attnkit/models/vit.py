@@ -40,8 +40,8 @@ class ViTConfig(DictConfig):
         pooling: "cls" (the paper) or "mean" over patch states.
         stem: "patch" (the paper: one linear map per patch) or "conv" (log2 P stride-2 3 x 3
             convolutions with BatchNorm and ReLU, then a 1 x 1 convolution; P must be a power of 2).
-        stem_channels: with the conv stem, the width of one more 3 x 3 convolution (stride 1, with
-            BatchNorm and ReLU) at full resolution before the stride-2 ones; 0 = none.
+        stem_depth: with the conv stem, how many scales, from full resolution down, also get a
+            stride-1 3 x 3 convolution (with BatchNorm and ReLU); 0 = none (Xiao et al.'s stem).
     """
 
     image_size: int
@@ -55,7 +55,7 @@ class ViTConfig(DictConfig):
     dropout: float = 0.1
     pooling: Literal["cls", "mean"] = "cls"
     stem: Literal["patch", "conv"] = "patch"
-    stem_channels: int = 0
+    stem_depth: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size", "in_channels", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -75,8 +75,11 @@ class ViTConfig(DictConfig):
             raise ValueError(
                 f"a conv stem halves the image per convolution: patch_size must be 2, 4, 8, ...; got {self.patch_size}"
             )
-        if self.stem_channels < 0 or (self.stem_channels and self.stem != "conv"):
-            raise ValueError(f"stem_channels must be >= 0 and needs stem conv, got {self.stem_channels}")
+        scales = self.patch_size.bit_length()  # full resolution, then one per halving
+        if self.stem_depth and (self.stem != "conv" or not 0 <= self.stem_depth <= scales):
+            raise ValueError(
+                f"stem_depth needs stem conv and must be in 0..{scales} (scales of the stem), got {self.stem_depth}"
+            )
 
     @property
     def grid(self) -> int:
@@ -96,7 +99,7 @@ class ViT(nn.Module):
         self.config = config
         d = config.d_model
         if config.stem == "conv":
-            self.patch_embed = ConvStem(config.in_channels, d, config.patch_size, config.stem_channels)
+            self.patch_embed = ConvStem(config.in_channels, d, config.patch_size, config.stem_depth)
         else:
             # A convolution with stride = kernel = P is exactly a linear map of each flattened patch.
             self.patch_embed = nn.Conv2d(config.in_channels, d, kernel_size=config.patch_size, stride=config.patch_size)
@@ -152,26 +155,30 @@ class ConvStem(nn.Sequential):
     Xiao et al. 2021's stem: each 3 x 3, stride-2 convolution (padding 1) halves the image and
     doubles the channels (never fewer than 8), ending at D channels, before a 1 x 1 convolution;
     BatchNorm and ReLU follow each 3 x 3 convolution. So one token still stands for a P x P region.
-    Optionally a stride-1 3 x 3 convolution first extracts features at full resolution, which the
-    first stride-2 convolution otherwise computes from raw pixels (on Fashion-MNIST it pays for its
-    cost; see BENCHMARKS.md).
+    Optionally the first `depth` scales, from full resolution down, also get a stride-1 3 x 3
+    convolution, so that each downsampling works on features instead of raw pixels or a single layer
+    of them (on Fashion-MNIST this pays for its cost; see BENCHMARKS.md). The one at full resolution
+    is as wide as the first stride-2 convolution; the others keep their scale's width.
 
     Args:
         in_channels: image channels C.
         d_model: output channels D.
         patch_size: P, a power of 2 (the number of halvings is log2 P).
-        full_res_channels: width of the stride-1 convolution; 0 = none.
+        depth: scales with a stride-1 convolution, 0..log2 P + 1.
     """
 
-    def __init__(self, in_channels: int, d_model: int, patch_size: int, full_res_channels: int = 0) -> None:
+    def __init__(self, in_channels: int, d_model: int, patch_size: int, depth: int = 0) -> None:
         halvings = patch_size.bit_length() - 1
-        widths = [max(d_model // 2 ** (halvings - 1 - i), 8) for i in range(halvings)]  # ..., D/2, D
-        strides = [2] * halvings
-        if full_res_channels:
-            widths, strides = [full_res_channels, *widths], [1, *strides]
+        down = [max(d_model // 2 ** (halvings - 1 - i), 8) for i in range(halvings)]  # ..., D/2, D
+        convs: list[tuple[int, int]] = []  # (width, stride) of each 3 x 3 convolution
+        for scale, width in enumerate([down[0], *down]):  # full resolution, then after each halving
+            if scale < depth:
+                convs.append((width, 1))
+            if scale < halvings:
+                convs.append((down[scale], 2))
         layers: list[nn.Module] = []
         channels = in_channels
-        for width, stride in zip(widths, strides, strict=True):
+        for width, stride in convs:
             layers += [
                 nn.Conv2d(channels, width, kernel_size=3, stride=stride, padding=1, bias=False),
                 nn.BatchNorm2d(width),

@@ -67,11 +67,11 @@ class VisionOptions:
             "BatchNorm and ReLU down to the patch grid, Xiao et al. 2021; patch size a power of 2)"
         },
     )
-    stem_channels: int = field(
+    stem_depth: int = field(
         default=0,
         metadata={
-            "help": "with --stem conv: width of a stride-1 3x3 convolution at full resolution before the "
-            "stride-2 ones (0 = none)"
+            "help": "with --stem conv: how many scales, from full resolution down, also get a stride-1 3x3 "
+            "convolution (0 = none)"
         },
     )
     augment: Augment = field(
@@ -109,7 +109,7 @@ class VisionOptions:
             dropout=self.dropout,
             pooling=self.pooling,
             stem=self.stem,
-            stem_channels=self.stem_channels,
+            stem_depth=self.stem_depth,
         )
 
 

@@ -57,10 +57,12 @@ def test_config_checks():
         ViTConfig(image_size=8, stem="resnet")
     with pytest.raises(ValueError, match="patch_size must be 2, 4, 8"):
         ViTConfig(image_size=12, patch_size=3, stem="conv")
-    with pytest.raises(ValueError, match="stem_channels"):
-        ViTConfig(image_size=8, stem_channels=8)  # the patch stem has no convolutions to add to
-    with pytest.raises(ValueError, match="stem_channels"):
-        ViTConfig(image_size=8, stem="conv", stem_channels=-1)
+    with pytest.raises(ValueError, match="stem_depth"):
+        ViTConfig(image_size=8, stem_depth=1)  # the patch stem has no convolutions to add to
+    with pytest.raises(ValueError, match=r"must be in 0\.\.3"):
+        ViTConfig(image_size=8, stem="conv", stem_depth=-1)
+    with pytest.raises(ValueError, match=r"must be in 0\.\.3"):
+        ViTConfig(image_size=8, patch_size=4, stem="conv", stem_depth=4)
 
 
 @pytest.mark.parametrize("patch", [2, 4, 8])
@@ -73,18 +75,28 @@ def test_conv_stem_keeps_the_patch_grid_and_doubles_channels_to_d_model(patch):
     assert stem.eval()(torch.randn(2, 3, 16, 24)).shape == (2, 32, 16 // patch, 24 // patch)
 
 
-def test_conv_stem_full_resolution_convolution_comes_first_and_keeps_the_grid():
-    stem = ConvStem(3, 32, 4, full_res_channels=12)
+@pytest.mark.parametrize(
+    "depth, layout",
+    [
+        (0, [(3, 16, 2), (16, 32, 2), (32, 32, 1)]),
+        (1, [(3, 16, 1), (16, 16, 2), (16, 32, 2), (32, 32, 1)]),
+        (2, [(3, 16, 1), (16, 16, 2), (16, 16, 1), (16, 32, 2), (32, 32, 1)]),
+        (3, [(3, 16, 1), (16, 16, 2), (16, 16, 1), (16, 32, 2), (32, 32, 1), (32, 32, 1)]),
+    ],
+)
+def test_conv_stem_depth_adds_a_stride_1_convolution_per_scale_from_the_top(depth, layout):
+    """(in, out, stride) of each convolution; the last one is always the 1 x 1 to d_model."""
+    stem = ConvStem(3, 32, 4, depth)
     convs = [m for m in stem if isinstance(m, torch.nn.Conv2d)]
-    assert [c.stride for c in convs] == [(1, 1), (2, 2), (2, 2), (1, 1)]
-    assert convs[0].out_channels == 12 and convs[1].in_channels == 12 and convs[0].kernel_size == (3, 3)
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == layout
+    assert all(c.kernel_size == (3, 3) for c in convs[:-1]) and convs[-1].kernel_size == (1, 1)
     assert stem.eval()(torch.randn(2, 3, 16, 24)).shape == (2, 32, 4, 6)
 
 
 def test_conv_stem_output_does_not_depend_on_the_input_memory_format():
     """The stem runs channels-last internally: the same numbers as the reference (contiguous) convolutions."""
     torch.manual_seed(0)
-    stem = ConvStem(3, 16, 4, full_res_channels=8).eval()
+    stem = ConvStem(3, 16, 4, depth=2).eval()
     images = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         reference = torch.nn.Sequential(*stem)(images)  # nn.Sequential's forward, on the NCHW input

@@ -74,12 +74,13 @@ def test_conv_stem_run_reloads_with_its_batchnorm_statistics(folder_run, tmp_pat
     root, _ = folder_run
     run = tmp_path / "conv"
     args = ["train", "vision", "--dataset", "folder", "--data-dir", str(root), "--out", str(run), "--valid-size", "40"]
-    stem = ["--stem", "conv", "--stem-channels", "8"]
+    stem = ["--stem", "conv", "--stem-depth", "1"]
     assert main([*args, *TINY, *stem, "--epochs", "3", "--batch-size", "32", "--no-progress"]) == 0
     model = json.loads((run / "config.json").read_text())["model"]
-    assert model["stem"] == "conv" and model["stem_channels"] == 8
-    stem_norm = LoadedVision(run).model.patch_embed[1]  # the stem's first BatchNorm, as trained
-    assert stem_norm.num_features == 8
+    assert model["stem"] == "conv" and model["stem_depth"] == 1
+    stem = LoadedVision(run).model.patch_embed
+    assert stem[0].stride == (1, 1)  # the full-resolution convolution of --stem-depth 1
+    stem_norm = stem[1]  # the stem's first BatchNorm, as trained
     assert stem_norm.num_batches_tracked.item() > 0 and stem_norm.running_var.sub(1).abs().max() > 1e-3
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
@@ -103,4 +104,4 @@ def test_bad_input(folder_run, tmp_path, capsys):
     assert "--dataset" in _error(capsys, ["train", "vision", "--dataset", "imagenet"])
     assert "patch" in _error(capsys, ["train", "vision", "--image-size", "30", "--patch-size", "4"])
     assert "--rotate" in _error(capsys, ["train", "vision", "--dataset", "mnist", "--rotate", "-5"])
-    assert "stem_channels" in _error(capsys, ["train", "vision", "--dataset", "mnist", "--stem-channels", "8"])
+    assert "stem_depth" in _error(capsys, ["train", "vision", "--dataset", "mnist", "--stem-depth", "1"])
