@@ -190,6 +190,6 @@ class ConvStem(nn.Sequential):
 
     def forward(self, images: Tensor) -> Tensor:
         """images (B, C, H, W) -> (B, D, H/P, W/P)."""
-        # Channels-last lets the CPU's convolution kernels skip reordering each layer's activations
-        # (the full-resolution convolution costs about a fifth less time so).
+        # Channels-last lets the CPU's convolution kernels skip reordering each layer's activations:
+        # 5-15% less time per training step with a full-resolution convolution, in paired timings.
         return super().forward(images.contiguous(memory_format=torch.channels_last))
