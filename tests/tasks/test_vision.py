@@ -74,8 +74,8 @@ def test_conv_stem_run_reloads_with_its_batchnorm_statistics(folder_run, tmp_pat
     root, _ = folder_run
     run = tmp_path / "conv"
     args = ["train", "vision", "--dataset", "folder", "--data-dir", str(root), "--out", str(run), "--valid-size", "40"]
-    stem = ["--stem", "conv", "--stem-depth", "1"]
-    assert main([*args, *TINY, *stem, "--epochs", "3", "--batch-size", "32", "--no-progress"]) == 0
+    stem_args = ["--stem", "conv", "--stem-depth", "1"]
+    assert main([*args, *TINY, *stem_args, "--epochs", "3", "--batch-size", "32", "--no-progress"]) == 0
     model = json.loads((run / "config.json").read_text())["model"]
     assert model["stem"] == "conv" and model["stem_depth"] == 1
     stem = LoadedVision(run).model.patch_embed
