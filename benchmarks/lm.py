@@ -350,7 +350,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     folder = data_root() / "tinyshakespeare"
-    text_path = next(p for p in (folder / "input.txt", folder / "input.txt.gz", folder / "input.txt") if p.exists())
+    text_path = next((p for p in (folder / "input.txt", folder / "input.txt.gz") if p.exists()), None)
+    if text_path is None:
+        sys.exit(f"no input.txt(.gz) in {folder}: set ATTNKIT_DATA to the folder holding tinyshakespeare/")
     text = lm.read_text(str(text_path))
     cut = int(len(text) * 0.9)
     codec = lm.Codec.train("char", text[:cut], 0)

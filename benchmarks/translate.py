@@ -64,43 +64,48 @@ def train_direction(src: str, tgt: str, minutes: float, out: Path) -> dict[str, 
     }
 
 
+DECODING_SETTINGS = [(search, batch) for search in ("greedy", "beam") for batch in (64, 1)]  # timed pairs
+
+
+def variant_name(search: str, batch: int, cache: bool) -> str:
+    """The results' key of one timed decoding variant, e.g. "greedy, batch 1, cache on"."""
+    return f"{search}, batch {batch}, cache {'on' if cache else 'off'}"
+
+
 def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -> dict[str, dict[str, float]]:
     """Sentences per second, medians over alternating rounds, for each search x cache x batch size."""
     model = LoadedTranslator(run)
     files = multi30k_files(src, tgt)
     texts = read_parallel(files["test_src"], files["test_tgt"]).src[:sentences]
     sources = [[*model.tokenizer.encode(t, add_special_tokens=False).ids, EOS_ID] for t in texts]
-    variants = {}
-    for search in ("greedy", "beam"):
-        for batch in (64, 1):
-            for cache in (True, False):
-                count = sentences if batch > 1 else max(20, sentences // 5)
-                variants[f"{search}, batch {batch}, cache {'on' if cache else 'off'}"] = (search, batch, cache, count)
+    variants = {
+        variant_name(search, batch, cache): (search, batch, cache, sentences if batch > 1 else max(20, sentences // 5))
+        for search, batch in DECODING_SETTINGS
+        for cache in (True, False)
+    }
     times: dict[str, list[float]] = {name: [] for name in variants}
     outputs: dict[str, list[list[int]]] = {}
     # Each round times a search and batch size with the cache on and off back to back (which one first
     # alternates), so each round's speed-up compares runs seconds apart on a machine whose load drifts.
     for r in range(rounds):
-        for search in ("greedy", "beam"):
-            for batch in (64, 1):
-                pair = [f"{search}, batch {batch}, cache {state}" for state in ("on", "off")]
-                for name in pair if r % 2 == 0 else pair[::-1]:
-                    _, _, cache, count = variants[name]
-                    started = time.perf_counter()
-                    outputs[name] = translate_ids(
-                        model.model, sources[:count], search=search, batch_size=batch, use_cache=cache, beam=4
-                    )
-                    times[name].append(count / (time.perf_counter() - started))
+        for search, batch in DECODING_SETTINGS:
+            pair = [variant_name(search, batch, cache) for cache in (True, False)]
+            for name in pair if r % 2 == 0 else pair[::-1]:
+                _, _, cache, count = variants[name]
+                started = time.perf_counter()
+                outputs[name] = translate_ids(
+                    model.model, sources[:count], search=search, batch_size=batch, use_cache=cache, beam=4
+                )
+                times[name].append(count / (time.perf_counter() - started))
     result = {
         name: {"sentences_per_s": statistics.median(v), "min": min(v), "max": max(v)} for name, v in times.items()
     }
-    for search in ("greedy", "beam"):
-        for batch in (64, 1):
-            on, off = (f"{search}, batch {batch}, cache {s}" for s in ("on", "off"))
-            ratios = sorted(a / b for a, b in zip(times[on], times[off], strict=True))
-            result[on]["same_output_as_cache_off"] = outputs[on] == outputs[off]
-            result[on]["speedup_vs_cache_off"] = statistics.median(ratios)
-            result[on]["speedup_range"] = [ratios[0], ratios[-1]]
+    for search, batch in DECODING_SETTINGS:
+        on, off = (variant_name(search, batch, cache) for cache in (True, False))
+        ratios = sorted(a / b for a, b in zip(times[on], times[off], strict=True))
+        result[on]["same_output_as_cache_off"] = outputs[on] == outputs[off]
+        result[on]["speedup_vs_cache_off"] = statistics.median(ratios)
+        result[on]["speedup_range"] = [ratios[0], ratios[-1]]
     return result
 
 
@@ -159,17 +164,15 @@ def render(results: dict[str, object]) -> str:
             "| search | batch | cache on | cache off | speed-up | range | same output |",
             "|---|---:|---:|---:|---:|---|---|",
         ]
-        for search in ("greedy", "beam"):
-            for batch in (64, 1):
-                on = speed[f"{search}, batch {batch}, cache on"]
-                off = speed[f"{search}, batch {batch}, cache off"]
-                low, high = on.get("speedup_range", [float("nan")] * 2)
-                lines.append(
-                    f"| {search} | {batch} | {on['sentences_per_s']:.1f} | {off['sentences_per_s']:.1f} |"
-                    f" {on['speedup_vs_cache_off']:.2f}× | {low:.2f}–{high:.2f} |"
-                    f" {'yes' if on['same_output_as_cache_off'] else 'NO'} |"
-                )
-        greedy_1 = speed["greedy, batch 1, cache on"]["speedup_vs_cache_off"]
+        for search, batch in DECODING_SETTINGS:
+            on, off = (speed[variant_name(search, batch, cache)] for cache in (True, False))
+            low, high = on.get("speedup_range", [float("nan")] * 2)
+            lines.append(
+                f"| {search} | {batch} | {on['sentences_per_s']:.1f} | {off['sentences_per_s']:.1f} |"
+                f" {on['speedup_vs_cache_off']:.2f}× | {low:.2f}–{high:.2f} |"
+                f" {'yes' if on['same_output_as_cache_off'] else 'NO'} |"
+            )
+        greedy_1 = speed[variant_name("greedy", 1, True)]["speedup_vs_cache_off"]
         lines += [
             "",
             f"Target: the cache ≥ 3× faster than recomputing for greedy decoding at batch 1: **{greedy_1:.2f}×,"
