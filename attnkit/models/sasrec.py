@@ -28,6 +28,8 @@ class SASRecConfig(DictConfig):
         d_model, n_heads, n_layers: width d, heads and self-attention blocks b.
         d_ff: inner width of the point-wise feed-forward network (the paper: d).
         dropout: on embeddings, attention outputs and feed-forward outputs.
+        attention_dropout: on the attention weights (the reference code uses the same rate as
+            `dropout`; 0 leaves them whole).
         norm_first: pre-norm blocks, as the paper's Eq. (4)-(5) (LayerNorm before each sub-layer).
     """
 
@@ -38,6 +40,7 @@ class SASRecConfig(DictConfig):
     n_layers: int = 2
     d_ff: int = 50
     dropout: float = 0.2
+    attention_dropout: float = 0.0
     norm_first: bool = True
 
     def __post_init__(self) -> None:
@@ -46,8 +49,9 @@ class SASRecConfig(DictConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class SASRec(nn.Module):
@@ -73,6 +77,7 @@ class SASRec(nn.Module):
             config.d_ff,
             config.n_layers,
             dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
             activation="relu",
             norm_first=config.norm_first,
             final_norm=True,

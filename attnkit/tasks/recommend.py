@@ -55,6 +55,9 @@ class RecommendOptions:
     n_layers: int = field(default=2, metadata={"help": "self-attention blocks"})
     d_ff: int = field(default=50, metadata={"help": "feed-forward width (the paper: d)"})
     dropout: float = field(default=0.2, metadata={"help": "dropout rate"})
+    attention_dropout: float = field(
+        default=0.0, metadata={"help": "dropout on the attention weights (the reference code: the --dropout rate)"}
+    )
     loss: Loss = field(
         default="bce",
         metadata={"help": "bce: the paper's, one sampled negative per position; ce: softmax over all items"},
@@ -81,6 +84,7 @@ class RecommendOptions:
             n_layers=self.n_layers,
             d_ff=self.d_ff,
             dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
         )
 
 

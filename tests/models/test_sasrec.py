@@ -75,6 +75,18 @@ def test_output_shape_and_dropout_only_in_training():
         assert not torch.equal(model(history), model(history))
 
 
+def test_attention_dropout_drops_attention_weights_in_training_only():
+    model = _model(dropout=0.0, attention_dropout=0.5)
+    assert all(layer.self_attn.dropout == 0.5 for layer in model.encoder.layers)
+    history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(model(history), model(history))
+        model.train()
+        assert not torch.equal(model(history), model(history))
+        without = _model(dropout=0.0).train()  # the same weights, no dropout anywhere: deterministic
+        assert torch.equal(without(history), without(history))
+
+
 def test_item_embedding_is_the_output_table():
     model = _model()
     states = torch.randn(3, 5, 16)
@@ -116,6 +128,7 @@ def test_padding_row_is_zero_at_init_and_gets_no_gradient():
         ({"max_len": 0}, "max_len must be >= 1"),
         ({"d_model": 10, "n_heads": 3}, "n_heads=3 must divide d_model=10"),
         ({"dropout": 1.0}, "dropout must be in"),
+        ({"attention_dropout": -0.1}, "attention_dropout must be in"),
     ],
 )
 def test_config_checks(overrides, message):
