@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from attnkit.nn import Encoder, LearnedPositionalEmbedding
+from attnkit.nn import Encoder, FeedForward, LayerNorm, LearnedPositionalEmbedding, MultiHeadAttention
 from attnkit.nn.config import DictConfig
 from attnkit.nn.dropout import Dropout
+
+Style = Literal["attnkit", "reference"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +34,9 @@ class SASRecConfig(DictConfig):
         attention_dropout: on the attention weights (the reference code uses the same rate as
             `dropout`; 0 leaves them whole).
         norm_first: pre-norm blocks, as the paper's Eq. (4)-(5) (LayerNorm before each sub-layer).
+        style: "attnkit": `attnkit.nn.Encoder` blocks, item table N(0, 1/d); "reference": the blocks
+            and initialisation of the authors' code (`ReferenceBlock`; item and position tables
+            Xavier-normal), which learn markedly faster on the paper's data.
     """
 
     n_items: int
@@ -42,6 +48,7 @@ class SASRecConfig(DictConfig):
     dropout: float = 0.2
     attention_dropout: float = 0.0
     norm_first: bool = True
+    style: Style = "attnkit"
 
     def __post_init__(self) -> None:
         for name in ("n_items", "max_len", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -52,6 +59,10 @@ class SASRecConfig(DictConfig):
         for name in ("dropout", "attention_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.style not in ("attnkit", "reference"):
+            raise ValueError(f"style must be attnkit or reference, got {self.style!r}")
+        if self.style == "reference" and not self.norm_first:
+            raise ValueError("norm_first=False applies to the attnkit style only")
 
 
 class SASRec(nn.Module):
@@ -71,18 +82,25 @@ class SASRec(nn.Module):
         self.item_embed = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=0)
         self.pos = LearnedPositionalEmbedding(config.max_len, config.d_model)
         self.dropout = Dropout(config.dropout)
-        self.encoder = Encoder(
-            config.d_model,
-            config.n_heads,
-            config.d_ff,
-            config.n_layers,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation="relu",
-            norm_first=config.norm_first,
-            final_norm=True,
-        )
-        nn.init.normal_(self.item_embed.weight, std=config.d_model**-0.5)
+        if config.style == "reference":
+            self.encoder = ReferenceEncoder(config)
+            # The reference code draws every weight Xavier-normal: for the tables that makes item
+            # vectors small (std sqrt(2 / (items + d))) next to the position vectors.
+            nn.init.xavier_normal_(self.item_embed.weight)
+            nn.init.xavier_normal_(self.pos.weight)
+        else:
+            self.encoder = Encoder(
+                config.d_model,
+                config.n_heads,
+                config.d_ff,
+                config.n_layers,
+                dropout=config.dropout,
+                attention_dropout=config.attention_dropout,
+                activation="relu",
+                norm_first=config.norm_first,
+                final_norm=True,
+            )
+            nn.init.normal_(self.item_embed.weight, std=config.d_model**-0.5)
         with torch.no_grad():
             self.item_embed.weight[0].zero_()
 
@@ -104,3 +122,51 @@ class SASRec(nn.Module):
     def score(self, states: Tensor, items: Tensor) -> Tensor:
         """states (B, D) or (B, L, D), items (B, K) or (B, L, K) -> scores (B, K) or (B, L, K)."""
         return (states.unsqueeze(-2) * self.item_embed(items)).sum(-1)
+
+
+class ReferenceBlock(nn.Module):
+    """A self-attention block as the SASRec authors' code computes it, from `attnkit.nn` parts.
+
+        q = LN(x);  x = q + Attention(queries q, keys and values x);  x = LN'(x);  x = x + FFN(x)
+
+    Unlike pre-norm (x + Sublayer(LN(x))), the residual sum starts from the normalised stream, and
+    keys and values come from the stream before the norm. Padded positions are zeroed on the way out.
+
+    Args:
+        config: SASRecConfig (d_model, n_heads, d_ff, dropout, attention_dropout).
+    """
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.attn_norm = LayerNorm(config.d_model, eps=1e-8)
+        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads, dropout=config.attention_dropout)
+        self.ffn_norm = LayerNorm(config.d_model, eps=1e-8)
+        self.ffn = FeedForward(config.d_model, config.d_ff, activation="relu", dropout=config.dropout)
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x: Tensor, keep: Tensor, causal: bool = True) -> Tensor:
+        """x (B, L, D), keep (B, L) bool, True at real items -> (B, L, D)."""
+        queries = self.attn_norm(x)
+        x = queries + self.self_attn(queries, x, mask=keep[:, None, None, :], causal=causal)
+        x = self.ffn_norm(x)
+        x = x + self.dropout(self.ffn(x))
+        return x * keep.unsqueeze(-1)
+
+
+class ReferenceEncoder(nn.Module):
+    """`ReferenceBlock`s then a final LayerNorm: SASRec's stack in the authors' code.
+
+    Args:
+        config: SASRecConfig.
+    """
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(ReferenceBlock(config) for _ in range(config.n_layers))
+        self.final_norm = LayerNorm(config.d_model, eps=1e-8)
+
+    def forward(self, x: Tensor, *, keep: Tensor, causal: bool = True) -> Tensor:
+        """x (B, L, D), keep (B, L) -> (B, L, D)."""
+        for layer in self.layers:
+            x = layer(x, keep, causal)
+        return self.final_norm(x)

@@ -55,8 +55,13 @@ class RecommendOptions:
     n_layers: int = field(default=2, metadata={"help": "self-attention blocks"})
     d_ff: int = field(default=50, metadata={"help": "feed-forward width (the paper: d)"})
     dropout: float = field(default=0.2, metadata={"help": "dropout rate"})
-    attention_dropout: float = field(
-        default=0.0, metadata={"help": "dropout on the attention weights (the reference code: the --dropout rate)"}
+    attention_dropout: float | None = field(
+        default=None,
+        metadata={"help": "dropout on the attention weights (None: the --dropout rate, as the reference code)"},
+    )
+    style: Literal["attnkit", "reference"] = field(
+        default="reference",
+        metadata={"help": "reference: the authors' blocks and initialisation; attnkit: attnkit.nn's pre-norm Encoder"},
     )
     loss: Loss = field(
         default="bce",
@@ -84,7 +89,8 @@ class RecommendOptions:
             n_layers=self.n_layers,
             d_ff=self.d_ff,
             dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
+            attention_dropout=self.dropout if self.attention_dropout is None else self.attention_dropout,
+            style=self.style,
         )
 
 

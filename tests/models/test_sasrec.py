@@ -23,9 +23,12 @@ def _model(seed: int = 0, **overrides) -> SASRec:
     return SASRec(SASRecConfig(**{**sizes, **overrides})).eval()
 
 
-@pytest.mark.parametrize("norm_first", [True, False])
-def test_causality(norm_first):
-    model = _model(norm_first=norm_first)
+STYLES = [{"norm_first": True}, {"norm_first": False}, {"style": "reference"}]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_causality(style):
+    model = _model(**style)
     history = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2], [5, 6, 7, 8, 9, 10, 11, 12]])
     changed = history.clone()
     changed[:, 5] = torch.tensor([21, 22])
@@ -35,9 +38,9 @@ def test_causality(norm_first):
     assert not torch.allclose(before[:, 5:], after[:, 5:])  # later ones do
 
 
-@pytest.mark.parametrize("norm_first", [True, False])
-def test_padding_invariance(norm_first):
-    model = _model(norm_first=norm_first)
+@pytest.mark.parametrize("style", STYLES)
+def test_padding_invariance(style):
+    model = _model(**style)
     items = [3, 7, 1, 9, 4]
     short = torch.tensor([items])  # (1, 5)
     for extra in (1, 4, 7):  # up to the full max_len of 12
@@ -87,6 +90,26 @@ def test_attention_dropout_drops_attention_weights_in_training_only():
         assert torch.equal(without(history), without(history))
 
 
+def test_reference_style_blocks_and_initialisation():
+    torch.manual_seed(0)
+    config = SASRecConfig(n_items=3000, max_len=200, d_model=50, style="reference", dropout=0.0)
+    model = SASRec(config).eval()
+    items, positions = model.item_embed.weight, model.pos.weight
+    assert torch.equal(items[0], torch.zeros(50))
+    # Xavier-normal: std sqrt(2 / (fan_in + fan_out)); the item vectors come out smaller than the positions.
+    assert items[1:].std().item() == pytest.approx((2 / (3001 + 50)) ** 0.5, rel=0.05)
+    assert positions.std().item() == pytest.approx((2 / (200 + 50)) ** 0.5, rel=0.05)
+    # One block by hand: q = LN(x); x = q + Attention(q, keys/values x); x = LN'(x); x = x + FFN(x).
+    block = model.encoder.layers[0]
+    x = torch.randn(2, 6, 50)
+    keep = torch.ones(2, 6, dtype=torch.bool)
+    with torch.no_grad():
+        q = block.attn_norm(x)
+        h = q + block.self_attn(q, x, causal=True)
+        h = block.ffn_norm(h)
+        torch.testing.assert_close(block(x, keep), h + block.ffn(h))
+
+
 def test_item_embedding_is_the_output_table():
     model = _model()
     states = torch.randn(3, 5, 16)
@@ -129,6 +152,8 @@ def test_padding_row_is_zero_at_init_and_gets_no_gradient():
         ({"d_model": 10, "n_heads": 3}, "n_heads=3 must divide d_model=10"),
         ({"dropout": 1.0}, "dropout must be in"),
         ({"attention_dropout": -0.1}, "attention_dropout must be in"),
+        ({"style": "keras"}, "style must be attnkit or reference"),
+        ({"style": "reference", "norm_first": False}, "norm_first=False applies to the attnkit style only"),
     ],
 )
 def test_config_checks(overrides, message):

@@ -333,6 +333,8 @@ def test_train_learns_the_cycle(cycle, loss, capsys):
     assert config["task"] == "recommend"
     assert config["options"]["loss"] == loss
     assert config["model"]["n_items"] == 100
+    # The default style is the authors' code, attention weights dropped at the --dropout rate.
+    assert (config["model"]["style"], config["model"]["attention_dropout"]) == ("reference", 0.1)
     ids = json.loads((run / "ids.json").read_text())
     assert ids["users"] == [str(u) for u in range(1, 61)]
     assert ids["items"] == ["", *[str(i) for i in range(1, 101)]]
@@ -357,6 +359,18 @@ def test_evaluate_reproduces_the_training_figures(cycle, tmp_path, protocol, cap
     assert json.loads((copy / "metrics.json").read_text()) == pytest.approx(trained)
     assert ("test [full:" in out) == (protocol != "sampled")
     assert ("test [sampled:" in out) == (protocol != "full")
+
+
+def test_attnkit_style_trains_and_evaluates_as_saved(cycle, tmp_path, capsys):
+    data, _, _ = cycle
+    run = tmp_path / "run"
+    assert _train(data, run, "--epochs", "1", "--style", "attnkit", "--attention-dropout", "0.05") == 0
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["style"], model["attention_dropout"]) == ("attnkit", 0.05)
+    trained = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(trained)
 
 
 def _recommended(out: str) -> list[str]:
