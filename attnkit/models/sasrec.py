@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -59,8 +59,8 @@ class SASRecConfig(DictConfig):
         for name in ("dropout", "attention_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.style not in ("attnkit", "reference"):
-            raise ValueError(f"style must be attnkit or reference, got {self.style!r}")
+        if self.style not in get_args(Style):
+            raise ValueError(f"style must be {' or '.join(get_args(Style))}, got {self.style!r}")
         if self.style == "reference" and not self.norm_first:
             raise ValueError("norm_first=False applies to the attnkit style only")
 

@@ -26,7 +26,7 @@ from attnkit.data.interactions import Interactions, LeaveOneOut, leave_one_out, 
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, unwrap
 from attnkit.engine.checkpoint import save_tensors_atomic, write_json_atomic
 from attnkit.errors import DataError, UserError
-from attnkit.models.sasrec import SASRec, SASRecConfig
+from attnkit.models.sasrec import SASRec, SASRecConfig, Style
 from attnkit.nn import linear_cross_entropy
 from attnkit.options import check_model_options
 from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
@@ -59,7 +59,7 @@ class RecommendOptions:
         default=None,
         metadata={"help": "dropout on the attention weights (None: the --dropout rate, as the reference code)"},
     )
-    style: Literal["attnkit", "reference"] = field(
+    style: Style = field(
         default="reference",
         metadata={"help": "reference: the authors' blocks and initialisation; attnkit: attnkit.nn's pre-norm Encoder"},
     )
