@@ -12,8 +12,7 @@ Evaluation is batched: one matrix product scores every item for a batch of users
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +65,13 @@ class RecommendOptions:
     loss: Loss = field(
         default="bce",
         metadata={"help": "bce: the paper's, one sampled negative per position; ce: softmax over all items"},
+    )
+    length_buckets: bool = field(
+        default=False,
+        metadata={
+            "help": "batch training users of similar history length together: less padding, faster epochs, "
+            "but less learned per epoch (BENCHMARKS.md); off = batches drawn at random, as the reference code"
+        },
     )
     negatives: int = field(default=100, metadata={"help": "negatives per user of the sampled protocol"})
     eval_seed: int = field(default=0, metadata={"help": "seed of the sampled protocol's negatives"})
@@ -258,11 +264,22 @@ def eval_set(split: LeaveOneOut, which: str, n_items: int, max_len: int, negativ
     return EvalSet(users, inputs, seen, targets, stacked)
 
 
-def train_batches(split: LeaveOneOut, max_len: int, batch_size: int, seed: int) -> tuple[Batches, int]:
-    """Every user with two or more training items: inputs prefix[:-1], targets prefix[1:]."""
+def train_batches(
+    split: LeaveOneOut, max_len: int, batch_size: int, seed: int, *, length_buckets: bool = False
+) -> tuple[Batches, int]:
+    """Every user with two or more training items: inputs prefix[:-1], targets prefix[1:].
+
+    Each epoch visits every user once, in an order fixed by (seed, epoch). With `length_buckets`,
+    users are sorted by length within pools of 8 batches, so a batch pads little; without, each
+    batch is a random draw of users.
+    """
     users = [u for u, prefix in enumerate(split.train) if len(prefix) >= 2]
     plan = length_bucketed_plan(
-        [min(len(split.train[u]) - 1, max_len) for u in users], batch_size, shuffle=True, seed=seed, pool=8
+        [min(len(split.train[u]) - 1, max_len) for u in users],
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        pool=8 if length_buckets else 1,  # a pool of one batch sorts only within the batch
     )
 
     def collate(indices: list[int]) -> dict[str, Tensor]:
@@ -316,9 +333,11 @@ def train(
     log: Any = print,
 ) -> dict[str, float]:
     """`attnkit train recommend`: train SASRec, select by validation NDCG@10, report test metrics."""
-    where, run_dir, options, train_config, _, log = start_run(
+    where, run_dir, options, train_config, saved, log = start_run(
         options, RecommendOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
+    if saved is not None and "length_buckets" not in saved["options"]:
+        options = replace(options, length_buckets=True)  # saved before the option: it bucketed
     if resume:
         data = load_interactions(run_dir)
     else:
@@ -327,7 +346,9 @@ def train(
         log(f"note: {data.source}: {note}")
     split = leave_one_out(data.sequences)
     model_config = options.model_config(data.n_items)
-    train_data, n_train = train_batches(split, options.max_len, train_config.batch_size, train_config.seed)
+    train_data, n_train = train_batches(
+        split, options.max_len, train_config.batch_size, train_config.seed, length_buckets=options.length_buckets
+    )
     valid = eval_set(split, "valid", data.n_items, options.max_len, options.negatives, options.eval_seed)
     test = eval_set(split, "test", data.n_items, options.max_len, options.negatives, options.eval_seed)
     if not valid.users:
@@ -337,7 +358,7 @@ def train(
     if not resume:
         config = {
             "task": "recommend",
-            "options": dataclasses.asdict(options),
+            "options": asdict(options),
             "model": model_config.to_dict(),
             "train": train_config.to_dict(),
         }

@@ -172,6 +172,26 @@ def test_train_batches_shift_by_one():
     assert batch["history"].tolist() == [[0, 0, 1, 2, 3], [0, 0, 0, 9, 10], [2, 4, 6, 8, 10]]
 
 
+def test_train_batches_random_or_length_bucketed():
+    """Both visit every user once per epoch, in an order fixed by (seed, epoch); only bucketing groups lengths."""
+    rng = random.Random(0)
+    sequences = [list(range(1, rng.randint(6, 60))) for _ in range(96)]
+    split = leave_one_out(sequences)
+    lengths = [len(prefix) - 1 for prefix in split.train]
+
+    def spread(plan):  # mean length range within a batch
+        return sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plan) / len(plan)
+
+    spreads = {}
+    for buckets in (False, True):
+        batches, count = train_batches(split, max_len=64, batch_size=4, seed=3, length_buckets=buckets)
+        plan = batches.plan(0)
+        assert sorted(i for b in plan for i in b) == list(range(count)) and count == 96
+        assert plan == batches.plan(0) and plan != batches.plan(1)
+        spreads[buckets] = spread(plan)
+    assert spreads[True] < spreads[False] / 3
+
+
 # ---------------------------------------------------------------------------------------- the task
 
 
@@ -447,6 +467,22 @@ def test_resume_continues_an_interrupted_run(cycle, tmp_path, capsys):
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     trained = json.loads((straight / "metrics.json").read_text())
     assert json.loads((resumed / "metrics.json").read_text()) == pytest.approx(trained)
+
+
+def test_resume_of_a_run_saved_before_length_buckets_keeps_bucketing(cycle, tmp_path, capsys):
+    """Runs saved before `--length-buckets` existed trained on bucketed batches; resuming keeps them."""
+    data, _, _ = cycle
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert _train(data, straight, "--epochs", "4", "--loss", "ce", "--length-buckets") == 0
+    assert _train(data, resumed, "--epochs", "2", "--loss", "ce", "--length-buckets") == 0
+    config = json.loads((resumed / "config.json").read_text())
+    config["train"]["epochs"] = 4
+    del config["options"]["length_buckets"]
+    (resumed / "config.json").write_text(json.dumps(config))
+    assert main(["train", "recommend", "--out", str(resumed), "--resume", "--no-progress", "--threads", "1"]) == 0
+    a = load_file(str(straight / "last" / "model.safetensors"))
+    b = load_file(str(resumed / "last" / "model.safetensors"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
 # ------------------------------------------------------------------------ bad input: one line, exit 2
