@@ -25,6 +25,7 @@ from attnkit.data.datasets import data_root
 from attnkit.engine import TrainConfig
 from attnkit.options import build, load_preset
 from attnkit.tasks import recommend
+from attnkit.tasks.runs import saved_options
 from benchmarks._common import machine, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,13 +73,13 @@ def run(dataset: str, loss: str, minutes: float, out: Path) -> dict[str, object]
 
 
 def style(entry: dict[str, object]) -> str:
-    """The SASRec style a run used; runs from before `--style` existed used the attnkit style."""
-    return entry["options"].get("style", "attnkit")
+    """The SASRec style a run used (runs saved before `--style` existed: what they did, as resuming reads them)."""
+    return saved_options(recommend.RecommendOptions, entry["options"]).style
 
 
 def batches(entry: dict[str, object]) -> str:
-    """How training batches were drawn; runs from before `--length-buckets` existed bucketed by length."""
-    return "bucketed" if entry["options"].get("length_buckets", True) else "random"
+    """How training batches were drawn: random, or bucketed by length."""
+    return "bucketed" if saved_options(recommend.RecommendOptions, entry["options"]).length_buckets else "random"
 
 
 def row_key(entry: dict[str, object]) -> tuple[object, ...]:

@@ -12,9 +12,9 @@ Evaluation is batched: one matrix product scores every item for a batch of users
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from attnkit.errors import DataError, UserError
 from attnkit.models.sasrec import SASRec, SASRecConfig, Style
 from attnkit.nn import linear_cross_entropy
 from attnkit.options import check_model_options
-from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
+from attnkit.tasks.runs import open_run, saved_options, start_run, write_metrics, write_new_run
 
 Loss = Literal["bce", "ce"]
 Protocol = Literal["sampled", "full", "both"]
@@ -76,6 +76,9 @@ class RecommendOptions:
     negatives: int = field(default=100, metadata={"help": "negatives per user of the sampled protocol"})
     eval_seed: int = field(default=0, metadata={"help": "seed of the sampled protocol's negatives"})
     eval_batch_size: int = field(default=256, metadata={"help": "users per evaluation batch"})
+
+    # What runs saved before these options existed did (see tasks.runs.saved_options).
+    SAVED_WITHOUT: ClassVar[dict[str, object]] = {"style": "attnkit", "attention_dropout": 0.0, "length_buckets": True}
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -333,11 +336,9 @@ def train(
     log: Any = print,
 ) -> dict[str, float]:
     """`attnkit train recommend`: train SASRec, select by validation NDCG@10, report test metrics."""
-    where, run_dir, options, train_config, saved, log = start_run(
+    where, run_dir, options, train_config, _, log = start_run(
         options, RecommendOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
-    if saved is not None and "length_buckets" not in saved["options"]:
-        options = replace(options, length_buckets=True)  # saved before the option: it bucketed
     if resume:
         data = load_interactions(run_dir)
     else:
@@ -415,7 +416,7 @@ class LoadedRecommender:
         self.run_dir, config = open_run(run_dir)
         if config["task"] != "recommend":
             raise UserError(f"{self.run_dir}: is a {config['task']} run, not a recommend run")
-        self.options = RecommendOptions(**config["options"])
+        self.options = saved_options(RecommendOptions, config["options"])
         self.data = load_interactions(self.run_dir)
         self.model = SASRec(SASRecConfig.from_dict(config["model"]))
         load_weights(self.model, self.run_dir / "model.safetensors")

@@ -67,6 +67,15 @@ class RunStart(NamedTuple):
     log: Any
 
 
+def saved_options(options_cls: type, saved: dict[str, Any]) -> Any:
+    """The options a run was saved with; a field added since then takes the value its behaviour had before.
+
+    An options class lists those values in `SAVED_WITHOUT` (field -> value) when a new field's default
+    differs from what runs saved without it did; other absent fields take their defaults.
+    """
+    return options_cls(**{**getattr(options_cls, "SAVED_WITHOUT", {}), **saved})
+
+
 def start_run(
     options: Any,
     options_cls: type,
@@ -89,7 +98,7 @@ def start_run(
     saved = None
     if resume:
         directory, saved = open_run(directory)
-        options = options_cls(**saved["options"])
+        options = saved_options(options_cls, saved["options"])
         train_config = dataclasses.replace(
             TrainConfig.from_dict(saved["train"]),
             progress=train_config.progress,

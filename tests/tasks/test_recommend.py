@@ -469,15 +469,18 @@ def test_resume_continues_an_interrupted_run(cycle, tmp_path, capsys):
     assert json.loads((resumed / "metrics.json").read_text()) == pytest.approx(trained)
 
 
-def test_resume_of_a_run_saved_before_length_buckets_keeps_bucketing(cycle, tmp_path, capsys):
-    """Runs saved before `--length-buckets` existed trained on bucketed batches; resuming keeps them."""
+def test_resume_of_a_run_saved_before_newer_options_trains_as_it_did(cycle, tmp_path, capsys):
+    """Runs saved before `--style`, `--attention-dropout` and `--length-buckets` existed trained the
+    attnkit style without attention dropout on bucketed batches; resuming one keeps all three."""
     data, _, _ = cycle
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert _train(data, straight, "--epochs", "4", "--loss", "ce", "--length-buckets") == 0
-    assert _train(data, resumed, "--epochs", "2", "--loss", "ce", "--length-buckets") == 0
+    before = ["--loss", "ce", "--style", "attnkit", "--attention-dropout", "0", "--length-buckets"]
+    assert _train(data, straight, "--epochs", "4", *before) == 0
+    assert _train(data, resumed, "--epochs", "2", *before) == 0
     config = json.loads((resumed / "config.json").read_text())
     config["train"]["epochs"] = 4
-    del config["options"]["length_buckets"]
+    for name in ("style", "attention_dropout", "length_buckets"):
+        del config["options"][name]
     (resumed / "config.json").write_text(json.dumps(config))
     assert main(["train", "recommend", "--out", str(resumed), "--resume", "--no-progress", "--threads", "1"]) == 0
     a = load_file(str(straight / "last" / "model.safetensors"))
