@@ -36,13 +36,16 @@ TARGETS = {
 PRESETS = {"ml-1m": "configs/recommend/ml1m.yaml", "Video": "configs/recommend/games.yaml"}
 
 
-def run(dataset: str, loss: str, minutes: float, out: Path) -> dict[str, object]:
+def run(dataset: str, loss: str, minutes: float, seed: int, out: Path) -> dict[str, object]:
     """Train one model under the budget; return its history-derived and test figures."""
     preset = load_preset(str(ROOT / PRESETS[dataset]))
     given = {"data": str(data_root() / "sasrec" / f"{dataset}.txt"), "out": str(out), "loss": loss}
     options = build(recommend.RecommendOptions, preset, given)
     train_config = build(
-        TrainConfig, recommend.TRAIN_DEFAULTS, preset, {"max_minutes": minutes, "progress": False, "epochs": 10_000}
+        TrainConfig,
+        recommend.TRAIN_DEFAULTS,
+        preset,
+        {"max_minutes": minutes, "progress": False, "epochs": 10_000, "seed": seed},
     )
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -59,6 +62,7 @@ def run(dataset: str, loss: str, minutes: float, out: Path) -> dict[str, object]
         "dataset": dataset,
         "loss": loss,
         "budget_minutes": minutes,
+        "seed": seed,
         "epochs": epochs,
         "train_seconds": last["elapsed_s"],
         "epochs_per_second": epochs / last["elapsed_s"],
@@ -84,7 +88,12 @@ def batches(entry: dict[str, object]) -> str:
 
 def row_key(entry: dict[str, object]) -> tuple[object, ...]:
     """Runs with the same key replace each other in the results; different keys are listed side by side."""
-    return entry["dataset"], style(entry), batches(entry), entry["loss"], entry["budget_minutes"]
+    return entry["dataset"], style(entry), batches(entry), entry["loss"], entry["budget_minutes"], train_seed(entry)
+
+
+def train_seed(entry: dict[str, object]) -> int:
+    """The training seed (initialisation, dropout, batch order; runs recorded before it was an option used 0)."""
+    return int(entry.get("seed", 0))
 
 
 def render(results: dict[str, object]) -> str:
@@ -101,7 +110,8 @@ def render(results: dict[str, object]) -> str:
         " dropout rate (the presets' since 2026-11-22); `attnkit` is attnkit.nn's pre-norm Encoder with an"
         " N(0, 1/d) item table and no attention dropout. *batches*: `random` draws each training batch at random"
         " (the default since 2026-11-22, as the reference code); `bucketed` groups users of similar history length"
-        " (`--length-buckets`).",
+        " (`--length-buckets`). *seed*: the training seed (`--seed`: initialisation, dropout, batch order);"
+        " the evaluation's negatives are drawn with seed 0 in every run.",
         "Each model trains for the budget below on 2 CPU cores; the checkpoint with the best validation NDCG@10"
         " (sampled) is evaluated on the test items.",
         "",
@@ -110,9 +120,9 @@ def render(results: dict[str, object]) -> str:
         " seed 0, **all** users (the reference ports cap at 10,000 random users). *full*: ranked among all items"
         " except those already in the user's history.",
         "",
-        "| data | style | batches | loss | epochs in budget | epochs/s | time to val NDCG@10 ≥ 0.59 | sampled HR@10 |"
-        " sampled NDCG@10 | full HR@10 | full NDCG@10 | full MRR |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| data | style | batches | loss | seed | epochs in budget | epochs/s | time to val NDCG@10 ≥ 0.59 |"
+        " sampled HR@10 | sampled NDCG@10 | full HR@10 | full NDCG@10 | full MRR |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         t = r["test"]
@@ -121,7 +131,7 @@ def render(results: dict[str, object]) -> str:
         if r["dataset"] != "ml-1m":
             shown = "—"
         lines.append(
-            f"| {r['dataset']} | {style(r)} | {batches(r)} | {r['loss']} | "
+            f"| {r['dataset']} | {style(r)} | {batches(r)} | {r['loss']} | {train_seed(r)} | "
             f"{r['epochs']:.1f} ({r['budget_minutes']:g} min) | "
             f"{r['epochs_per_second']:.3f} | {shown} | {t['sampled_hr@10']:.4f} | {t['sampled_ndcg@10']:.4f} | "
             f"{t['full_hr@10']:.4f} | {t['full_ndcg@10']:.4f} | {t['full_mrr']:.4f} |"
@@ -144,6 +154,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["ml-1m", "Video"], help="one dataset only")
     parser.add_argument("--losses", default="ce,bce", help="losses to train on ML-1M")
     parser.add_argument("--games-loss", default="ce", help="loss of the Games run")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (runs with other seeds are kept beside)")
     parser.add_argument("--out", default="runs/bench-recommend", help="where the runs go")
     parser.add_argument("--fresh", action="store_true", help="drop the figures of earlier runs from the results")
     args = parser.parse_args()
@@ -157,11 +168,20 @@ def main() -> None:
         plan.append(("Video", args.games_loss, args.games_minutes))
     for dataset, loss, minutes in plan:
         print(f"{dataset}, loss {loss}, {minutes:g} minutes", flush=True)
-        entry = run(dataset, loss, minutes, ROOT / args.out / f"{dataset}-{loss}-{minutes:g}min")
+        entry = run(
+            dataset, loss, minutes, args.seed, ROOT / args.out / f"{dataset}-{loss}-{minutes:g}min-seed{args.seed}"
+        )
         kept = [r for r in results["runs"] if row_key(r) != row_key(entry)]
         results["runs"] = sorted(
             [*kept, entry],
-            key=lambda r: (r["dataset"] != "ml-1m", r["dataset"], style(r), batches(r), r["budget_minutes"]),
+            key=lambda r: (
+                r["dataset"] != "ml-1m",
+                r["dataset"],
+                style(r),
+                batches(r),
+                r["budget_minutes"],
+                train_seed(r),
+            ),
         )
         write_json("recommend", results)
     write_section("recommend", render(results))
