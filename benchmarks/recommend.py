@@ -103,7 +103,7 @@ def render(results: dict[str, object]) -> str:
         "",
         f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch "
         f"{results['machine']['torch']}. Reproduce: `ATTNKIT_DATA=../shared/data python benchmarks/recommend.py"
-        " --minutes M --games-minutes G` (the budgets of each row below). The paper's settings"
+        " --minutes M --games-minutes G [--seed S]` (the budgets and seeds of the rows below). The paper's settings"
         " (`configs/recommend/`): ML-1M maxlen 200,"
         " Games maxlen 50; d 50, 2 blocks, 1 head, Adam lr 1e-3, batch 128; dropout 0.2 (ML-1M) / 0.5 (Games)."
         " *style*: `reference` is the authors' block and initialisation, with attention weights dropped at the"
