@@ -40,7 +40,7 @@ def run(dataset: str, loss: str, minutes: float, seed: int, out: Path) -> dict[s
     """Train one model under the budget; return its history-derived and test figures."""
     preset = load_preset(str(ROOT / PRESETS[dataset]))
     given = {"data": str(data_root() / "sasrec" / f"{dataset}.txt"), "out": str(out), "loss": loss}
-    options = build(recommend.RecommendOptions, preset, given)
+    run_options = build(recommend.RecommendOptions, preset, given)
     train_config = build(
         TrainConfig,
         recommend.TRAIN_DEFAULTS,
@@ -49,7 +49,7 @@ def run(dataset: str, loss: str, minutes: float, seed: int, out: Path) -> dict[s
     )
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    metrics = recommend.train(options, train_config, log=lambda m: print(f"  {m}", flush=True))
+    metrics = recommend.train(run_options, train_config, log=lambda m: print(f"  {m}", flush=True))
     total = time.perf_counter() - started
     with open(out / "history.csv") as handle:
         history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
@@ -76,14 +76,19 @@ def run(dataset: str, loss: str, minutes: float, seed: int, out: Path) -> dict[s
     }
 
 
+def options(entry: dict[str, object]) -> recommend.RecommendOptions:
+    """The options a run trained with; those of runs saved before an option existed read as resuming reads them."""
+    return saved_options(recommend.RecommendOptions, entry["options"])
+
+
 def style(entry: dict[str, object]) -> str:
-    """The SASRec style a run used (runs saved before `--style` existed: what they did, as resuming reads them)."""
-    return saved_options(recommend.RecommendOptions, entry["options"]).style
+    """The SASRec style a run used."""
+    return options(entry).style
 
 
 def batches(entry: dict[str, object]) -> str:
     """How training batches were drawn: random, or bucketed by length."""
-    return "bucketed" if saved_options(recommend.RecommendOptions, entry["options"]).length_buckets else "random"
+    return "bucketed" if options(entry).length_buckets else "random"
 
 
 def row_key(entry: dict[str, object]) -> tuple[object, ...]:
