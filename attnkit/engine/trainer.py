@@ -281,6 +281,47 @@ class Trainer:
         """The kept evaluation checkpoints (`keep_checkpoints`), oldest first."""
         return sorted((self.run_dir / "checkpoints").glob("step-*.safetensors"))
 
+    def validation_score(self) -> float:
+        """`config.metric` on the validation batches, negated when smaller is better: the figure
+        that picks checkpoints, as a score for `keep_average`."""
+        if self.valid is None:
+            raise ValueError("validation_score needs validation batches")
+        metrics = self.evaluate(self.valid)
+        name = self.config.metric.removeprefix("val_")
+        if name not in metrics:
+            raise KeyError(f"metric {self.config.metric!r} is not among {sorted(metrics)}")
+        return metrics[name] if self.config.metric_mode == "max" else -metrics[name]
+
+    def keep_average(self, last: int, score: Callable[[], float] | None = None) -> bool:
+        """Average the weights of the last `last` kept evaluation checkpoints into the model
+        (Vaswani et al. 2017, §6.1: a cheap ensemble along the end of the training trajectory) and
+        have rank 0 write them to model.safetensors. With `score` (a validation figure, higher is
+        better) the average is kept only if it scores at least as well as the weights in the model
+        now, the best checkpoint; else those stay. Every rank makes the same choice from the same
+        files. Returns whether the average was kept."""
+        model = checkpoint.unwrap(self.model)
+        kept = self.checkpoints()[-last:]
+        compared = ""
+        if score is None:
+            checkpoint.average_weights(model, kept)
+        else:
+            best = score()
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            checkpoint.average_weights(model, kept)
+            averaged = score()
+            if averaged < best:
+                model.load_state_dict(best_state)
+                self.log(
+                    f"kept the best checkpoint: the average of the last {len(kept)} scores {averaged:.4f} < {best:.4f}"
+                )
+                return False
+            compared = f" ({averaged:.4f} >= {best:.4f})"
+        self.log(f"model.safetensors: the average of the last {len(kept)} checkpoints{compared}")
+        if self.where.is_main:
+            checkpoint.save_weights_atomic(model, self.run_dir / "model.safetensors")
+        barrier(self.where)
+        return True
+
     def _keep_checkpoint(self, step: int) -> None:
         directory = self.run_dir / "checkpoints"
         directory.mkdir(exist_ok=True)

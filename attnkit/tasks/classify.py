@@ -22,8 +22,7 @@ from attnkit.data.batching import length_bucketed_plan, pad
 from attnkit.data.datasets import MULTI_LABEL, ensure_dataset, load_classification
 from attnkit.data.readers import LabeledTexts, read_class_names, read_labeled
 from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer, train_tokenizer
-from attnkit.engine import Batches, Dist, TrainConfig, Trainer, load_weights, unwrap
-from attnkit.engine.checkpoint import average_weights, save_weights_atomic
+from attnkit.engine import Batches, Dist, TrainConfig, Trainer, load_weights
 from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report, multilabel_report
@@ -400,7 +399,7 @@ def train(
         valid_batches = (
             prepared["valid"].batches(train_config.batch_size, shuffle=False, seed=0) if valid_data else None
         )
-        _keep_average(trainer, valid_batches, threshold, options.average_last, train_config.metric, log)
+        _keep_average(trainer, valid_batches, threshold, options.average_last, train_config.metric)
     final_name = "test" if "test" in prepared else "valid"
     if final_name not in prepared:
         log("no test or validation data: nothing to evaluate")
@@ -415,39 +414,18 @@ def train(
     return metrics
 
 
-def _keep_average(
-    trainer: Trainer, valid: Batches | None, threshold: float | None, last: int, metric: str, log: Any
-) -> None:
-    """Average the last `last` evaluation checkpoints (Vaswani et al. 2017, §6.1) into the model and
-    have rank 0 write it to model.safetensors: always when there is no validation data, else only when
-    the average scores at least as well on it as the best checkpoint loaded in the model. Every rank
-    computes the same choice from the same files."""
+def _keep_average(trainer: Trainer, valid: Batches | None, threshold: float | None, last: int, metric: str) -> None:
+    """Average the last `last` evaluation checkpoints into the model: always when there is no
+    validation data, else only when the average scores at least as well on it (by `metric`, or
+    accuracy when that is the loss) as the best checkpoint loaded in the model."""
     task = MultiLabelTask(threshold) if threshold is not None else ClassifyTask()
-    model = unwrap(trainer.model)
 
     def score() -> float:
         rows = _collect(trainer, valid, threshold)
         found = task.metrics({**rows, "loss": torch.zeros(1)})
         return found[metric] if metric in found and metric != "loss" else found["accuracy"]  # higher is better
 
-    kept = trainer.checkpoints()[-last:]
-    compared = ""
-    if valid is None:
-        average_weights(model, kept)
-    else:
-        best = score()
-        best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        average_weights(model, kept)
-        averaged = score()
-        if averaged < best:
-            model.load_state_dict(best_state)
-            log(f"kept the best checkpoint: the average of the last {len(kept)} scores {averaged:.4f} < {best:.4f}")
-            return
-        compared = f" ({averaged:.4f} >= {best:.4f})"
-    log(f"model.safetensors: the average of the last {len(kept)} checkpoints{compared}")
-    if trainer.where.is_main:
-        save_weights_atomic(model, trainer.run_dir / "model.safetensors")
-    barrier(trainer.where)
+    trainer.keep_average(last, score if valid is not None else None)
 
 
 def _show_examples(

@@ -12,6 +12,7 @@ Evaluation is batched: one matrix product scores every item for a batch of users
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -73,6 +74,13 @@ class RecommendOptions:
             "but less learned per epoch (BENCHMARKS.md); off = batches drawn at random, as the reference code"
         },
     )
+    average_last: int = field(
+        default=1,
+        metadata={
+            "help": "average the weights of the last k evaluations and keep the average if it scores at least "
+            "as well on validation as the best checkpoint (1 = off)"
+        },
+    )
     negatives: int = field(default=100, metadata={"help": "negatives per user of the sampled protocol"})
     eval_seed: int = field(default=0, metadata={"help": "seed of the sampled protocol's negatives"})
     eval_batch_size: int = field(default=256, metadata={"help": "users per evaluation batch"})
@@ -85,6 +93,8 @@ class RecommendOptions:
             raise UserError("give --data FILE (interactions)")
         if self.max_len < 1:
             raise UserError(f"--max-len must be at least 1, got {self.max_len}")
+        if self.average_last < 1:
+            raise UserError(f"--average-last must be at least 1, got {self.average_last}")
         if self.negatives < 1:
             raise UserError(f"--negatives must be at least 1, got {self.negatives}")
         check_model_options(lambda: self.model_config(n_items=1))
@@ -369,6 +379,10 @@ def train(
         f"{n_train:,} users train, {len(valid.users):,} evaluated"
         + (f", {split.too_short:,} with fewer than 3 items kept in training only" if split.too_short else "")
     )
+    if options.average_last > 1:
+        train_config = dataclasses.replace(
+            train_config, keep_checkpoints=max(train_config.keep_checkpoints, options.average_last)
+        )
     torch.manual_seed(train_config.seed)
     model = SASRec(model_config)
     log(f"model: SASRec, {sum(p.numel() for p in model.parameters()):,} parameters, loss {options.loss}")
@@ -378,6 +392,8 @@ def train(
     )
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
+    if options.average_last > 1:
+        trainer.keep_average(options.average_last, trainer.validation_score)
     metrics = trainer.evaluate(test.batches(options.eval_batch_size))
     if not where.is_main:
         return {}

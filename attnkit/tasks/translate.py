@@ -29,7 +29,6 @@ from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import CLS_ID, PAD_ID, SEP_ID, decode_text, load_tokenizer, train_tokenizer
 from attnkit.decode import Seq2SeqStepper, beam_search, greedy_decode
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, unwrap
-from attnkit.engine.checkpoint import average_weights, save_weights_atomic
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import bleu, chrf, moses_tokenize, tokenized_bleu
 from attnkit.models import Translator
@@ -347,11 +346,8 @@ def train(
         log=log,
     )
     trainer.fit(resume=resume)
-    if keep and where.is_main:
-        kept = trainer.checkpoints()[-options.average_last :]
-        average_weights(model, kept)
-        save_weights_atomic(model, run_dir / "model.safetensors")
-        log(f"model.safetensors: the average of the last {len(kept)} checkpoints")
+    if keep:
+        trainer.keep_average(options.average_last)
     else:
         load_weights(model, run_dir / "model.safetensors")
     if not where.is_main:

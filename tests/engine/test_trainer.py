@@ -75,6 +75,34 @@ def test_kept_checkpoints_and_their_average(tmp_path):
         torch.testing.assert_close(value, (first[name] + second[name]) / 2)
 
 
+@pytest.mark.parametrize("average_scores", [None, 0.5, 2.0])
+def test_keep_average_keeps_the_average_unless_it_scores_worse(tmp_path, average_scores):
+    from safetensors.torch import load_file
+
+    trainer = _trainer(tmp_path, keep_checkpoints=2, epochs=3)
+    trainer.fit()
+    best = load_file(str(tmp_path / "model.safetensors"))
+    trainer.model.load_state_dict(best)
+    first, second = (load_file(str(p)) for p in trainer.checkpoints())
+    scores = iter([1.0, average_scores])  # the best weights score 1.0, the average `average_scores`
+    kept = trainer.keep_average(2, None if average_scores is None else lambda: next(scores))
+    assert kept == (average_scores != 0.5)
+    expected = {k: (first[k] + second[k]) / 2 for k in first} if kept else best
+    written = load_file(str(tmp_path / "model.safetensors"))
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+        torch.testing.assert_close(written[name], expected[name])
+
+
+def test_validation_score_is_the_selection_metric_higher_is_better(tmp_path):
+    trainer = _trainer(tmp_path, metric_mode="min")
+    mse = trainer.evaluate(toy_batches(24, shuffle=False, seed=9))["mse"]
+    assert trainer.validation_score() == pytest.approx(-mse)
+    trainer.config = TrainConfig(metric="val_nothing", progress=False)
+    with pytest.raises(KeyError, match="val_nothing"):
+        trainer.validation_score()
+
+
 def test_grad_accumulation_counts_optimizer_steps(tmp_path):
     trainer = _trainer(tmp_path, grad_accum=3, epochs=1)
     assert trainer.steps_per_epoch == 3  # 8 micro-batches -> steps of 3, 3 and 2

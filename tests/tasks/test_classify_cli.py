@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from attnkit.cli import main
+from tests.averaging import assert_average_or_best
 from tests.fixtures import TINY_MODEL, make_texts, write_csv, write_jsonl
 
 
@@ -216,23 +217,11 @@ def test_unknown_preset_key(news_files, tmp_path, capsys):
 
 
 def test_average_last_keeps_the_better_of_average_and_best(tmp_path, capsys):
-    from safetensors.torch import load_file
-
     train = write_csv(tmp_path / "train.csv", make_texts(120, seed=5))
     run = tmp_path / "run"
     args = ["train", "classify", "--train", str(train), "--out", str(run), "--epochs", "4", *TINY_MODEL]
     assert main([*args, "--average-last", "3"]) == 0
-    out = capsys.readouterr().out
-    kept = sorted((run / "checkpoints").glob("step-*.safetensors"))
-    assert len(kept) == 3
-    files = [load_file(str(p)) for p in kept]
-    average = {k: sum(f[k].double() for f in files) / 3 for k in files[0]}
-    final = load_file(str(run / "model.safetensors"))
-    same = all(torch.allclose(final[k].double(), average[k], atol=1e-6) for k in final)
-    if "the average of the last 3 checkpoints" in out:
-        assert same
-    else:
-        assert "kept the best checkpoint" in out and not same
+    assert_average_or_best(run, 3, capsys.readouterr().out)
     _fails([*args, "--out", str(tmp_path / "bad"), "--average-last", "0"], capsys, "--average-last must be at least 1")
 
 

@@ -26,6 +26,7 @@ from attnkit.tasks.recommend import (
     seen_matrix,
     train_batches,
 )
+from tests.averaging import assert_average_or_best
 
 
 @pytest.fixture(autouse=True)
@@ -391,6 +392,18 @@ def test_attnkit_style_trains_and_evaluates_as_saved(cycle, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(trained)
+
+
+def test_average_last_keeps_the_better_of_average_and_best_and_tests_it(cycle, tmp_path, capsys):
+    data, _, _ = cycle
+    run = tmp_path / "run"
+    assert _train(data, run, "--epochs", "8", "--average-last", "3") == 0  # 4 evaluations, 3 kept
+    assert_average_or_best(run, 3, capsys.readouterr().out)
+    trained = json.loads((run / "metrics.json").read_text())  # the test figures are the kept weights'
+    assert main(["evaluate", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(trained)
+    assert _train(data, tmp_path / "bad", "--average-last", "0") == 2
+    assert "--average-last must be at least 1" in capsys.readouterr().err
 
 
 def _recommended(out: str) -> list[str]:
