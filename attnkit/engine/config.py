@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from attnkit.engine.optim import Schedule
@@ -82,3 +82,8 @@ class TrainConfig(DictConfig):
             raise ValueError(f"metric_mode must be max or min, got {self.metric_mode!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+    def averaging(self, last: int) -> TrainConfig:
+        """This config, keeping at least the last `last` evaluation checkpoints when `last` > 1, so
+        that `Trainer.keep_average(last)` has them to average (a task's `--average-last`; 1 = off)."""
+        return replace(self, keep_checkpoints=max(self.keep_checkpoints, last)) if last > 1 else self

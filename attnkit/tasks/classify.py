@@ -371,10 +371,7 @@ def train(
         f"{len(test_data) if test_data else 0} test examples, {len(classes)} classes"
     )
 
-    if options.average_last > 1:
-        train_config = dataclasses.replace(
-            train_config, keep_checkpoints=max(train_config.keep_checkpoints, options.average_last)
-        )
+    train_config = train_config.averaging(options.average_last)
     torch.manual_seed(train_config.seed)
     model = (model_factory or TextClassifier)(
         encoder_config, len(classes), pooling=options.pooling, token_dropout=options.token_dropout

@@ -12,7 +12,6 @@ Evaluation is batched: one matrix product scores every item for a batch of users
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -379,10 +378,7 @@ def train(
         f"{n_train:,} users train, {len(valid.users):,} evaluated"
         + (f", {split.too_short:,} with fewer than 3 items kept in training only" if split.too_short else "")
     )
-    if options.average_last > 1:
-        train_config = dataclasses.replace(
-            train_config, keep_checkpoints=max(train_config.keep_checkpoints, options.average_last)
-        )
+    train_config = train_config.averaging(options.average_last)
     torch.manual_seed(train_config.seed)
     model = SASRec(model_config)
     log(f"model: SASRec, {sum(p.numel() for p in model.parameters()):,} parameters, loss {options.loss}")

@@ -333,8 +333,7 @@ def train(
     torch.manual_seed(train_config.seed)
     model = Translator(model_config, bos_id=BOS_ID, eos_id=EOS_ID)
     log(f"model: Translator, {model.num_parameters():,} parameters")
-    keep = options.average_last if options.average_last > 1 else 0
-    train_config = dataclasses.replace(train_config, keep_checkpoints=max(train_config.keep_checkpoints, keep))
+    train_config = train_config.averaging(options.average_last)
     trainer = Trainer(
         HiddenForward(model),
         TranslateTask(options.label_smoothing),
@@ -346,7 +345,7 @@ def train(
         log=log,
     )
     trainer.fit(resume=resume)
-    if keep:
+    if options.average_last > 1:
         trainer.keep_average(options.average_last)
     else:
         load_weights(model, run_dir / "model.safetensors")

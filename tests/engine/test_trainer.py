@@ -94,6 +94,12 @@ def test_keep_average_keeps_the_average_unless_it_scores_worse(tmp_path, average
         torch.testing.assert_close(written[name], expected[name])
 
 
+def test_averaging_keeps_enough_checkpoints_and_one_is_off():
+    assert TrainConfig(keep_checkpoints=2).averaging(5).keep_checkpoints == 5
+    assert TrainConfig(keep_checkpoints=8).averaging(5).keep_checkpoints == 8
+    assert TrainConfig().averaging(1).keep_checkpoints == 0
+
+
 def test_validation_score_is_the_selection_metric_higher_is_better(tmp_path):
     trainer = _trainer(tmp_path, metric_mode="min")
     mse = trainer.evaluate(toy_batches(24, shuffle=False, seed=9))["mse"]
