@@ -7,7 +7,7 @@ data and steps (for training tokens per second). Optionally the masked-LM route:
 the corpus's unlabelled stories (never the test ones), then fine-tune. Also THUCNews titles
 trained on the dev split and tested on the test split (not comparable with 180k-train numbers).
 
-    ATTNKIT_DATA=../shared/data python benchmarks/classify.py [--only r8] [--skip-mlm] [--seeds 3]
+    ATTNKIT_DATA=../shared/data python benchmarks/classify.py [--only r8] [--skip-mlm | --mlm-run DIR] [--seeds 3]
 
 `--only r90` runs the multi-label set alone (the 90 ModApte topics): micro- and macro-F1 of the
 `reuters_90` preset beside one-vs-rest TF-IDF + LinearSVC; its figures are kept beside the others.
@@ -200,16 +200,31 @@ def run_mlm(out: Path, preset: str) -> dict[str, float]:
     return {**metrics, "seconds": time.perf_counter() - start}
 
 
+def reuse_mlm(run: Path) -> dict[str, float]:
+    """A finished pre-training run's validation figures and its training time (history.csv's last row)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = (run / "history.csv").read_text().splitlines()
+    header, last = history[0].split(","), history[-1].split(",")
+    return {**metrics, "seconds": float(last[header.index("elapsed_s")])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["r8", "r52", "r90"], help="one dataset only")
     parser.add_argument("--skip-mlm", action="store_true", help="leave out the pre-training route")
+    parser.add_argument(
+        "--mlm-run",
+        help="fine-tune from this finished `train mlm` run (made with configs/mlm/reuters.yaml) instead of "
+        "pre-training again; its time is read from its history.csv",
+    )
     parser.add_argument("--skip-thucnews", action="store_true")
     parser.add_argument(
         "--seeds", type=int, default=1, help="train the attnkit preset with this many seeds and report the median"
     )
     parser.add_argument("--out", default="runs/bench-classify", help="where the runs go")
     args = parser.parse_args()
+    if args.mlm_run and not (Path(args.mlm_run) / "metrics.json").is_file():
+        parser.error(f"--mlm-run {args.mlm_run}: not a finished `attnkit train mlm` run (no metrics.json)")
     torch.set_num_threads(2)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,9 +250,13 @@ def main() -> None:
         if "thucnews" in earlier:
             results["thucnews"] = earlier["thucnews"]
     mlm_result = None
-    if not args.skip_mlm:
+    mlm_dir = Path(args.mlm_run) if args.mlm_run else out / "mlm"
+    if args.mlm_run and not args.skip_mlm:
+        mlm_result = reuse_mlm(mlm_dir)
+        results["mlm"] = mlm_result
+    elif not args.skip_mlm:
         print("masked-LM pre-training on Reuters' unlabelled stories", flush=True)
-        mlm_result = run_mlm(out / "mlm", "reuters")
+        mlm_result = run_mlm(mlm_dir, "reuters")
         results["mlm"] = mlm_result
     for dataset in datasets:
         stamp = time.strftime("%H%M%S")
@@ -253,7 +272,7 @@ def main() -> None:
         if mlm_result is not None:
             print(f"{dataset}: fine-tuning the pre-trained encoder", flush=True)
             entry["attnkit_mlm"] = run_seeds(
-                dataset, out / f"{dataset}-mlm-{stamp}", args.seeds, init=out / "mlm", preset=f"{dataset}_finetune"
+                dataset, out / f"{dataset}-mlm-{stamp}", args.seeds, init=mlm_dir, preset=f"{dataset}_finetune"
             )
         results["datasets"][dataset] = entry
         write_json("classify", results)

@@ -346,6 +346,12 @@ def train(
             check_labels(classes, split, name, options)
 
     encoder_config, tokenizer = _model_setup(options, train_data, run_dir, saved)
+    torch.manual_seed(train_config.seed)
+    model = (model_factory or TextClassifier)(
+        encoder_config, len(classes), pooling=options.pooling, token_dropout=options.token_dropout
+    )
+    if options.init and not resume:  # before the run is written: weights that do not fit leave nothing behind
+        _load_encoder(model, Path(options.init))
     if not resume:
         config = {
             "task": "classify",
@@ -370,14 +376,7 @@ def train(
         f"data: {len(train_data)} train / {len(valid_data) if valid_data else 0} validation / "
         f"{len(test_data) if test_data else 0} test examples, {len(classes)} classes"
     )
-
     train_config = train_config.averaging(options.average_last)
-    torch.manual_seed(train_config.seed)
-    model = (model_factory or TextClassifier)(
-        encoder_config, len(classes), pooling=options.pooling, token_dropout=options.token_dropout
-    )
-    if options.init and not resume:
-        _load_encoder(model, Path(options.init))
     log(f"model: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters")
     trainer = Trainer(
         model,
@@ -484,6 +483,14 @@ def _load_encoder(model: TextClassifier, init_dir: Path) -> None:
     except Exception as error:  # safetensors raises its own error types for corrupt files
         raise UserError(f"{path}: cannot read weights ({error})") from None
     body = {k.removeprefix("body."): v for k, v in weights.items() if k.startswith("body.")}
+    own = model.body.state_dict()
+    reshaped = [k for k, v in body.items() if k in own and own[k].shape != v.shape]
+    if reshaped:  # the weights and the run's config.json disagree
+        name = reshaped[0]
+        raise UserError(
+            f"{path}: encoder weights do not fit ({name} is {tuple(body[name].shape)}, "
+            f"the model needs {tuple(own[name].shape)})"
+        )
     missing, unexpected = model.body.load_state_dict(body, strict=False)
     if missing or unexpected:
         raise UserError(f"{path}: encoder weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")

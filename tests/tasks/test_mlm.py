@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from attnkit.cli import main
@@ -43,3 +44,49 @@ def test_pretrain_then_fine_tune(tmp_path, capsys):
     assert (run / "tokenizer.json").read_text() == (mlm_run / "tokenizer.json").read_text()
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["d_model"] == 32
+
+
+def test_init_copies_the_whole_encoder(tmp_path):
+    """--init starts the classifier's body from the masked-LM run's weights, tensor for tensor."""
+    from safetensors.torch import load_file
+
+    from attnkit.errors import UserError
+    from attnkit.models import TextClassifier, TextEncoderConfig
+    from attnkit.tasks.classify import _load_encoder
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(t for t, _ in make_texts(120, seed=13)) + "\n")
+    mlm_run = tmp_path / "mlm"
+    assert main(["train", "mlm", "--text", str(text), "--out", str(mlm_run), "--epochs", "1", *TINY_MODEL]) == 0
+    config = TextEncoderConfig.from_dict(json.loads((mlm_run / "config.json").read_text())["model"])
+    torch.manual_seed(5)
+    model = TextClassifier(config, 3)
+    _load_encoder(model, mlm_run)
+    saved = load_file(str(mlm_run / "model.safetensors"))
+    body = model.body.state_dict()
+    assert set(body) == {k.removeprefix("body.") for k in saved if k.startswith("body.")}
+    for name, tensor in body.items():
+        assert torch.equal(tensor, saved[f"body.{name}"]), name
+    wider = TextClassifier(TextEncoderConfig.from_dict({**config.to_dict(), "d_model": 64}), 3)
+    with pytest.raises(UserError, match="do not fit"):
+        _load_encoder(wider, mlm_run)
+
+
+def test_init_from_a_run_whose_weights_do_not_fit_fails_cleanly(tmp_path, capsys):
+    """A run whose config.json no longer matches its weights: one error line, exit code 2."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(t for t, _ in make_texts(120, seed=13)) + "\n")
+    mlm_run = tmp_path / "mlm"
+    assert main(["train", "mlm", "--text", str(text), "--out", str(mlm_run), "--epochs", "1", *TINY_MODEL]) == 0
+    config_path = mlm_run / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved["model"]["d_ff"] = 2 * saved["model"]["d_ff"]
+    config_path.write_text(json.dumps(saved))
+    capsys.readouterr()
+    train = write_csv(tmp_path / "train.csv", make_texts(90, seed=12))
+    args = ["train", "classify", "--train", str(train), "--out", str(tmp_path / "cls"), "--init", str(mlm_run)]
+    assert main([*args, "--epochs", "1", *TINY_MODEL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "do not fit" in err
+    assert not (tmp_path / "cls" / "config.json").exists()  # no half-made run to refuse the next try
