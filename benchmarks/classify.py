@@ -219,7 +219,10 @@ def main() -> None:
     )
     parser.add_argument("--skip-thucnews", action="store_true")
     parser.add_argument(
-        "--seeds", type=int, default=1, help="train the attnkit preset (and fine-tune the pre-trained encoder) with this many seeds; report medians"
+        "--seeds",
+        type=int,
+        default=1,
+        help="train the attnkit preset (and fine-tune the pre-trained encoder) with this many seeds; report medians",
     )
     parser.add_argument("--out", default="runs/bench-classify", help="where the runs go")
     args = parser.parse_args()
