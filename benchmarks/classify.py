@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attnkit.data.datasets import load_classification
 from attnkit.engine import TrainConfig
+from attnkit.engine.history import read_history
 from attnkit.models.classifier import drop_tokens
 from attnkit.options import build, load_preset
 from attnkit.tasks import classify, mlm
@@ -163,9 +164,7 @@ def run_attnkit(
         options, train_config, log=lambda m: print(f"  {m}", flush=True), model_factory=model_factory
     )
     seconds = time.perf_counter() - start
-    history = (out / "history.csv").read_text().splitlines()
-    header = history[0].split(",")
-    rates = [float(row.split(",")[header.index("tokens_per_s")]) for row in history[1:]]
+    rates = [row["tokens_per_s"] for row in read_history(out / "history.csv")]
     return {
         "accuracy": 100 * metrics["accuracy"],
         "macro_f1": 100 * metrics["macro_f1"],
@@ -203,9 +202,7 @@ def run_mlm(out: Path, preset: str) -> dict[str, float]:
 def reuse_mlm(run: Path) -> dict[str, float]:
     """A finished pre-training run's validation figures and its training time (history.csv's last row)."""
     metrics = json.loads((run / "metrics.json").read_text())
-    history = (run / "history.csv").read_text().splitlines()
-    header, last = history[0].split(","), history[-1].split(",")
-    return {**metrics, "seconds": float(last[header.index("elapsed_s")])}
+    return {**metrics, "seconds": float(read_history(run / "history.csv")[-1]["elapsed_s"])}
 
 
 def main() -> None:

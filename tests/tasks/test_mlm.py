@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,7 +48,18 @@ def test_pretrain_then_fine_tune(tmp_path, capsys):
     assert config["model"]["d_model"] == 32
 
 
-def test_init_copies_the_whole_encoder(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_mlm_run(tmp_path_factory):
+    """One tiny pre-training run, shared by the --init tests (a test that changes it works on a copy)."""
+    root = tmp_path_factory.mktemp("mlm")
+    text = root / "corpus.txt"
+    text.write_text("\n".join(t for t, _ in make_texts(120, seed=13)) + "\n")
+    run = root / "run"
+    assert main(["train", "mlm", "--text", str(text), "--out", str(run), "--epochs", "1", *TINY_MODEL]) == 0
+    return run
+
+
+def test_init_copies_the_whole_encoder(tiny_mlm_run):
     """--init starts the classifier's body from the masked-LM run's weights, tensor for tensor."""
     from safetensors.torch import load_file
 
@@ -54,10 +67,7 @@ def test_init_copies_the_whole_encoder(tmp_path):
     from attnkit.models import TextClassifier, TextEncoderConfig
     from attnkit.tasks.classify import _load_encoder
 
-    text = tmp_path / "corpus.txt"
-    text.write_text("\n".join(t for t, _ in make_texts(120, seed=13)) + "\n")
-    mlm_run = tmp_path / "mlm"
-    assert main(["train", "mlm", "--text", str(text), "--out", str(mlm_run), "--epochs", "1", *TINY_MODEL]) == 0
+    mlm_run = tiny_mlm_run
     config = TextEncoderConfig.from_dict(json.loads((mlm_run / "config.json").read_text())["model"])
     torch.manual_seed(5)
     model = TextClassifier(config, 3)
@@ -72,12 +82,9 @@ def test_init_copies_the_whole_encoder(tmp_path):
         _load_encoder(wider, mlm_run)
 
 
-def test_init_from_a_run_whose_weights_do_not_fit_fails_cleanly(tmp_path, capsys):
+def test_init_from_a_run_whose_weights_do_not_fit_fails_cleanly(tiny_mlm_run, tmp_path, capsys):
     """A run whose config.json no longer matches its weights: one error line, exit code 2."""
-    text = tmp_path / "corpus.txt"
-    text.write_text("\n".join(t for t, _ in make_texts(120, seed=13)) + "\n")
-    mlm_run = tmp_path / "mlm"
-    assert main(["train", "mlm", "--text", str(text), "--out", str(mlm_run), "--epochs", "1", *TINY_MODEL]) == 0
+    mlm_run = Path(shutil.copytree(tiny_mlm_run, tmp_path / "mlm"))
     config_path = mlm_run / "config.json"
     saved = json.loads(config_path.read_text())
     saved["model"]["d_ff"] = 2 * saved["model"]["d_ff"]
