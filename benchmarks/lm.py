@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attnkit.data.datasets import data_root
 from attnkit.decode import CausalLMStepper, greedy_decode
 from attnkit.engine import TrainConfig
+from attnkit.engine.history import read_history
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.tasks import lm
 from benchmarks._common import machine, write_json, write_section
@@ -173,13 +174,10 @@ def train_attnkit(text_path: Path, out: Path, seed: int, lr: float = 1e-3) -> di
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     metrics = lm.train(options, config, log=lambda m: print(f"  {m}", flush=True))
-    import csv
-
-    with open(out / "history.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_history(out / "history.csv")
     return {
         "val_loss": metrics["val_loss"],
-        "train_seconds": float(rows[-1]["elapsed_s"]),
+        "train_seconds": rows[-1]["elapsed_s"],
         "total_seconds": time.perf_counter() - started,
     }
 

@@ -12,7 +12,6 @@ side with everything else equal.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import sys
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attnkit.data.datasets import data_root
 from attnkit.engine import TrainConfig
+from attnkit.engine.history import read_history
 from attnkit.options import build, load_preset
 from attnkit.tasks import recommend
 from attnkit.tasks.runs import saved_options
@@ -57,8 +57,7 @@ def run(dataset: str, loss: str, minutes: float, seed: int, out: Path) -> dict[s
 
     metrics = recommend.train(run_options, train_config, log=log)
     total = time.perf_counter() - started
-    with open(out / "history.csv") as handle:
-        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    history = read_history(out / "history.csv")
     reached = next((row for row in history if row["val_sampled_ndcg@10"] >= 0.59), None)
     best = max(history, key=lambda row: row["val_sampled_ndcg@10"])
     last = history[-1]

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attnkit.data.datasets import multi30k_files
 from attnkit.data.parallel import read_parallel
 from attnkit.engine import TrainConfig
+from attnkit.engine.history import read_history
 from attnkit.options import build, load_preset
 from attnkit.tasks import translate
 from attnkit.tasks.translate import EOS_ID, LoadedTranslator, translate_ids
@@ -49,9 +50,7 @@ def train_direction(src: str, tgt: str, minutes: float, out: Path) -> dict[str, 
     started = time.perf_counter()
     metrics = translate.train(options, train_config, log=lambda m: print(f"  {m}", flush=True))
     total = time.perf_counter() - started
-    history = (out / "history.csv").read_text().splitlines()
-    header, last = history[0].split(","), history[-1].split(",")
-    row = dict(zip(header, (float(x) for x in last), strict=True))
+    row = read_history(out / "history.csv")[-1]
     return {
         "direction": f"{src}-{tgt}",
         "metrics": metrics,

@@ -11,7 +11,6 @@ Adam on the same normalised images, for a fixed number of epochs.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attnkit.data.images import channel_stats, load_vision_dataset
 from attnkit.data.transforms import normalize, to_float
 from attnkit.engine import TrainConfig
+from attnkit.engine.history import read_history
 from attnkit.options import build, load_preset
 from attnkit.tasks import vision
 from benchmarks._common import machine, write_json, write_section
@@ -88,15 +88,14 @@ def train_vit(name: str, out: Path) -> dict[str, float]:
     config = build(TrainConfig, vision.TRAIN_DEFAULTS, preset, {"progress": False})
     shutil.rmtree(out, ignore_errors=True)
     metrics = vision.train(options, config, log=lambda m: print(f"  {m}", flush=True))
-    with open(out / "history.csv") as handle:
-        history = list(csv.DictReader(handle))
+    history = read_history(out / "history.csv")
     first, last = history[0], history[-1]
-    steps_per_epoch = float(first["step"]) / float(first["epoch"])  # the first row ends epoch 1
+    steps_per_epoch = first["step"] / first["epoch"]  # the first row ends epoch 1
     model = _model(out)
     return {
         "accuracy": 100 * metrics["accuracy"],
-        "train_seconds": float(last["elapsed_s"]),
-        "epochs": float(last["step"]) / steps_per_epoch,  # fractional when the time limit stops a run mid-epoch
+        "train_seconds": last["elapsed_s"],
+        "epochs": last["step"] / steps_per_epoch,  # fractional when the time limit stops a run mid-epoch
         "parameters": sum(p.numel() for p in vision.ViT(vision.ViTConfig.from_dict(model)).parameters()),
         "stem": model.get("stem", "patch"),
     }
