@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
@@ -68,6 +68,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"no weights at {path}")
     try:
+        _check_shapes(unwrap(model), path)
         missing, unexpected = load_model(unwrap(model), str(path), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise CheckpointError(f"cannot read weights from {path}: corrupt or truncated ({error})") from None
@@ -76,6 +77,20 @@ def load_weights(model: nn.Module, path: Path) -> None:
             f"weights in {path} do not fit the model (missing: {sorted(missing)[:5]}, "
             f"unexpected: {sorted(unexpected)[:5]})"
         )
+
+
+def _check_shapes(model: nn.Module, path: Path) -> None:
+    """Name the first tensor whose saved shape differs from the model's (e.g. a config.json edited
+    after training), which `load_model` would report only as a RuntimeError."""
+    own = model.state_dict()
+    with safe_open(str(path), framework="pt") as handle:
+        for name in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
+            saved = tuple(handle.get_slice(name).get_shape())
+            if name in own and tuple(own[name].shape) != saved:
+                raise CheckpointError(
+                    f"weights in {path} do not fit the model ({name} is {saved}, the model needs "
+                    f"{tuple(own[name].shape)})"
+                )
 
 
 def average_weights(model: nn.Module, paths: list[Path]) -> None:

@@ -98,6 +98,17 @@ def test_weights_load_through_wrappers_and_reject_mismatch(tmp_path):
         checkpoint.load_weights(other, tmp_path / "model.safetensors")
 
 
+def test_weights_of_another_shape_are_named_not_called_corrupt(tmp_path):
+    checkpoint.save_weights_atomic(_model(), tmp_path / "model.safetensors")
+    wider = TextClassifier(TextEncoderConfig(vocab_size=30, d_model=16, n_heads=2, n_layers=1, d_ff=48, max_len=8), 3)
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"do not fit the model \(body\.\S+\.ffn\.\S+ is \((16, 32|32, 16)\), the model needs \((16, 48|48, 16)\)\)",
+    ) as raised:
+        checkpoint.load_weights(wider, tmp_path / "model.safetensors")
+    assert "corrupt" not in str(raised.value)
+
+
 def test_interrupted_swap_keeps_previous_checkpoint(tmp_path):
     model = _model()
     optimizer = build_optimizer(model, 1e-3, 0.0)
