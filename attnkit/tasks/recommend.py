@@ -30,7 +30,7 @@ from attnkit.nn import linear_cross_entropy
 from attnkit.options import check_model_options
 from attnkit.tasks.runs import open_run, saved_options, start_run, write_metrics, write_new_run
 
-Loss = Literal["bce", "ce"]
+Loss = Literal["bce", "ce", "ce+bce"]
 Protocol = Literal["sampled", "full", "both"]
 K = 10
 
@@ -64,8 +64,12 @@ class RecommendOptions:
     )
     loss: Loss = field(
         default="bce",
-        metadata={"help": "bce: the paper's, one sampled negative per position; ce: softmax over all items"},
+        metadata={
+            "help": "bce: the paper's, one sampled negative per position; ce: softmax over all items; "
+            "ce+bce: their sum (ce's ranking of all items, bce's push of uniformly drawn items down)"
+        },
     )
+    bce_weight: float = field(default=1.0, metadata={"help": "weight of the bce term of --loss ce+bce"})
     length_buckets: bool = field(
         default=False,
         metadata={
@@ -96,6 +100,8 @@ class RecommendOptions:
             raise UserError(f"--average-last must be at least 1, got {self.average_last}")
         if self.negatives < 1:
             raise UserError(f"--negatives must be at least 1, got {self.negatives}")
+        if not self.bce_weight > 0:
+            raise UserError(f"--bce-weight must be positive, got {self.bce_weight}")
         check_model_options(lambda: self.model_config(n_items=1))
 
     def model_config(self, n_items: int) -> SASRecConfig:
@@ -186,10 +192,16 @@ def left_pad(sequences: list[list[int]]) -> Tensor:
 
 
 class RecommendTask:
-    """Next-item loss (the paper's BCE with sampled negatives, or full softmax CE) and ranking metrics."""
+    """Next-item loss (the paper's BCE with sampled negatives, full softmax CE, or both) and ranking metrics.
 
-    def __init__(self, loss: Loss, n_items: int) -> None:
-        self.loss_kind, self.n_items = loss, n_items
+    Args:
+        loss: "bce", "ce" or "ce+bce" (CE + bce_weight · BCE).
+        n_items: items V (ids 1..V; 0 is padding).
+        bce_weight: weight of the BCE term of "ce+bce".
+    """
+
+    def __init__(self, loss: Loss, n_items: int, bce_weight: float = 1.0) -> None:
+        self.loss_kind, self.n_items, self.bce_weight = loss, n_items, bce_weight
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
         states = model(batch["input"])  # (B, L, D)
@@ -197,16 +209,18 @@ class RecommendTask:
         real = target != 0
         states_real, target_real = states[real], target[real]  # (N, D), (N,)
         sasrec = unwrap(model)
-        if self.loss_kind == "ce":
+        loss = states.new_zeros(())
+        if self.loss_kind in ("ce", "ce+bce"):
             # Softmax over the real items 1..V (row 0 of the table is padding), chunk by chunk.
-            loss = linear_cross_entropy(states_real, sasrec.item_embed.weight[1:], target_real - 1)
-            return loss, int(real.sum())
-        seen = seen_matrix(batch["history"], self.n_items)  # (B, V + 1)
-        negatives = sample_negatives(seen, target.size(1))[real]  # (N,)
-        pos = sasrec.score(states_real, target_real[:, None]).squeeze(-1).float()  # (N,)
-        neg = sasrec.score(states_real, negatives[:, None]).squeeze(-1).float()
-        has_negative = negatives != 0
-        loss = -(F.logsigmoid(pos) + F.logsigmoid(-neg) * has_negative).mean()
+            loss = loss + linear_cross_entropy(states_real, sasrec.item_embed.weight[1:], target_real - 1)
+        if self.loss_kind in ("bce", "ce+bce"):
+            seen = seen_matrix(batch["history"], self.n_items)  # (B, V + 1)
+            negatives = sample_negatives(seen, target.size(1))[real]  # (N,)
+            pos = sasrec.score(states_real, target_real[:, None]).squeeze(-1).float()  # (N,)
+            neg = sasrec.score(states_real, negatives[:, None]).squeeze(-1).float()
+            has_negative = negatives != 0
+            bce = -(F.logsigmoid(pos) + F.logsigmoid(-neg) * has_negative).mean()
+            loss = loss + (bce if self.loss_kind == "bce" else self.bce_weight * bce)
         return loss, int(real.sum())
 
     def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -382,7 +396,7 @@ def train(
     torch.manual_seed(train_config.seed)
     model = SASRec(model_config)
     log(f"model: SASRec, {sum(p.numel() for p in model.parameters()):,} parameters, loss {options.loss}")
-    task = RecommendTask(options.loss, data.n_items)
+    task = RecommendTask(options.loss, data.n_items, options.bce_weight)
     trainer = Trainer(
         model, task, train_config, run_dir, train_data, valid.batches(options.eval_batch_size), where, log=log
     )
@@ -441,7 +455,7 @@ class LoadedRecommender:
         test = eval_set(
             split, "test", self.data.n_items, self.options.max_len, self.options.negatives, self.options.eval_seed
         )
-        task = RecommendTask(self.options.loss, self.data.n_items)
+        task = RecommendTask(self.options.loss, self.data.n_items, self.options.bce_weight)
         batches = test.batches(self.options.eval_batch_size)
         rows: dict[str, list[Tensor]] = {}
         with torch.no_grad():

@@ -255,7 +255,7 @@ def test_eval_step_full_rank_matches_a_per_user_loop():
             assert sampled[i] == sum(bool(scores[item] > scores[target]) for item in negatives)
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "bce", "ce+bce"])
 def test_each_loss_overfits_one_batch(loss):
     torch.manual_seed(0)
     split = leave_one_out([[(start + t) % 20 + 1 for t in range(12)] for start in range(0, 20, 3)])
@@ -272,6 +272,21 @@ def test_each_loss_overfits_one_batch(loss):
         value.backward()
         optimizer.step()
     assert value.item() < 0.2 * first.item()
+
+
+def test_mixed_loss_is_ce_plus_weighted_bce():
+    torch.manual_seed(0)
+    split = leave_one_out([[(start + t) % 20 + 1 for t in range(12)] for start in range(0, 20, 3)])
+    batches, _ = train_batches(split, max_len=10, batch_size=16, seed=0)
+    batch = batches.collate(batches.plan(0)[0])
+    model = SASRec(SASRecConfig(n_items=20, max_len=10, d_model=16, n_heads=2, n_layers=1, d_ff=16, dropout=0.0))
+    ce, _ = RecommendTask("ce", n_items=20).loss(model, batch)
+    torch.manual_seed(1)
+    bce, _ = RecommendTask("bce", n_items=20).loss(model, batch)
+    torch.manual_seed(1)  # the same sampled negatives
+    mixed, count = RecommendTask("ce+bce", n_items=20, bce_weight=0.25).loss(model, batch)
+    assert count == int((batch["target"] != 0).sum())
+    torch.testing.assert_close(mixed, ce + 0.25 * bce)
 
 
 def test_bce_loss_with_no_negative_left_is_finite():
@@ -404,6 +419,14 @@ def test_average_last_keeps_the_better_of_average_and_best_and_tests_it(cycle, t
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(trained)
     assert _train(data, tmp_path / "bad", "--average-last", "0") == 2
     assert "--average-last must be at least 1" in capsys.readouterr().err
+
+
+def test_bad_bce_weight_is_one_line_and_exit_2(cycle, tmp_path, capsys):
+    data, _, _ = cycle
+    assert _train(data, tmp_path / "bad", "--loss", "ce+bce", "--bce-weight", "0") == 2
+    err = capsys.readouterr().err
+    assert "--bce-weight must be positive" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
 
 
 def _recommended(out: str) -> list[str]:
