@@ -66,7 +66,7 @@ class RecommendOptions:
         default="bce",
         metadata={
             "help": "bce: the paper's, one sampled negative per position; ce: softmax over all items; "
-            "ce+bce: their sum (ce's ranking of all items, bce's push of uniformly drawn items down)"
+            "ce+bce: ce plus --bce-weight times bce (ce ranks all items, bce pushes uniformly drawn items down)"
         },
     )
     bce_weight: float = field(default=1.0, metadata={"help": "weight of the bce term of --loss ce+bce"})
@@ -102,6 +102,8 @@ class RecommendOptions:
             raise UserError(f"--negatives must be at least 1, got {self.negatives}")
         if not self.bce_weight > 0:
             raise UserError(f"--bce-weight must be positive, got {self.bce_weight}")
+        if self.bce_weight != 1.0 and self.loss != "ce+bce":
+            raise UserError(f"--bce-weight weighs the bce term of --loss ce+bce; the loss is {self.loss}")
         check_model_options(lambda: self.model_config(n_items=1))
 
     def model_config(self, n_items: int) -> SASRecConfig:

@@ -103,7 +103,8 @@ def test_weights_of_another_shape_are_named_not_called_corrupt(tmp_path):
     wider = TextClassifier(TextEncoderConfig(vocab_size=30, d_model=16, n_heads=2, n_layers=1, d_ff=48, max_len=8), 3)
     with pytest.raises(
         checkpoint.CheckpointError,
-        match=r"do not fit the model \(body\.\S+\.ffn\.\S+ is \((16, 32|32, 16)\), the model needs \((16, 48|48, 16)\)\)",
+        match=r"do not fit the model \(body\.\S+\.ffn\.\S+ is \((16, 32|32, 16)\), "
+        r"the model needs \((16, 48|48, 16)\)\)",
     ) as raised:
         checkpoint.load_weights(wider, tmp_path / "model.safetensors")
     assert "corrupt" not in str(raised.value)

@@ -427,6 +427,8 @@ def test_bad_bce_weight_is_one_line_and_exit_2(cycle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--bce-weight must be positive" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+    assert _train(data, tmp_path / "bad", "--loss", "ce", "--bce-weight", "2") == 2
+    assert "--bce-weight weighs the bce term of --loss ce+bce; the loss is ce" in capsys.readouterr().err
 
 
 def _recommended(out: str) -> list[str]:
