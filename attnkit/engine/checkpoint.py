@@ -79,18 +79,23 @@ def load_weights(model: nn.Module, path: Path) -> None:
         )
 
 
+def shape_mismatch(own: dict[str, torch.Tensor], saved: dict[str, tuple[int, ...]]) -> str | None:
+    """'NAME is (saved shape), the model needs (own shape)' for the first tensor both hold at different
+    shapes (e.g. a config.json edited after training), or None when every shared name fits."""
+    for name, shape in saved.items():
+        if name in own and tuple(own[name].shape) != tuple(shape):
+            return f"{name} is {tuple(shape)}, the model needs {tuple(own[name].shape)}"
+    return None
+
+
 def _check_shapes(model: nn.Module, path: Path) -> None:
-    """Name the first tensor whose saved shape differs from the model's (e.g. a config.json edited
-    after training), which `load_model` would report only as a RuntimeError."""
-    own = model.state_dict()
+    """Raise naming the first tensor saved at another shape, which `load_model` would report only as
+    a RuntimeError."""
     with safe_open(str(path), framework="pt") as handle:
-        for name in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
-            saved = tuple(handle.get_slice(name).get_shape())
-            if name in own and tuple(own[name].shape) != saved:
-                raise CheckpointError(
-                    f"weights in {path} do not fit the model ({name} is {saved}, the model needs "
-                    f"{tuple(own[name].shape)})"
-                )
+        saved = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    mismatch = shape_mismatch(model.state_dict(), saved)
+    if mismatch:
+        raise CheckpointError(f"weights in {path} do not fit the model ({mismatch})")
 
 
 def average_weights(model: nn.Module, paths: list[Path]) -> None:

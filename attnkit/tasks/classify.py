@@ -23,6 +23,7 @@ from attnkit.data.datasets import MULTI_LABEL, ensure_dataset, load_classificati
 from attnkit.data.readers import LabeledTexts, read_class_names, read_labeled
 from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer, train_tokenizer
 from attnkit.engine import Batches, Dist, TrainConfig, Trainer, load_weights
+from attnkit.engine.checkpoint import shape_mismatch
 from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report, multilabel_report
@@ -483,14 +484,9 @@ def _load_encoder(model: TextClassifier, init_dir: Path) -> None:
     except Exception as error:  # safetensors raises its own error types for corrupt files
         raise UserError(f"{path}: cannot read weights ({error})") from None
     body = {k.removeprefix("body."): v for k, v in weights.items() if k.startswith("body.")}
-    own = model.body.state_dict()
-    reshaped = [k for k, v in body.items() if k in own and own[k].shape != v.shape]
-    if reshaped:  # the weights and the run's config.json disagree
-        name = reshaped[0]
-        raise UserError(
-            f"{path}: encoder weights do not fit ({name} is {tuple(body[name].shape)}, "
-            f"the model needs {tuple(own[name].shape)})"
-        )
+    mismatch = shape_mismatch(model.body.state_dict(), {k: tuple(v.shape) for k, v in body.items()})
+    if mismatch:  # the weights and the run's config.json disagree
+        raise UserError(f"{path}: encoder weights do not fit ({mismatch})")
     missing, unexpected = model.body.load_state_dict(body, strict=False)
     if missing or unexpected:
         raise UserError(f"{path}: encoder weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
