@@ -192,6 +192,26 @@ def test_inference_reuses_fused_projection_until_a_weight_changes():
     assert not torch.allclose(after_load, after_replace, atol=1e-4)
 
 
+def test_decoding_takes_fused_projection_from_its_cache():
+    torch.manual_seed(6)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS)
+    x = torch.randn(2, 4, D_MODEL)
+    with torch.inference_mode():
+        cache = KVCache()
+        mha(x[:, :2], causal=True, cache=cache)
+        weight, bias = cache.projection
+        assert_close(weight, torch.cat([mha.q_proj.weight, mha.k_proj.weight, mha.v_proj.weight]))
+        assert_close(bias, torch.cat([mha.q_proj.bias, mha.k_proj.bias, mha.v_proj.bias]))
+        mha(x[:, 2:3], causal=True, cache=cache)
+        assert cache.projection[0] is weight  # built once per decoding, not at each step
+    with torch.no_grad():
+        mha.q_proj.weight.mul_(2.0)  # between two decodings, as training would
+    with torch.inference_mode():
+        fresh = KVCache()
+        steps = [mha(x[:, t : t + 1], causal=True, cache=fresh) for t in range(4)]
+    assert_close(torch.cat(steps, dim=1), mha(x, causal=True), **TOL)  # a new cache sees the new weights
+
+
 def test_kv_cache_append_and_reorder():
     torch.manual_seed(5)
     cache = KVCache()
