@@ -9,7 +9,7 @@ export ATTNKIT_DATA
 DEMO_RUN ?= runs/demo-reuters-r8
 
 .PHONY: install demo demo-core test test-slow lint bench-attention bench-classify bench-recommend bench-translate \
-	bench-lm bench-vision
+	bench-lm bench-vision bench-bf16
 
 install: $(STAMP)
 
@@ -58,3 +58,6 @@ bench-lm: install
 
 bench-vision: install
 	$(PY) benchmarks/vision.py
+
+bench-bf16: install
+	$(PY) benchmarks/bf16.py
