@@ -97,6 +97,11 @@ def batches(entry: dict[str, object]) -> str:
     return "bucketed" if options(entry).length_buckets else "random"
 
 
+def loss_label(entry: dict[str, object]) -> str:
+    """The loss a run trained with, marked when CE's softmax left out the items seen so far."""
+    return f"{entry['loss']}, unseen" if options(entry).exclude_seen else str(entry["loss"])
+
+
 def tested(entry: dict[str, object]) -> str:
     """The weights the test figures are of: the best checkpoint, or an average of the last ones."""
     average = options(entry).average_last
@@ -111,7 +116,7 @@ def row_key(entry: dict[str, object]) -> tuple[object, ...]:
         entry["dataset"],
         style(entry),
         batches(entry),
-        entry["loss"],
+        loss_label(entry),
         entry["budget_minutes"],
         train_seed(entry),
         options(entry).average_last,
@@ -140,7 +145,8 @@ def render(results: dict[str, object]) -> str:
         " (`--length-buckets`). *seed*: the training seed (`--seed`: initialisation, dropout, batch order);"
         " the evaluation's negatives are drawn with seed 0 in every run. *loss*: `bce` the paper's (one negative"
         " per position, drawn uniformly), `ce` a softmax over all items, `ce+bce` their sum (`--bce-weight 1`;"
-        " the ML-1M preset's since 2026-11-22).",
+        " the ML-1M preset's since 2026-11-22); *, unseen*: with `--exclude-seen`, CE's softmax at each position"
+        " leaves out the items already in the history there.",
         "Each model trains for the budget below on 2 CPU cores. *tested weights*: the checkpoint with the best"
         " validation NDCG@10 (sampled), or, with `average_last: k`, the average of the last k epochs' weights when"
         " it scores at least as well on validation; those weights are evaluated on the test items.",
@@ -161,7 +167,7 @@ def render(results: dict[str, object]) -> str:
         if r["dataset"] != "ml-1m":
             shown = "—"
         lines.append(
-            f"| {r['dataset']} | {style(r)} | {batches(r)} | {r['loss']} | {train_seed(r)} | "
+            f"| {r['dataset']} | {style(r)} | {batches(r)} | {loss_label(r)} | {train_seed(r)} | "
             f"{r['epochs']:.1f} ({r['budget_minutes']:g} min) | "
             f"{r['epochs_per_second']:.3f} | {shown} | {tested(r)} | "
             f"{t['sampled_hr@10']:.4f} | {t['sampled_ndcg@10']:.4f} | "

@@ -23,6 +23,7 @@ def linear_cross_entropy(
     bias: Tensor | None = None,
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
+    exclude: Tensor | None = None,
     chunk_size: int | None = None,
 ) -> Tensor:
     """Mean cross-entropy of the logits `hidden @ weight.T (+ bias)` against `target`.
@@ -35,6 +36,9 @@ def linear_cross_entropy(
         label_smoothing: ε as in `torch.nn.functional.cross_entropy`: the target distribution is
             (1 - ε) one-hot + ε / V uniform (Szegedy et al. 2016; the Transformer paper uses 0.1).
         ignore_index: target value of rows that are left out of the loss and of its mean.
+        exclude: (N, K) classes to leave out of each row's softmax, as if their logits were -inf
+            (e.g. the items a user has already seen, which a recommender is never asked to rank);
+            entries < 0, and a row's own target, are left in. Not with label smoothing.
         chunk_size: rows per chunk (default: about 4 MiB of float32 logits per chunk).
     Returns:
         scalar loss, averaged over the rows that count (NaN when none does, as PyTorch).
@@ -47,15 +51,20 @@ def linear_cross_entropy(
         raise ValueError(f"target must be (N,) = ({hidden.size(0)},), got {tuple(target.shape)}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if exclude is not None:
+        if exclude.dim() != 2 or exclude.size(0) != hidden.size(0):
+            raise ValueError(f"exclude must be (N, K) with N = {hidden.size(0)}, got {tuple(exclude.shape)}")
+        if label_smoothing:
+            raise ValueError("exclude and label_smoothing cannot be combined")
     chunk = chunk_size or max(16, (1 << 20) // weight.size(0))
-    return _LinearCrossEntropy.apply(hidden, weight, bias, target, label_smoothing, ignore_index, chunk)
+    return _LinearCrossEntropy.apply(hidden, weight, bias, target, label_smoothing, ignore_index, exclude, chunk)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """Forward computes the loss and, when needed, the gradients; backward only scales them."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, target, smoothing, ignore_index, chunk):
+    def forward(ctx, hidden, weight, bias, target, smoothing, ignore_index, exclude, chunk):
         n_rows, n_classes = hidden.size(0), weight.size(0)
         acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32  # accumulation dtype
         counts = target != ignore_index  # (N,)
@@ -72,6 +81,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits = (h @ weight.T).to(acc)  # (C, V)
             if bias is not None:
                 logits += bias.to(acc)
+            if exclude is not None:
+                _leave_out(logits, exclude[start : start + chunk], y)
             log_probs = torch.log_softmax(logits, dim=-1)  # (C, V)
             del logits
             nll = -log_probs.gather(1, y)  # (C, 1)
@@ -108,4 +119,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scaled = [
             (g * factor).to(dtype) if has else None for g, has, dtype in zip(grads, ctx.has, ctx.dtypes, strict=True)
         ]
-        return scaled[0], scaled[1], scaled[2], None, None, None, None
+        return scaled[0], scaled[1], scaled[2], None, None, None, None, None
+
+
+def _leave_out(logits: Tensor, exclude: Tensor, target: Tensor) -> None:
+    """Set logits (C, V) to -inf, in place, at exclude (C, K), except entries < 0 and each row's target (C, 1)."""
+    exclude = torch.where((exclude < 0) | (exclude == target), target, exclude)  # no-ops aim at the target
+    target_logit = logits.gather(1, target)  # (C, 1)
+    logits.scatter_(1, exclude, float("-inf"))
+    logits.scatter_(1, target, target_logit)

@@ -70,6 +70,13 @@ class RecommendOptions:
         },
     )
     bce_weight: float = field(default=1.0, metadata={"help": "weight of the bce term of --loss ce+bce"})
+    exclude_seen: bool = field(
+        default=False,
+        metadata={
+            "help": "ce's softmax at each position leaves out the items already in the history there, which "
+            "neither protocol (nor predict) ranks, so the model need not learn to push them down"
+        },
+    )
     length_buckets: bool = field(
         default=False,
         metadata={
@@ -104,6 +111,8 @@ class RecommendOptions:
             raise UserError(f"--bce-weight must be positive, got {self.bce_weight}")
         if self.bce_weight != 1.0 and self.loss != "ce+bce":
             raise UserError(f"--bce-weight weighs the bce term of --loss ce+bce; the loss is {self.loss}")
+        if self.exclude_seen and self.loss == "bce":
+            raise UserError("--exclude-seen changes the softmax of --loss ce or ce+bce; bce draws unseen negatives already")
         check_model_options(lambda: self.model_config(n_items=1))
 
     def model_config(self, n_items: int) -> SASRecConfig:
@@ -183,6 +192,13 @@ def seen_matrix(histories: Tensor, n_items: int) -> Tensor:
     return seen.scatter_(1, histories, True)
 
 
+def seen_so_far(inputs: Tensor) -> Tensor:
+    """inputs (B, L) -> (B, L, L): at [b, t], the items of row b up to position t, 0 after it (and at padding)."""
+    length = inputs.size(1)
+    later = torch.ones(length, length, dtype=torch.bool, device=inputs.device).triu(1)  # (t, s): s > t
+    return inputs[:, None, :].expand(-1, length, -1).masked_fill(later, 0)
+
+
 def left_pad(sequences: list[list[int]]) -> Tensor:
     """Pad on the left with 0 so that the most recent item is in the last column: (B, max length)."""
     width = max(1, max(len(s) for s in sequences))
@@ -200,10 +216,13 @@ class RecommendTask:
         loss: "bce", "ce" or "ce+bce" (CE + bce_weight · BCE).
         n_items: items V (ids 1..V; 0 is padding).
         bce_weight: weight of the BCE term of "ce+bce".
+        exclude_seen: CE's softmax at position t leaves out the input items up to t (the history the
+            model has seen there), except the target itself.
     """
 
-    def __init__(self, loss: Loss, n_items: int, bce_weight: float = 1.0) -> None:
+    def __init__(self, loss: Loss, n_items: int, bce_weight: float = 1.0, exclude_seen: bool = False) -> None:
         self.loss_kind, self.n_items, self.bce_weight = loss, n_items, bce_weight
+        self.exclude_seen = exclude_seen
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
         states = model(batch["input"])  # (B, L, D)
@@ -214,7 +233,10 @@ class RecommendTask:
         loss = states.new_zeros(())
         if self.loss_kind in ("ce", "ce+bce"):
             # Softmax over the real items 1..V (row 0 of the table is padding), chunk by chunk.
-            loss = loss + linear_cross_entropy(states_real, sasrec.item_embed.weight[1:], target_real - 1)
+            exclude = seen_so_far(batch["input"])[real] - 1 if self.exclude_seen else None  # (N, L), -1 = none
+            loss = loss + linear_cross_entropy(
+                states_real, sasrec.item_embed.weight[1:], target_real - 1, exclude=exclude
+            )
         if self.loss_kind in ("bce", "ce+bce"):
             seen = seen_matrix(batch["history"], self.n_items)  # (B, V + 1)
             negatives = sample_negatives(seen, target.size(1))[real]  # (N,)
@@ -397,8 +419,9 @@ def train(
     train_config = train_config.averaging(options.average_last)
     torch.manual_seed(train_config.seed)
     model = SASRec(model_config)
-    log(f"model: SASRec, {sum(p.numel() for p in model.parameters()):,} parameters, loss {options.loss}")
-    task = RecommendTask(options.loss, data.n_items, options.bce_weight)
+    unseen = ", seen items left out of the softmax" if options.exclude_seen else ""
+    log(f"model: SASRec, {sum(p.numel() for p in model.parameters()):,} parameters, loss {options.loss}{unseen}")
+    task = RecommendTask(options.loss, data.n_items, options.bce_weight, options.exclude_seen)
     trainer = Trainer(
         model, task, train_config, run_dir, train_data, valid.batches(options.eval_batch_size), where, log=log
     )
@@ -457,7 +480,7 @@ class LoadedRecommender:
         test = eval_set(
             split, "test", self.data.n_items, self.options.max_len, self.options.negatives, self.options.eval_seed
         )
-        task = RecommendTask(self.options.loss, self.data.n_items, self.options.bce_weight)
+        task = RecommendTask(self.options.loss, self.data.n_items, self.options.bce_weight, self.options.exclude_seen)
         batches = test.batches(self.options.eval_batch_size)
         rows: dict[str, list[Tensor]] = {}
         with torch.no_grad():

@@ -70,3 +70,34 @@ def test_shape_errors():
         linear_cross_entropy(hidden, weight, target[:-1])
     with pytest.raises(ValueError, match="label_smoothing"):
         linear_cross_entropy(hidden, weight, target, label_smoothing=1.0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 100])
+def test_exclude_matches_cross_entropy_with_those_logits_at_minus_infinity(chunk_size):
+    hidden, weight, bias, target = _inputs()
+    g = torch.Generator().manual_seed(1)
+    exclude = torch.randint(-1, 11, (23, 4), generator=g)  # -1 = no entry
+    exclude[0, 0] = target[0]  # a row's own target stays in its softmax
+    target[5] = -100
+    ours = linear_cross_entropy(hidden, weight, target, bias=bias, exclude=exclude, chunk_size=chunk_size)
+    grads = torch.autograd.grad(ours, [hidden, weight, bias])
+    logits = hidden @ weight.T + bias
+    hidden_mask = torch.zeros_like(logits, dtype=torch.bool)
+    for row, classes in enumerate(exclude.tolist()):
+        for c in classes:
+            if c >= 0 and c != target[row]:
+                hidden_mask[row, c] = True
+    ref = F.cross_entropy(logits.masked_fill(hidden_mask, float("-inf")), target, ignore_index=-100)
+    ref_grads = torch.autograd.grad(ref, [hidden, weight, bias])
+    torch.testing.assert_close(ours, ref)
+    for mine, theirs in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(mine, theirs)
+    assert ours < linear_cross_entropy(hidden, weight, target, bias=bias)  # fewer competitors, lower loss
+
+
+def test_exclude_errors():
+    hidden, weight, _, target = _inputs()
+    with pytest.raises(ValueError, match="exclude must be"):
+        linear_cross_entropy(hidden, weight, target, exclude=torch.zeros(5, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        linear_cross_entropy(hidden, weight, target, exclude=torch.zeros(23, 2, dtype=torch.long), label_smoothing=0.1)

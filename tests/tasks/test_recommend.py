@@ -24,6 +24,7 @@ from attnkit.tasks.recommend import (
     rank_metrics,
     sample_negatives,
     seen_matrix,
+    seen_so_far,
     train_batches,
 )
 from tests.averaging import assert_average_or_best
@@ -289,6 +290,42 @@ def test_mixed_loss_is_ce_plus_weighted_bce():
     torch.testing.assert_close(mixed, ce + 0.25 * bce)
 
 
+def test_seen_so_far_lists_the_items_up_to_each_position():
+    inputs = torch.tensor([[0, 4, 7, 2], [5, 6, 1, 3]])
+    seen = seen_so_far(inputs)
+    assert seen.shape == (2, 4, 4)
+    assert seen[0].tolist() == [[0, 0, 0, 0], [0, 4, 0, 0], [0, 4, 7, 0], [0, 4, 7, 2]]
+    assert seen[1, 1].tolist() == [5, 6, 0, 0]
+
+
+def test_exclude_seen_leaves_the_history_out_of_the_softmax():
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=6, max_len=4, d_model=8, n_heads=1, n_layers=1, d_ff=8, dropout=0.0))
+    # Row 1 re-consumes item 2: a target seen earlier still counts as the target.
+    batch = {
+        "input": torch.tensor([[0, 1, 2, 3], [2, 4, 5, 1]]),
+        "target": torch.tensor([[0, 2, 3, 4], [4, 5, 1, 2]]),
+        "history": torch.tensor([[0, 1, 2, 3, 4], [2, 4, 5, 1, 2]]),
+    }
+    ours, count = RecommendTask("ce", n_items=6, exclude_seen=True).loss(model, batch)
+    logits = model.score_all(model(batch["input"]))  # (B, L, V + 1)
+    expected = []
+    for b in range(2):
+        for t in range(4):
+            target = int(batch["target"][b, t])
+            if target == 0:
+                continue
+            row = logits[b, t, 1:].clone()
+            for item in batch["input"][b, : t + 1].tolist():
+                if item and item != target:
+                    row[item - 1] = float("-inf")
+            expected.append(torch.nn.functional.cross_entropy(row[None], torch.tensor([target - 1])))
+    assert count == len(expected) == 7
+    torch.testing.assert_close(ours, torch.stack(expected).mean())
+    plain, _ = RecommendTask("ce", n_items=6).loss(model, batch)
+    assert ours < plain
+
+
 def test_bce_loss_with_no_negative_left_is_finite():
     model = SASRec(SASRecConfig(n_items=3, max_len=4, d_model=8, n_heads=1, n_layers=1, d_ff=8))
     batch = {"input": torch.tensor([[1, 2]]), "target": torch.tensor([[2, 3]]), "history": torch.tensor([[1, 2, 3]])}
@@ -378,6 +415,19 @@ def test_train_learns_the_cycle(cycle, loss, capsys):
     assert {"step", "train_loss", "val_sampled_ndcg@10", "val_full_mrr"} <= set(header)
 
 
+def test_exclude_seen_trains_learns_the_cycle_and_is_saved(cycle, tmp_path, capsys):
+    data, _, _ = cycle
+    run = tmp_path / "unseen"
+    assert _train(data, run, "--epochs", "6", "--loss", "ce+bce", "--exclude-seen") == 0
+    out = capsys.readouterr().out
+    assert "loss ce+bce, seen items left out of the softmax" in out
+    assert json.loads((run / "config.json").read_text())["options"]["exclude_seen"] is True
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["sampled_hr@10"] >= 0.9 and metrics["full_hr@10"] >= 0.9
+    assert main(["evaluate", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(metrics)
+
+
 @pytest.mark.parametrize("protocol", ["full", "sampled", "both"])
 def test_evaluate_reproduces_the_training_figures(cycle, tmp_path, protocol, capsys):
     _, _, run = cycle
@@ -429,6 +479,14 @@ def test_bad_bce_weight_is_one_line_and_exit_2(cycle, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
     assert _train(data, tmp_path / "bad", "--loss", "ce", "--bce-weight", "2") == 2
     assert "--bce-weight weighs the bce term of --loss ce+bce; the loss is ce" in capsys.readouterr().err
+
+
+def test_exclude_seen_with_the_bce_loss_is_one_line_and_exit_2(cycle, tmp_path, capsys):
+    data, _, _ = cycle
+    assert _train(data, tmp_path / "bad", "--loss", "bce", "--exclude-seen") == 2
+    err = capsys.readouterr().err
+    assert "--exclude-seen changes the softmax of --loss ce or ce+bce" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
 
 
 def _recommended(out: str) -> list[str]:
