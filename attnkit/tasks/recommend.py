@@ -112,7 +112,7 @@ class RecommendOptions:
         if self.bce_weight != 1.0 and self.loss != "ce+bce":
             raise UserError(f"--bce-weight weighs the bce term of --loss ce+bce; the loss is {self.loss}")
         if self.exclude_seen and self.loss == "bce":
-            raise UserError("--exclude-seen changes the softmax of --loss ce or ce+bce; bce draws unseen negatives already")
+            raise UserError("--exclude-seen changes the softmax of --loss ce or ce+bce; bce draws unseen items already")
         check_model_options(lambda: self.model_config(n_items=1))
 
     def model_config(self, n_items: int) -> SASRecConfig:
