@@ -62,6 +62,12 @@ def alternate(runs: dict[str, Callable[[], None]], rounds: int, device: torch.de
     return times
 
 
+def round_ratios(numerators: list[float], denominators: list[float]) -> dict[str, float]:
+    """Median, min and max of the per-round ratios numerators[i] / denominators[i] (paired rounds)."""
+    ratios = sorted(a / b for a, b in zip(numerators, denominators, strict=True))
+    return {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1]}
+
+
 def summarise(samples: list[float]) -> dict[str, float]:
     """Median, quartiles and extremes in milliseconds."""
     ms = sorted(s * 1000 for s in samples)

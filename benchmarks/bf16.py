@@ -30,7 +30,7 @@ from attnkit.models.translator import Translator
 from attnkit.models.vit import ViT
 from attnkit.options import build, load_preset
 from attnkit.tasks import lm, recommend, translate, vision
-from benchmarks._common import alternate, machine, write_json, write_section
+from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 Loss = Callable[[], Tensor]
@@ -103,13 +103,13 @@ def measure(make: Callable[[], tuple[nn.Module, Loss]], rounds: int) -> dict[str
     for run in runs.values():
         run()  # warm-up
     times = alternate(runs, rounds, torch.device("cpu"))
-    ratios = sorted(a / b for a, b in zip(times["float32"], times["bfloat16"], strict=True))
+    speedup = round_ratios(times["float32"], times["bfloat16"])
     return {
         "float32_ms": statistics.median(times["float32"]) * 1000,
         "bfloat16_ms": statistics.median(times["bfloat16"]) * 1000,
-        "speedup": statistics.median(ratios),
-        "speedup_min": ratios[0],
-        "speedup_max": ratios[-1],
+        "speedup": speedup["median"],
+        "speedup_min": speedup["min"],
+        "speedup_max": speedup["max"],
     }
 
 

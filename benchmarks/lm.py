@@ -36,7 +36,7 @@ from attnkit.engine import TrainConfig
 from attnkit.engine.history import read_history
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.tasks import lm
-from benchmarks._common import machine, write_json, write_section
+from benchmarks._common import machine, round_ratios, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = {"max_len": 64, "batch_size": 12, "n_layers": 4, "n_heads": 4, "d_model": 128, "steps": 2000}
@@ -271,8 +271,7 @@ def paired_ratio(gen: dict[str, dict], numerator: str, denominator: str) -> dict
     """Median, min and max over rounds of numerator's tokens/s over denominator's in the same round."""
     if numerator not in gen or denominator not in gen:
         return None
-    ratios = sorted(a / b for a, b in zip(gen[numerator]["rounds"], gen[denominator]["rounds"], strict=True))
-    return {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1]}
+    return round_ratios(gen[numerator]["rounds"], gen[denominator]["rounds"])
 
 
 def render(results: dict[str, object]) -> str:

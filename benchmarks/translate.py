@@ -31,7 +31,7 @@ from attnkit.engine.history import read_history
 from attnkit.options import build, load_preset
 from attnkit.tasks import translate
 from attnkit.tasks.translate import EOS_ID, LoadedTranslator, translate_ids
-from benchmarks._common import machine, write_json, write_section
+from benchmarks._common import machine, round_ratios, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "configs" / "translate" / "multi30k.yaml"
@@ -101,10 +101,10 @@ def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -
     }
     for search, batch in DECODING_SETTINGS:
         on, off = (variant_name(search, batch, cache) for cache in (True, False))
-        ratios = sorted(a / b for a, b in zip(times[on], times[off], strict=True))
+        speedup = round_ratios(times[on], times[off])
         result[on]["same_output_as_cache_off"] = outputs[on] == outputs[off]
-        result[on]["speedup_vs_cache_off"] = statistics.median(ratios)
-        result[on]["speedup_range"] = [ratios[0], ratios[-1]]
+        result[on]["speedup_vs_cache_off"] = speedup["median"]
+        result[on]["speedup_range"] = [speedup["min"], speedup["max"]]
     return result
 
 
