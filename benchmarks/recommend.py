@@ -36,10 +36,17 @@ TARGETS = {
 PRESETS = {"ml-1m": "configs/recommend/ml1m.yaml", "Video": "configs/recommend/games.yaml"}
 
 
-def run(dataset: str, loss: str, minutes: float, seed: int, out: Path) -> dict[str, object]:
-    """Train one model under the budget; return its history-derived and test figures."""
+def run(
+    dataset: str, loss: str, minutes: float, seed: int, out: Path, exclude_seen: bool | None = None
+) -> dict[str, object]:
+    """Train one model under the budget; return its history-derived and test figures.
+
+    `exclude_seen` overrides the preset's `--exclude-seen` (None: as the preset says).
+    """
     preset = load_preset(str(ROOT / PRESETS[dataset]))
-    given = {"data": str(data_root() / "sasrec" / f"{dataset}.txt"), "out": str(out), "loss": loss}
+    given: dict[str, object] = {"data": str(data_root() / "sasrec" / f"{dataset}.txt"), "out": str(out), "loss": loss}
+    if exclude_seen is not None:
+        given["exclude_seen"] = exclude_seen
     run_options = build(recommend.RecommendOptions, preset, given)
     train_config = build(
         TrainConfig,
@@ -135,7 +142,8 @@ def render(results: dict[str, object]) -> str:
         "",
         f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch "
         f"{results['machine']['torch']}. Reproduce: `ATTNKIT_DATA=../shared/data python benchmarks/recommend.py"
-        " --minutes M --games-minutes G [--seed S]` (the budgets and seeds of the rows below). The paper's settings"
+        " --minutes M --games-minutes G [--seed S] [--exclude-seen | --no-exclude-seen]` (the budgets and seeds of the"
+        " rows below; without either flag each preset says whether seen items are left out). The paper's settings"
         " (`configs/recommend/`): ML-1M maxlen 200,"
         " Games maxlen 50; d 50, 2 blocks, 1 head, Adam lr 1e-3, batch 128; dropout 0.2 (ML-1M) / 0.5 (Games)."
         " *style*: `reference` is the authors' block and initialisation, with attention weights dropped at the"
@@ -192,6 +200,12 @@ def main() -> None:
     parser.add_argument("--losses", default="ce+bce,ce,bce", help="losses to train on ML-1M")
     parser.add_argument("--games-loss", default="ce", help="loss of the Games run")
     parser.add_argument("--seed", type=int, default=0, help="training seed (runs with other seeds are kept beside)")
+    parser.add_argument(
+        "--exclude-seen",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="leave seen items out of CE's softmax, or not (default: as each preset says)",
+    )
     parser.add_argument("--out", default="runs/bench-recommend", help="where the runs go")
     parser.add_argument("--fresh", action="store_true", help="drop the figures of earlier runs from the results")
     args = parser.parse_args()
@@ -205,9 +219,9 @@ def main() -> None:
         plan.append(("Video", args.games_loss, args.games_minutes))
     for dataset, loss, minutes in plan:
         print(f"{dataset}, loss {loss}, {minutes:g} minutes", flush=True)
-        entry = run(
-            dataset, loss, minutes, args.seed, ROOT / args.out / f"{dataset}-{loss}-{minutes:g}min-seed{args.seed}"
-        )
+        variant = {None: "", True: "-unseen", False: "-all"}[args.exclude_seen]
+        out = ROOT / args.out / f"{dataset}-{loss}{variant}-{minutes:g}min-seed{args.seed}"
+        entry = run(dataset, loss, minutes, args.seed, out, args.exclude_seen)
         kept = [r for r in results["runs"] if row_key(r) != row_key(entry)]
         results["runs"] = sorted(
             [*kept, entry],
