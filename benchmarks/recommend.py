@@ -217,6 +217,8 @@ def main() -> None:
         plan += [("ml-1m", loss, args.minutes) for loss in args.losses.split(",")]
     if args.only in (None, "Video"):
         plan.append(("Video", args.games_loss, args.games_minutes))
+    if args.exclude_seen and any(loss == "bce" for _, loss, _ in plan):
+        parser.error("--exclude-seen changes CE's softmax: leave bce out of --losses / --games-loss")
     for dataset, loss, minutes in plan:
         print(f"{dataset}, loss {loss}, {minutes:g} minutes", flush=True)
         variant = {None: "", True: "-unseen", False: "-all"}[args.exclude_seen]
