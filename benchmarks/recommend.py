@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attnkit.data.datasets import data_root
 from attnkit.engine import TrainConfig
 from attnkit.engine.history import read_history
+from attnkit.errors import UserError
 from attnkit.options import build, load_preset
 from attnkit.tasks import recommend
 from attnkit.tasks.runs import saved_options
@@ -36,18 +37,20 @@ TARGETS = {
 PRESETS = {"ml-1m": "configs/recommend/ml1m.yaml", "Video": "configs/recommend/games.yaml"}
 
 
-def run(
-    dataset: str, loss: str, minutes: float, seed: int, out: Path, exclude_seen: bool | None = None
-) -> dict[str, object]:
-    """Train one model under the budget; return its history-derived and test figures.
-
-    `exclude_seen` overrides the preset's `--exclude-seen` (None: as the preset says).
-    """
-    preset = load_preset(str(ROOT / PRESETS[dataset]))
+def run_options(dataset: str, loss: str, out: Path, exclude_seen: bool | None) -> recommend.RecommendOptions:
+    """The preset's options with this run's data, output and loss; `exclude_seen` overrides the preset's
+    `--exclude-seen` (None: as the preset says). Raises UserError on options that cannot go together."""
     given: dict[str, object] = {"data": str(data_root() / "sasrec" / f"{dataset}.txt"), "out": str(out), "loss": loss}
     if exclude_seen is not None:
         given["exclude_seen"] = exclude_seen
-    run_options = build(recommend.RecommendOptions, preset, given)
+    return build(recommend.RecommendOptions, load_preset(str(ROOT / PRESETS[dataset])), given)
+
+
+def run(dataset: str, settings: recommend.RecommendOptions, minutes: float, seed: int) -> dict[str, object]:
+    """Train one model under the budget; return its history-derived and test figures."""
+    preset = load_preset(str(ROOT / PRESETS[dataset]))
+    out = Path(settings.out)
+    loss = settings.loss
     train_config = build(
         TrainConfig,
         recommend.TRAIN_DEFAULTS,
@@ -62,7 +65,7 @@ def run(
         logged.append(message)
         print(f"  {message}", flush=True)
 
-    metrics = recommend.train(run_options, train_config, log=log)
+    metrics = recommend.train(settings, train_config, log=log)
     total = time.perf_counter() - started
     history = read_history(out / "history.csv")
     reached = next((row for row in history if row["val_sampled_ndcg@10"] >= 0.59), None)
@@ -217,13 +220,26 @@ def main() -> None:
         plan += [("ml-1m", loss, args.minutes) for loss in args.losses.split(",")]
     if args.only in (None, "Video"):
         plan.append(("Video", args.games_loss, args.games_minutes))
-    if args.exclude_seen and any(loss == "bce" for _, loss, _ in plan):
-        parser.error("--exclude-seen changes CE's softmax: leave bce out of --losses / --games-loss")
-    for dataset, loss, minutes in plan:
-        print(f"{dataset}, loss {loss}, {minutes:g} minutes", flush=True)
-        variant = {None: "", True: "-unseen", False: "-all"}[args.exclude_seen]
-        out = ROOT / args.out / f"{dataset}-{loss}{variant}-{minutes:g}min-seed{args.seed}"
-        entry = run(dataset, loss, minutes, args.seed, out, args.exclude_seen)
+    variant = {None: "", True: "-unseen", False: "-all"}[args.exclude_seen]
+    try:  # every run's options are checked before the first one trains
+        planned = [
+            (
+                dataset,
+                minutes,
+                run_options(
+                    dataset,
+                    loss,
+                    ROOT / args.out / f"{dataset}-{loss}{variant}-{minutes:g}min-seed{args.seed}",
+                    args.exclude_seen,
+                ),
+            )
+            for dataset, loss, minutes in plan
+        ]
+    except UserError as error:
+        parser.error(str(error))
+    for dataset, minutes, settings in planned:
+        print(f"{dataset}, loss {settings.loss}, {minutes:g} minutes", flush=True)
+        entry = run(dataset, settings, minutes, args.seed)
         kept = [r for r in results["runs"] if row_key(r) != row_key(entry)]
         results["runs"] = sorted(
             [*kept, entry],

@@ -128,6 +128,10 @@ class RecommendOptions:
             style=self.style,
         )
 
+    def task(self, n_items: int) -> RecommendTask:
+        """The loss and metrics these options train and evaluate with, over n_items items."""
+        return RecommendTask(self.loss, n_items, self.bce_weight, self.exclude_seen)
+
 
 TRAIN_DEFAULTS = {
     "metric": "sampled_ndcg@10",
@@ -421,7 +425,7 @@ def train(
     model = SASRec(model_config)
     unseen = ", seen items left out of the softmax" if options.exclude_seen else ""
     log(f"model: SASRec, {sum(p.numel() for p in model.parameters()):,} parameters, loss {options.loss}{unseen}")
-    task = RecommendTask(options.loss, data.n_items, options.bce_weight, options.exclude_seen)
+    task = options.task(data.n_items)
     trainer = Trainer(
         model, task, train_config, run_dir, train_data, valid.batches(options.eval_batch_size), where, log=log
     )
@@ -480,7 +484,7 @@ class LoadedRecommender:
         test = eval_set(
             split, "test", self.data.n_items, self.options.max_len, self.options.negatives, self.options.eval_seed
         )
-        task = RecommendTask(self.options.loss, self.data.n_items, self.options.bce_weight, self.options.exclude_seen)
+        task = self.options.task(self.data.n_items)
         batches = test.batches(self.options.eval_batch_size)
         rows: dict[str, list[Tensor]] = {}
         with torch.no_grad():
