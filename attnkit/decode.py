@@ -25,6 +25,7 @@ Conventions shared by the search functions:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, NamedTuple, Protocol
@@ -141,11 +142,26 @@ class CausalLMStepper:
             `max_len` tokens (a sliding window). Absolute positions cannot slide inside a cache, so once
             the context outgrows the window the cache is rebuilt from the last `max_len` tokens, at every
             step from then on, which makes the cached path compute exactly what the uncached one does.
+        compile: run one-token steps through `torch.compile` on fixed-size caches
+            (`model.new_cache(capacity)`, e.g. `attnkit.nn.StaticKVCache`s of `max_len` positions, or
+            of `model.config.max_len` without one), so that every step has the same shapes and one
+            graph serves them all. Far fewer operators run per step; the first compiled step of a
+            model and batch size takes a while (tens of seconds on a CPU). The prompt and rebuilt
+            windows run uncompiled.
     """
 
-    def __init__(self, model: nn.Module, *, use_cache: bool = True, max_len: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, *, use_cache: bool = True, max_len: int | None = None, compile: bool = False
+    ) -> None:
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.capacity: int | None = None  # of the fixed-size caches when compiling
+        if compile:
+            if not use_cache:
+                raise ValueError("compile=True steps on the KV cache: it needs use_cache=True")
+            self.capacity = max_len if max_len is not None else getattr(getattr(model, "config", None), "max_len", None)
+            if self.capacity is None:
+                raise ValueError("compile=True needs max_len: the fixed-size caches' capacity")
         self.model, self.use_cache, self.max_len = model, use_cache, max_len
         self._modules = list(model.modules())
         self.cache: Any = None
@@ -161,14 +177,23 @@ class CausalLMStepper:
             new = tokens.size(1) - self._seen
             if new <= 0:
                 raise ValueError(f"step got {tokens.size(1)} tokens, all of them already decoded")
+            if self.max_len is None and self.capacity is not None and self._held + new > self.capacity:
+                raise ValueError(
+                    f"{self._held + new} positions exceed the cache's {self.capacity}; pass max_len to slide the window"
+                )
             if self.cache is None or (self.max_len is not None and self._held + new > self.max_len):
-                self.cache, self._held, context = self.model.new_cache(), 0, window
+                self.cache, self._held, context = self._new_cache(), 0, window
+                logits = self.model(context, cache=self.cache)  # (B, T, V)
             else:
                 context = tokens[:, self._seen :]  # (B, T_new)
-            logits = self.model(context, cache=self.cache)  # (B, T_new, V)
+                model = _compiled_forward() if self.capacity is not None and new == 1 else _forward
+                logits = model(self.model, context, self.cache)  # (B, T_new, V)
         self._held += context.size(1)
         self._seen = tokens.size(1)
         return logits[:, -1]  # (B, V)
+
+    def _new_cache(self) -> Any:
+        return self.model.new_cache() if self.capacity is None else self.model.new_cache(self.capacity)
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows `index` (N,) of the cache."""
@@ -180,6 +205,23 @@ class CausalLMStepper:
             else:
                 for layer_cache in self.cache:
                     layer_cache.reorder(index)
+
+
+def _forward(model: nn.Module, ids: Tensor, cache: Any) -> Tensor:
+    """model(ids, cache=cache): a language model's step, as a function that `torch.compile` can take."""
+    return model(ids, cache=cache)
+
+
+@functools.cache
+def _compiled_forward() -> Callable[[nn.Module, Tensor, Any], Tensor]:
+    """`_forward` compiled, made once per process (on first use: importing torch's compiler takes
+    a second) and shared by every stepper, so a model's graph is built once, not per search.
+
+    Inductor's C++ wrapper calls the step's kernels without going back to Python between them (on
+    the CPU, a batch-1 GPT step: 0.20 against 0.24 ms with the Python wrapper). Shapes start static;
+    a second batch size (rows that end early leave the batch) makes the batch dimension dynamic, so
+    at most two graphs are built per model."""
+    return torch.compile(_forward, options={"cpp_wrapper": True})
 
 
 # ---------------------------------------------------------------- helpers shared by the searches

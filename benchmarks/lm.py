@@ -8,7 +8,8 @@
    Both are scored on every window of the held-out 10%.
 2. Greedy generation tokens per second at batch 1 and 8 on a same-size model, attnkit with and
    without its KV cache, and Hugging Face `transformers`' GPT-2 `generate` (randomly initialised,
-   same sizes), in alternating rounds.
+   same sizes), in alternating rounds; and both compiled (attnkit's `compile=True` on fixed-size
+   caches, transformers' static cache with `compile_config`).
 
     ATTNKIT_DATA=../shared/data python benchmarks/lm.py
 """
@@ -185,8 +186,10 @@ def train_attnkit(text_path: Path, out: Path, seed: int, lr: float = 1e-3) -> di
 # ---------------------------------------------------------------------------------------- generation
 
 
-def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict[str, float]]:
-    """Greedy tokens/s of same-size random models: attnkit (cache on/off) and HF GPT-2 generate."""
+def generation_speed(vocab: int, new_tokens: int, rounds: int, compiled: bool) -> dict[str, dict[str, float]]:
+    """Greedy tokens/s of same-size random models: attnkit (cache on/off) and HF GPT-2 generate; with
+    `compiled`, also each one's compiled step on a fixed-size cache (attnkit's `compile=True`,
+    transformers' static cache with `compile_config`)."""
     r = RECIPE
     context = 256
     torch.manual_seed(0)
@@ -204,10 +207,11 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict
     runs = {}
     for batch in (1, 8):
         start = torch.randint(0, vocab, (batch, 1))
-        for cache in (True, False):
-            runs[f"attnkit, batch {batch}, cache {'on' if cache else 'off'}"] = (
-                lambda s=start, c=cache: greedy_decode(
-                    CausalLMStepper(ours, use_cache=c, max_len=context),
+        for cache, compile in ((True, False), (False, False)) + (((True, True),) if compiled else ()):
+            name = f"attnkit, batch {batch}, " + ("compiled" if compile else f"cache {'on' if cache else 'off'}")
+            runs[name] = (
+                lambda s=start, c=cache, k=compile: greedy_decode(
+                    CausalLMStepper(ours, use_cache=c, max_len=context, compile=k),
                     s,
                     eos_id=None,
                     max_new_tokens=new_tokens,
@@ -216,7 +220,7 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict
                 batch,
             )
     try:
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel
 
         hf = GPT2LMHeadModel(
             GPT2Config(
@@ -230,25 +234,36 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict
                 attn_pdrop=0.0,
             )
         ).eval()
+        # transformers compiles only on accelerators unless told to (a private flag of CompileConfig).
+        compile_config = CompileConfig(mode="default")
+        compile_config._compile_all_devices = True
         for batch in (1, 8):
             start = torch.randint(0, vocab, (batch, 1))
-            runs[f"transformers GPT-2 generate, batch {batch}"] = (
-                lambda s=start: hf.generate(
-                    s,
-                    attention_mask=torch.ones_like(s),
-                    max_new_tokens=new_tokens,
-                    min_new_tokens=new_tokens,
-                    do_sample=False,
-                    pad_token_id=0,
-                ),
-                batch,
-            )
+            for static in (False, True) if compiled else (False,):
+                name = f"transformers GPT-2 generate, batch {batch}" + (", static cache compiled" if static else "")
+                extra = dict(cache_implementation="static", compile_config=compile_config) if static else {}
+                runs[name] = (
+                    lambda s=start, e=extra: hf.generate(
+                        s,
+                        attention_mask=torch.ones_like(s),
+                        max_new_tokens=new_tokens,
+                        min_new_tokens=new_tokens,
+                        do_sample=False,
+                        pad_token_id=0,
+                        **e,
+                    ),
+                    batch,
+                )
     except ImportError:
         print("transformers is not installed: `pip install transformers` for the comparison", flush=True)
     times: dict[str, list[float]] = {name: [] for name in runs}
+    first: dict[str, float] = {}
     with torch.inference_mode():
-        for run, _batch in runs.values():
-            run()  # warm-up
+        for name, (run, _batch) in runs.items():
+            started = time.perf_counter()
+            run()  # warm-up; the compiled generators build their graphs here
+            first[name] = time.perf_counter() - started
+            print(f"{name}: first run {first[name]:.1f} s", flush=True)
         # Each round times, batch by batch, attnkit with and without its cache and transformers back to
         # back (in a rotating order), so each round's ratios compare runs seconds apart: on a shared
         # machine the load drifts more between rounds than within one.
@@ -262,7 +277,13 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int) -> dict[str, dict
                     run()
                     times[name].append(batch * new_tokens / (time.perf_counter() - started))
     return {
-        name: {"tokens_per_s": statistics.median(v), "min": min(v), "max": max(v), "rounds": v}
+        name: {
+            "tokens_per_s": statistics.median(v),
+            "min": min(v),
+            "max": max(v),
+            "first_run_s": first[name],
+            "rounds": v,
+        }
         for name, v in times.items()
     }
 
@@ -314,11 +335,12 @@ def render(results: dict[str, object]) -> str:
         f" models (context 256), tokens/s over {results['rounds']} rounds; each round runs the generators of one batch"
         " size back to back, and the ratios below are the median (and range) of the per-round ratios:",
         "",
-        "| generator | tokens/s (median) | min | max |",
-        "|---|---:|---:|---:|",
+        "| generator | tokens/s (median) | min | max | first run (warm-up, compiling) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, row in results["generation"].items():
-        lines.append(f"| {name} | {row['tokens_per_s']:.0f} | {row['min']:.0f} | {row['max']:.0f} |")
+        first = f"{row['first_run_s']:.1f} s" if "first_run_s" in row else ""
+        lines.append(f"| {name} | {row['tokens_per_s']:.0f} | {row['min']:.0f} | {row['max']:.0f} | {first} |")
     gen = results["generation"]
     for batch in (1, 8):
         ours = f"attnkit, batch {batch}, cache on"
@@ -333,6 +355,19 @@ def render(results: dict[str, object]) -> str:
         cache = f"{off['median']:.2f}× attnkit without it" if off else "cache off not run"
         lines.append("")
         lines.append(f"Batch {batch}: attnkit with its cache runs at {versus} and {cache}.")
+        compiled = paired_ratio(gen, f"attnkit, batch {batch}, compiled", f"transformers GPT-2 generate, batch {batch}")
+        both = paired_ratio(
+            gen,
+            f"attnkit, batch {batch}, compiled",
+            f"transformers GPT-2 generate, batch {batch}, static cache compiled",
+        )
+        if compiled and both:
+            lines.append(
+                f"Compiled (`compile=True`, `attnkit generate --compile`), attnkit runs at {compiled['median']:.2f}×"
+                f" transformers' default generate (rounds {compiled['min']:.2f}–{compiled['max']:.2f}) and at"
+                f" {both['median']:.2f}× transformers' own compiled static-cache generate (rounds"
+                f" {both['min']:.2f}–{both['max']:.2f})."
+            )
     return "\n".join(lines)
 
 
@@ -344,6 +379,13 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-lm")
     parser.add_argument(
         "--generation-only", action="store_true", help="re-time generation only; keep the training figures"
+    )
+    parser.add_argument(
+        "--compiled",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time each generator's compiled step (attnkit's compile=True, transformers' static cache);"
+        " compiling takes a minute or two",
     )
     args = parser.parse_args()
     folder = data_root() / "tinyshakespeare"
@@ -369,7 +411,7 @@ def main() -> None:
         )
         results["nanogpt_tuned"] = train_nanogpt(train_ids, valid_ids, codec.vocab_size, args.seed, TUNED_LR)
         print(results, flush=True)
-    results["generation"] = generation_speed(codec.vocab_size, args.new_tokens, args.rounds)
+    results["generation"] = generation_speed(codec.vocab_size, args.new_tokens, args.rounds, args.compiled)
     write_json("lm", results)
     write_section("lm", render(results))
     print(render(results))

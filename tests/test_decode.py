@@ -20,6 +20,7 @@ from attnkit.decode import (
     top_k_filter,
     top_p_filter,
 )
+from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.nn import Encoder, LearnedPositionalEmbedding, Transformer, TransformerConfig
 
 PAD, BOS, EOS = 0, 1, 2
@@ -68,12 +69,12 @@ class TinyCausalLM(nn.Module):
         self.lm_head = nn.Linear(16, vocab)
 
     def forward(self, ids: Tensor, cache: list | None = None) -> Tensor:
-        offset = 0 if cache is None else cache[0].length
+        offset = 0 if cache is None else cache[0].offset
         x = self.pos(self.embed(ids), offset)  # (B, T, D)
         return self.lm_head(self.blocks(x, causal=True, cache=cache))  # (B, T, V)
 
-    def new_cache(self) -> list:
-        return self.blocks.new_cache()
+    def new_cache(self, capacity: int | None = None) -> list:
+        return self.blocks.new_cache(capacity)
 
 
 def tiny_lm(seed: int = 0, max_len: int = 8) -> TinyCausalLM:
@@ -453,3 +454,46 @@ def test_causal_lm_needs_the_window_beyond_its_positions():
     out = greedy_decode(windowed, prompt, eos_id=None, max_new_tokens=10, pad_id=None)
     assert out.shape == (1, 10)
     assert [c.length for c in windowed.cache] == [8, 8]  # rebuilt from the last 8 tokens
+
+
+@pytest.mark.parametrize("max_len", [None, 8], ids=["whole_context", "sliding_window"])
+def test_compiled_steps_give_the_uncompiled_tokens(max_len):
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=23, max_len=8 if max_len else 32, d_model=16, n_heads=2, n_layers=2)
+    model = GPT(config).double()  # without max_len, the stepper takes the capacity from model.config
+    prompt = torch.tensor([[5, 6, 7], [8, 9, 10], [11, 12, 13]])
+    new_tokens = 12 if max_len else 10
+    outs = []
+    for compile in (False, True):
+        greedy = greedy_decode(
+            CausalLMStepper(model, max_len=max_len, compile=compile),
+            prompt,
+            eos_id=None,
+            max_new_tokens=new_tokens,
+            pad_id=None,
+        )
+        # Rows ending at eos leave the batch: the compiled step then sees another batch size.
+        ended = greedy_decode(
+            CausalLMStepper(model, max_len=max_len, compile=compile),
+            prompt,
+            eos_id=int(greedy[1, 4]),
+            max_new_tokens=new_tokens,
+            pad_id=0,
+        )
+        outs.append((greedy, ended))
+    for uncompiled, compiled in zip(*outs, strict=True):
+        assert torch.equal(compiled, uncompiled)
+    assert (outs[1][1] == 0).any()  # some row did end early
+
+
+def test_compiled_stepper_checks_its_cache():
+    model = tiny_lm(max_len=8)
+    with pytest.raises(ValueError, match="use_cache"):
+        CausalLMStepper(model, use_cache=False, compile=True)
+    with pytest.raises(ValueError, match="max_len"):
+        CausalLMStepper(model, compile=True)  # no max_len and no model.config to take it from
+    gpt = GPT(GPTConfig(vocab_size=23, max_len=6, d_model=16, n_heads=2, n_layers=1))
+    stepper = CausalLMStepper(gpt, compile=True)  # capacity: the model's context
+    assert stepper.capacity == 6
+    with pytest.raises(ValueError, match="exceed the cache's 6; pass max_len"):
+        greedy_decode(stepper, torch.randint(0, 23, (1, 7)), eos_id=None, max_new_tokens=2, pad_id=None)

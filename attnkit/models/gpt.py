@@ -12,7 +12,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from attnkit.nn import Encoder, KVCache, LearnedPositionalEmbedding, RotaryEmbedding
+from attnkit.nn import Encoder, KVCache, LearnedPositionalEmbedding, RotaryEmbedding, StaticKVCache
 from attnkit.nn.config import DictConfig
 from attnkit.nn.dropout import Dropout
 
@@ -105,10 +105,15 @@ class GPT(nn.Module):
             elif name.endswith("bias") and "norm" not in name:
                 nn.init.zeros_(param)
 
-    def hidden(self, ids: Tensor, cache: list[KVCache] | None = None) -> Tensor:
-        """ids (B, T) -> final states (B, T, D); with a cache, ids follow the cached positions."""
-        offset = cache[0].length if cache else 0
-        if offset + ids.size(1) > self.config.max_len:
+    def hidden(self, ids: Tensor, cache: list[KVCache] | list[StaticKVCache] | None = None) -> Tensor:
+        """ids (B, T) -> final states (B, T, D); with a cache, ids follow the cached positions.
+
+        With `StaticKVCache`s the position is a tensor and is not checked here (a check would read it
+        back from the device at every step): their capacity is at most `max_len`, and the caller
+        keeps within it, as `attnkit.decode.CausalLMStepper` does.
+        """
+        offset = cache[0].offset if cache else 0
+        if isinstance(offset, int) and offset + ids.size(1) > self.config.max_len:
             raise ValueError(
                 f"{offset + ids.size(1)} positions exceed the context of {self.config.max_len}; "
                 "generation slides the window (attnkit.decode.CausalLMStepper(max_len=...))"
@@ -118,13 +123,16 @@ class GPT(nn.Module):
             x = self.pos(x, offset)
         return self.blocks(self.dropout(x), causal=True, cache=cache)  # (B, T, D)
 
-    def forward(self, ids: Tensor, cache: list[KVCache] | None = None) -> Tensor:
+    def forward(self, ids: Tensor, cache: list[KVCache] | list[StaticKVCache] | None = None) -> Tensor:
         """ids (B, T) -> logits (B, T, V)."""
         return self.lm_head(self.hidden(ids, cache))
 
-    def new_cache(self) -> list[KVCache]:
-        """One empty KV cache per block, for incremental decoding."""
-        return self.blocks.new_cache()
+    def new_cache(self, capacity: int | None = None) -> list[KVCache] | list[StaticKVCache]:
+        """One empty KV cache per block, for incremental decoding; with `capacity` (at most
+        `max_len`), fixed-size `StaticKVCache`s for a compiled decoding step."""
+        if capacity is not None and not 1 <= capacity <= self.config.max_len:
+            raise ValueError(f"capacity must be in [1, max_len={self.config.max_len}], got {capacity}")
+        return self.blocks.new_cache(capacity)
 
     def num_parameters(self) -> int:
         """Trainable parameters, the tied embedding counted once."""

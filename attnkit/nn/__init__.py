@@ -9,7 +9,7 @@ from attnkit.nn.feedforward import FeedForward
 from attnkit.nn.layers import DecoderLayer, EncoderLayer
 from attnkit.nn.losses import linear_cross_entropy
 from attnkit.nn.masks import causal_mask, padding_mask
-from attnkit.nn.multihead import KVCache, MultiHeadAttention
+from attnkit.nn.multihead import KVCache, MultiHeadAttention, StaticKVCache
 from attnkit.nn.norms import LayerNorm, MaskedBatchNorm, RMSNorm, make_norm
 from attnkit.nn.positional import (
     LearnedPositionalEmbedding,
@@ -36,6 +36,7 @@ __all__ = [
     "RMSNorm",
     "RotaryEmbedding",
     "SinusoidalPositionalEncoding",
+    "StaticKVCache",
     "Transformer",
     "TransformerConfig",
     "causal_mask",

@@ -41,6 +41,17 @@ class KVCache:
         return self._length
 
     @property
+    def offset(self) -> int:
+        """The position of the next token appended: `length`."""
+        return self._length
+
+    def visible(self, new: int, causal: bool) -> None:
+        """No mask is needed after an append: it returns exactly the keys held, and causal attention
+        aligned at the end (query i at position S - T + i) hides the later ones. A `StaticKVCache`
+        returns one (see its `visible`)."""
+        return None
+
+    @property
     def k(self) -> Tensor | None:
         """The keys held, (B, H, S, Dh), or None when empty."""
         return None if self._k is None else self._k.narrow(-2, 0, self._length)
@@ -80,6 +91,72 @@ class KVCache:
         if self._k is not None:
             self._k = self._k.index_select(0, index)
             self._v = self._v.index_select(0, index)
+
+
+class StaticKVCache:
+    """A key/value cache of fixed capacity whose position is a tensor, for a compiled decoding step.
+
+    A `KVCache` grows, and its length is a Python int, so every step has new shapes and a compiled
+    graph would be rebuilt at every position. Here the buffers `k`, `v` (B, H, capacity, Dh) are
+    allocated once, by the first `append`, and the next position is a 0-d tensor: one step has the
+    same shapes at every position, and `torch.compile` makes one graph for all of them. Attention
+    reads all `capacity` keys at every step and `visible` hides those not written yet, so a step
+    does more arithmetic than with a `KVCache`; compiled, it runs far fewer operators.
+
+    Nothing here checks, inside a step, that the buffers have room (that would read the position
+    back from the device): the caller keeps count (`attnkit.decode.CausalLMStepper` does).
+
+    Args:
+        capacity: the most positions held, at most the model's context.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.k: Tensor | None = None  # (B, H, capacity, Dh)
+        self.v: Tensor | None = None
+        self.position: Tensor | None = None  # () long: positions written so far
+        self.projection: tuple[Tensor, Tensor | None] | None = None  # as KVCache.projection
+
+    @property
+    def length(self) -> int:
+        """Number of positions held (reads the position back from its device)."""
+        return 0 if self.position is None else int(self.position)
+
+    @property
+    def offset(self) -> Tensor | int:
+        """The position of the next token appended: a 0-d tensor once anything is held, else 0."""
+        return 0 if self.position is None else self.position
+
+    def visible(self, new: int, causal: bool) -> Tensor:
+        """(new, capacity) bool: the slots each of the `new` queries appended last may attend. With
+        P positions now held, query i sits at P - new + i and sees slot j when j <= P - new + i
+        (causal), or when j < P; later slots are not written yet."""
+        slots = torch.arange(self.capacity, device=self.position.device)  # (C,)
+        if causal:
+            at = self.position - new + torch.arange(new, device=slots.device)  # (new,)
+            return slots[None, :] <= at[:, None]  # (new, C)
+        return (slots < self.position).expand(new, self.capacity)  # (new, C)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, H, T, Dh) at the next T positions; return the whole buffers (B, H, capacity, Dh)."""
+        if self.k is None:
+            batch, heads, _, width = k.shape
+            self.k = k.new_zeros(batch, heads, self.capacity, width)
+            self.v = v.new_zeros(batch, heads, self.capacity, v.size(-1))
+            self.position = torch.zeros((), dtype=torch.long, device=k.device)
+        index = self.position + torch.arange(k.size(-2), device=k.device)  # (T,)
+        self.k.index_copy_(-2, index, k)
+        self.v.index_copy_(-2, index, v)
+        self.position.add_(k.size(-2))
+        return self.k, self.v
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (N,) in that order, as `KVCache.reorder`."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
@@ -146,7 +223,8 @@ class MultiHeadAttention(nn.Module):
             causal: each position attends to itself and earlier ones only.
             cache: self-attention appends this call's keys and values to it (x holds only the new
                 positions, which come right after the cached ones); cross-attention fills it from
-                `context` on the first call and reuses it afterwards, ignoring `context`.
+                `context` on the first call and reuses it afterwards, ignoring `context`. A
+                `StaticKVCache` (self-attention only) returns all its slots, and S is its capacity.
             return_weights: also return the weights (B, H, T, S) (takes the reference path).
 
         Returns:
@@ -154,15 +232,20 @@ class MultiHeadAttention(nn.Module):
         """
         batch, q_len, _ = x.shape
         if context is None:
-            offset = 0 if cache is None else cache.length
+            offset = 0 if cache is None else cache.offset
             q, k, v = self._project_qkv(x, cache)  # (B, H, T, Dh) each
             if self.rope is not None:
                 q, k = self.rope(q, offset), self.rope(k, offset)
             if cache is not None:
-                k, v = cache.append(k, v)  # (B, H, offset + T, Dh)
+                k, v = cache.append(k, v)  # (B, H, S, Dh): S = offset + T, or the static capacity
+                visible = cache.visible(q_len, causal)  # None, or (T, S) for a StaticKVCache
+                if visible is not None:
+                    mask, causal = (visible if mask is None else mask & visible), False
         else:
             if self.rope is not None:
                 raise ValueError("rotary embeddings apply to self-attention only; call without context")
+            if isinstance(cache, StaticKVCache):
+                raise ValueError("a StaticKVCache is for self-attention; cross-attention takes a KVCache")
             q = self._split_heads(self.q_proj(x))  # (B, H, T, Dh)
             if cache is not None and cache.length:
                 k, v = cache.k, cache.v
@@ -192,9 +275,9 @@ class MultiHeadAttention(nn.Module):
         The same arithmetic as three `nn.Linear` calls; one larger product keeps the CPU's matrix
         kernels busier than three small ones. When decoding, the fused weights are taken from `cache`.
         """
-        if cache is not None and torch.is_inference_mode_enabled():
-            if cache.projection is None:
-                cache.projection = self._qkv_parameters()
+        if cache is not None and cache.projection is None and torch.is_inference_mode_enabled():
+            cache.projection = self._qkv_parameters()
+        if cache is not None and cache.projection is not None:  # set once, by the decoding's first step
             weight, bias = cache.projection
         else:
             weight, bias = self._qkv_parameters()

@@ -42,10 +42,10 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.max_len = max_len
         self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, L, D) -> x + PE[offset : offset + L]; `offset` is the first position (cached decoding)."""
-        _check_length(offset + x.size(1), self.max_len)
-        return x + self.table[offset : offset + x.size(1)].to(x.dtype)
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """x (B, L, D) -> x + PE[offset : offset + L]; `offset` is the first position (cached decoding),
+        an int or a 0-d tensor (`StaticKVCache.offset`)."""
+        return x + _rows(self.table, offset, x.size(1), self.max_len).to(x.dtype)
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -61,10 +61,9 @@ class LearnedPositionalEmbedding(nn.Module):
         self.max_len = max_len
         self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, L, D) -> x + P[offset : offset + L]."""
-        _check_length(offset + x.size(1), self.max_len)
-        return x + self.weight[offset : offset + x.size(1)]
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """x (B, L, D) -> x + P[offset : offset + L]; offset an int or a 0-d tensor."""
+        return x + _rows(self.weight, offset, x.size(1), self.max_len)
 
 
 class RotaryEmbedding(nn.Module):
@@ -91,17 +90,23 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, H, L, D) at positions offset..offset+L-1 -> rotated x, same shape."""
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """x (B, H, L, D) at positions offset..offset+L-1 (offset an int or a 0-d tensor) -> rotated x,
+        same shape."""
         length = x.size(-2)
-        _check_length(offset + length, self.max_len)
-        cos = self.cos[offset : offset + length].to(x.dtype)  # (L, D)
-        sin = self.sin[offset : offset + length].to(x.dtype)
+        cos = _rows(self.cos, offset, length, self.max_len).to(x.dtype)  # (L, D)
+        sin = _rows(self.sin, offset, length, self.max_len).to(x.dtype)
         first, second = x.chunk(2, dim=-1)  # (B, H, L, D/2) each
         rotated_half = torch.cat([-second, first], dim=-1)  # (B, H, L, D)
         return x * cos + rotated_half * sin
 
 
-def _check_length(needed: int, max_len: int) -> None:
-    if needed > max_len:
-        raise ValueError(f"sequence reaches position {needed - 1} but max_len is {max_len}; raise max_len")
+def _rows(table: Tensor, offset: int | Tensor, length: int, max_len: int) -> Tensor:
+    """table[offset : offset + length] (length, D). An int offset is checked against max_len; a
+    tensor offset (a compiled decoding step's position) is gathered without reading it back, and
+    the caller keeps it in range."""
+    if isinstance(offset, Tensor):
+        return table.index_select(0, offset + torch.arange(length, device=table.device))
+    if offset + length > max_len:
+        raise ValueError(f"sequence reaches position {offset + length - 1} but max_len is {max_len}; raise max_len")
+    return table[offset : offset + length]

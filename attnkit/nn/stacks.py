@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from attnkit.nn.feedforward import Activation
 from attnkit.nn.layers import DecoderLayer, EncoderLayer
-from attnkit.nn.multihead import KVCache
+from attnkit.nn.multihead import KVCache, StaticKVCache
 from attnkit.nn.norms import NormKind, make_norm
 from attnkit.nn.positional import RotaryEmbedding
 
@@ -70,7 +70,8 @@ class Encoder(nn.Module):
         causal: bool = False,
         cache: list[KVCache] | None = None,
     ) -> Tensor:
-        """x (B, T, D) -> (B, T, D); keep, mask, causal as `EncoderLayer`; cache: one KVCache per layer."""
+        """x (B, T, D) -> (B, T, D); keep, mask, causal as `EncoderLayer`; cache: one KVCache (or
+        StaticKVCache) per layer."""
         if cache is not None and len(cache) != len(self.layers):
             raise ValueError(f"cache has {len(cache)} entries for {len(self.layers)} layers")
         for i, layer in enumerate(self.layers):
@@ -79,8 +80,11 @@ class Encoder(nn.Module):
             x = self.final_norm(x, None if keep is None else keep[:, -x.size(1) :])
         return x
 
-    def new_cache(self) -> list[KVCache]:
-        """Empty caches, one per layer, for causal decoding (GPT-style)."""
+    def new_cache(self, capacity: int | None = None) -> list[KVCache] | list[StaticKVCache]:
+        """Empty caches, one per layer, for causal decoding (GPT-style): growing `KVCache`s, or
+        `StaticKVCache`s of `capacity` positions for a compiled decoding step."""
+        if capacity is not None:
+            return [StaticKVCache(capacity) for _ in self.layers]
         return [KVCache() for _ in self.layers]
 
 

@@ -278,8 +278,11 @@ class LoadedLanguageModel:
         seed: int = 0,
         samples: int = 1,
         use_cache: bool = True,
+        compile: bool = False,
     ) -> list[str]:
-        """`samples` continuations of `prompt` (the prompt not repeated); the window slides past the context."""
+        """`samples` continuations of `prompt` (the prompt not repeated); the window slides past the context.
+        `compile` runs the one-token steps through `torch.compile` on fixed-size caches (see
+        `CausalLMStepper`): worth its start-up time (tens of seconds on a CPU) for long generations."""
         if max_new_tokens < 1:
             raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
         if temperature < 0:
@@ -296,7 +299,9 @@ class LoadedLanguageModel:
             raise UserError(f"the prompt: {error}") from None
         ids = ids[-self.model.config.max_len :]
         start = torch.tensor([ids] * samples, device=self.device)  # (N, T0)
-        stepper = CausalLMStepper(self.model, use_cache=use_cache, max_len=self.model.config.max_len)
+        stepper = CausalLMStepper(
+            self.model, use_cache=use_cache, max_len=self.model.config.max_len, compile=compile and use_cache
+        )
         generator = torch.Generator(device=self.device).manual_seed(seed)
         tokens = sample(
             stepper,

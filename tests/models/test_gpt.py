@@ -27,16 +27,25 @@ def test_causal_a_later_token_changes_nothing_before_it(positional):
     assert not torch.allclose(a[:, 6:], b[:, 6:])
 
 
+@pytest.mark.parametrize("capacity", [None, 12, 16], ids=["growing", "static_full", "static_spare"])
 @pytest.mark.parametrize("positional", ["learned", "rotary"])
-def test_cache_gives_the_logits_of_a_full_forward(positional):
+def test_cache_gives_the_logits_of_a_full_forward(positional, capacity):
     model = tiny(positional)
     ids = torch.randint(0, 23, (3, 12))
     with torch.no_grad():
         full = model(ids)
-        cache = model.new_cache()
+        cache = model.new_cache(capacity)
         steps = [model(ids[:, :5], cache=cache)]  # a prompt, then one token at a time
         steps += [model(ids[:, t : t + 1], cache=cache) for t in range(5, 12)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full)
+    assert [c.length for c in cache] == [12, 12]
+
+
+def test_static_cache_capacity_is_checked():
+    model = tiny()
+    for capacity in (0, 17):
+        with pytest.raises(ValueError, match="capacity"):
+            model.new_cache(capacity)
 
 
 def test_output_layer_is_the_token_embedding():

@@ -140,6 +140,20 @@ def test_fully_masked_rows_give_zeros_without_nan(path):
     assert_close(grads[0][empty], torch.zeros_like(grads[0][empty]), atol=0, rtol=0)
 
 
+def test_a_compiled_single_query_matches_the_independent_computation():
+    # Compiled with one query on the CPU, attention takes the written-out path (a decoding step).
+    torch.manual_seed(4)
+    q, k, v = _inputs(3, 2, 1, 6, 4, 4, torch.float32)
+    allowed = torch.ones(3, 1, 1, 6, dtype=torch.bool)
+    allowed[0, ..., 4:] = False
+    allowed[1] = False  # every key hidden: zeros, not NaN
+    with torch.no_grad():
+        out = torch.compile(scaled_dot_product_attention, fullgraph=True)(q, k, v, allowed)
+    expected, _ = naive_attention(q, k, v, allowed)
+    assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    assert_close(out[1], torch.zeros_like(out[1]), atol=0, rtol=0)
+
+
 def test_reference_dropout_returns_pre_dropout_weights():
     torch.manual_seed(4)
     q, k, v = _inputs(2, 2, 4, 5, 4, 4, torch.float32)

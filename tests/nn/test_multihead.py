@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from attnkit.nn import KVCache, MultiHeadAttention, RotaryEmbedding
+from attnkit.nn import KVCache, MultiHeadAttention, RotaryEmbedding, StaticKVCache
 from tests.nn.helpers import copy_mha, perturb_
 
 D_MODEL, N_HEADS = 16, 4
@@ -137,6 +137,39 @@ def test_causal_cache_matches_full_forward(chunks, left_padding):
         assert cache.length == end
         start = end
     assert_close(torch.cat(outs, dim=1), full, **TOL)
+
+
+@pytest.mark.parametrize("chunks", [[1] * 7, [3, 1, 3]], ids=["steps", "chunks_313"])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("rope", [False, True])
+def test_static_cache_matches_attention_over_the_prefix(chunks, causal, rope):
+    torch.manual_seed(7)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS, rope=RotaryEmbedding(D_MODEL // N_HEADS, 16) if rope else None)
+    perturb_(mha)
+    x = torch.randn(2, sum(chunks), D_MODEL)
+    cache, start = StaticKVCache(capacity=10), 0  # 3 slots never written: hidden, not attended
+    for size in chunks:
+        end = start + size
+        out = mha(x[:, start:end], causal=causal, cache=cache)
+        # Each chunk's queries see what the growing cache would hold: the prefix up to `end`.
+        assert_close(out, mha(x[:, :end], causal=causal)[:, start:end], **TOL)
+        assert cache.length == end and cache.k.shape == (2, N_HEADS, 10, D_MODEL // N_HEADS)
+        start = end
+
+
+def test_static_cache_reorders_rows_and_refuses_cross_attention():
+    torch.manual_seed(8)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS)
+    x = torch.randn(3, 4, D_MODEL)
+    cache = StaticKVCache(4)
+    mha(x[:, :3], causal=True, cache=cache)
+    cache.reorder(torch.tensor([2, 0]))
+    out = mha(x[[2, 0], 3:], causal=True, cache=cache)
+    assert_close(out, mha(x[[2, 0]], causal=True)[:, 3:], **TOL)
+    with pytest.raises(ValueError, match="capacity"):
+        StaticKVCache(0)
+    with pytest.raises(ValueError, match="self-attention"):
+        mha(x, torch.randn(3, 5, D_MODEL), cache=StaticKVCache(5))
 
 
 def test_cross_attention_cache_projects_context_once():
