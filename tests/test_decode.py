@@ -480,7 +480,9 @@ def test_compiled_steps_give_the_uncompiled_tokens(max_len):
             max_new_tokens=new_tokens,
             pad_id=0,
         )
-        outs.append((greedy, ended))
+        stepper = CausalLMStepper(model, max_len=max_len, compile=compile)
+        beam = beam_search(stepper, prompt, eos_id=11, max_new_tokens=new_tokens, beam_size=3, pad_id=0)
+        outs.append((greedy, ended, beam.tokens))
     for uncompiled, compiled in zip(*outs, strict=True):
         assert torch.equal(compiled, uncompiled)
     assert (outs[1][1] == 0).any()  # some row did end early

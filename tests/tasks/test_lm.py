@@ -56,6 +56,16 @@ def test_greedy_generation_continues_the_verse(trained, capsys):
     assert out.startswith("to be or not to be, that is the")
 
 
+def test_compiled_generation_gives_the_same_text(trained, capsys):
+    _, run = trained
+    args = ["generate", str(run), "--prompt", "to be or ", "--max-new-tokens", "20", "--seed", "1", "--samples", "2"]
+    capsys.readouterr()
+    assert main(args) == 0
+    eager = capsys.readouterr().out
+    assert main([*args, "--compile"]) == 0
+    assert capsys.readouterr().out == eager
+
+
 def test_sampling_is_seeded_and_slides_past_the_context(trained, capsys):
     _, run = trained
     args = ["generate", str(run), "--prompt", "t", "--max-new-tokens", "100", "--top-k", "5", "--top-p", "0.9"]
