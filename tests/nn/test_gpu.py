@@ -36,3 +36,21 @@ def test_module_on_cuda():
     mha = MultiHeadAttention(32, 4).cuda()
     x = torch.randn(2, 7, 32, device="cuda")
     assert mha(x, causal=True).shape == (2, 7, 32)
+
+
+def test_static_cache_and_compiled_steps_on_cuda():
+    from attnkit.decode import CausalLMStepper, greedy_decode
+    from attnkit.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=23, max_len=16, d_model=32, n_heads=4, n_layers=2)).cuda().eval()
+    ids = torch.randint(0, 23, (2, 12), device="cuda")
+    with torch.no_grad():
+        cache = model.new_cache(16)
+        steps = [model(ids[:, :4], cache=cache)] + [model(ids[:, t : t + 1], cache=cache) for t in range(4, 12)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), model(ids), atol=1e-4, rtol=1e-4)
+    outs = [
+        greedy_decode(CausalLMStepper(model, compile=c), ids[:, :3], eos_id=None, max_new_tokens=10, pad_id=None)
+        for c in (False, True)
+    ]
+    assert torch.equal(outs[0], outs[1])
