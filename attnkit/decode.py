@@ -183,11 +183,11 @@ class CausalLMStepper:
                 )
             if self.cache is None or (self.max_len is not None and self._held + new > self.max_len):
                 self.cache, self._held, context = self._new_cache(), 0, window
-                logits = self.model(context, cache=self.cache)  # (B, T, V)
             else:
                 context = tokens[:, self._seen :]  # (B, T_new)
-                model = _compiled_forward() if self.capacity is not None and new == 1 else _forward
-                logits = model(self.model, context, self.cache)  # (B, T_new, V)
+            # Compiled: one-token steps on a cache that holds something (its buffers exist).
+            compiled = self.capacity is not None and self._held > 0 and context.size(1) == 1
+            logits = (_compiled_forward() if compiled else _forward)(self.model, context, self.cache)  # (B, T, V)
         self._held += context.size(1)
         self._seen = tokens.size(1)
         return logits[:, -1]  # (B, V)
