@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from attnkit.atomic import atomic_path
 from attnkit.data.batching import pad, token_bucketed_plan
+from attnkit.data.bpe_dropout import BPEDropout
 from attnkit.data.datasets import multi30k_files
 from attnkit.data.parallel import ParallelTexts, drop_empty, read_parallel, read_tsv_pairs
 from attnkit.data.readers import read_lines
@@ -71,6 +73,13 @@ class TranslateOptions:
     valid_size: int = field(default=500, metadata={"help": "pairs held out of training when no validation set"})
     vocab_size: int = field(default=8000, metadata={"help": "joint byte-level BPE vocabulary"})
     tokenizer_file: str | None = field(default=None, metadata={"help": "use this tokenizer.json instead"})
+    bpe_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "BPE-dropout (Provilkov et al. 2020): skip each merge with this probability when segmenting"
+            " training sentences, afresh for every batch (the paper: 0.1; 0 = off); evaluation keeps plain BPE"
+        },
+    )
     max_len: int = field(default=128, metadata={"help": "tokens per sentence; longer ones are truncated"})
     d_model: int = field(default=256, metadata={"help": "model width"})
     n_heads: int = field(default=4, metadata={"help": "attention heads"})
@@ -103,6 +112,8 @@ class TranslateOptions:
             raise UserError("--beam and --average-last must be at least 1")
         if self.alpha < 0:
             raise UserError(f"--alpha must be at least 0, got {self.alpha}")
+        if not 0 <= self.bpe_dropout < 1:
+            raise UserError(f"--bpe-dropout must be in [0, 1), got {self.bpe_dropout}")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         check_model_options(lambda: self.model_config(vocab_size=16))
@@ -168,43 +179,68 @@ class TranslateTask:
 
 @dataclass
 class Encoded:
-    """Sentences as ids: sources end with EOS; targets are BOS + tokens + EOS."""
+    """Sentences as ids: sources end with EOS; targets are BOS + tokens + EOS.
+
+    `words` holds each pair's pre-tokenized source and target words when the batches are to be
+    segmented afresh with BPE-dropout; `src` and `tgt` (the plain segmentation) then only size
+    the batches.
+    """
 
     src: list[list[int]]
     tgt: list[list[int]]
     truncated: int
+    max_len: int
+    words: list[tuple[list[str], list[str]]] | None = None
 
-    def batches(self, max_tokens: int, *, shuffle: bool, seed: int) -> Batches:
+    def batches(self, max_tokens: int, *, shuffle: bool, seed: int, dropout: BPEDropout | None = None) -> Batches:
         lengths = [len(s) + len(t) for s, t in zip(self.src, self.tgt, strict=True)]
         plan = token_bucketed_plan(lengths, max_tokens, shuffle=shuffle, seed=seed)
+        if dropout is not None and self.words is None:
+            raise ValueError("BPE-dropout batches need the pairs encoded with keep_words=True")
+        max_len = self.max_len
 
         def collate(indices: list[int]) -> dict[str, Tensor]:
-            tgt = pad([self.tgt[i] for i in indices], PAD_ID)  # (B, T + 1)
-            return {"src": pad([self.src[i] for i in indices], PAD_ID), "tgt_in": tgt[:, :-1], "tgt_out": tgt[:, 1:]}
+            if dropout is None:
+                src, tgt = [self.src[i] for i in indices], [self.tgt[i] for i in indices]
+            else:
+                # Seeded from the torch generator, whose state the checkpoints keep: runs repeat and resume exactly.
+                rng = random.Random(int(torch.randint(2**62, ())))
+                src = [source_ids(dropout.encode_words(self.words[i][0], rng), max_len)[0] for i in indices]
+                tgt = [target_ids(dropout.encode_words(self.words[i][1], rng), max_len)[0] for i in indices]
+            padded = pad(tgt, PAD_ID)  # (B, T + 1)
+            return {"src": pad(src, PAD_ID), "tgt_in": padded[:, :-1], "tgt_out": padded[:, 1:]}
 
         return Batches(plan, collate)
 
 
+def source_ids(ids: list[int], max_len: int) -> tuple[list[int], bool]:
+    """A source's ids + EOS, cut to `max_len` in all, and whether it was cut."""
+    cut = len(ids) > max_len - 1
+    return [*ids[: max_len - 1], EOS_ID], cut
+
+
+def target_ids(ids: list[int], max_len: int) -> tuple[list[int], bool]:
+    """BOS + a target's ids + EOS, cut to `max_len` in all, and whether it was cut."""
+    cut = len(ids) > max_len - 2
+    return [BOS_ID, *ids[: max_len - 2], EOS_ID], cut
+
+
 def encode_sources(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[list[int]], int]:
     """Source ids (tokens + EOS, cut to max_len) and how many sentences were cut."""
-    out, cut = [], 0
-    for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
-        ids = encoding.ids
-        if len(ids) > max_len - 1:
-            ids, cut = ids[: max_len - 1], cut + 1
-        out.append([*ids, EOS_ID])
-    return out, cut
+    encoded = [source_ids(e.ids, max_len) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [ids for ids, _ in encoded], sum(cut for _, cut in encoded)
 
 
-def encode_pairs(tokenizer: Any, pairs: ParallelTexts, max_len: int) -> Encoded:
+def encode_pairs(tokenizer: Any, pairs: ParallelTexts, max_len: int, *, keep_words: bool = False) -> Encoded:
+    """The pairs as ids; with `keep_words`, also their pre-tokenized words for BPE-dropout."""
     src, cut_src = encode_sources(tokenizer, pairs.src, max_len)
-    tgt, cut_tgt = [], 0
-    for encoding in tokenizer.encode_batch(pairs.tgt, add_special_tokens=False):
-        ids = encoding.ids
-        if len(ids) > max_len - 2:
-            ids, cut_tgt = ids[: max_len - 2], cut_tgt + 1
-        tgt.append([BOS_ID, *ids, EOS_ID])
-    return Encoded(src, tgt, cut_src + cut_tgt)
+    encoded = [target_ids(e.ids, max_len) for e in tokenizer.encode_batch(pairs.tgt, add_special_tokens=False)]
+    tgt, cut_tgt = [ids for ids, _ in encoded], sum(cut for _, cut in encoded)
+    words = None
+    if keep_words:
+        splitter = BPEDropout(tokenizer, 0.0)
+        words = [(splitter.words(s), splitter.words(t)) for s, t in zip(pairs.src, pairs.tgt, strict=True)]
+    return Encoded(src, tgt, cut_src + cut_tgt, max_len, words)
 
 
 def resolve_dataset(options: TranslateOptions) -> TranslateOptions:
@@ -321,7 +357,8 @@ def train(
             "train": train_config.to_dict(),
         }
         write_new_run(run_dir, where, config, tokenizer=tokenizer)
-    encoded = {"train": encode_pairs(tokenizer, train_pairs, options.max_len)}
+    dropout = BPEDropout(tokenizer, options.bpe_dropout) if options.bpe_dropout > 0 else None
+    encoded = {"train": encode_pairs(tokenizer, train_pairs, options.max_len, keep_words=dropout is not None)}
     encoded["valid"] = encode_pairs(tokenizer, valid_pairs, options.max_len)
     truncated = encoded["train"].truncated + encoded["valid"].truncated
     if truncated:
@@ -339,7 +376,7 @@ def train(
         TranslateTask(options.label_smoothing),
         train_config,
         run_dir,
-        encoded["train"].batches(options.max_tokens, shuffle=True, seed=train_config.seed),
+        encoded["train"].batches(options.max_tokens, shuffle=True, seed=train_config.seed, dropout=dropout),
         encoded["valid"].batches(options.max_tokens, shuffle=False, seed=0),
         where,
         log=log,

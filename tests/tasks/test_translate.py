@@ -13,10 +13,12 @@ import torch
 
 from attnkit.cli import main
 from attnkit.data.batching import token_bucketed_plan
-from attnkit.data.tokenizer import decode_text, train_tokenizer
+from attnkit.data.bpe_dropout import BPEDropout
+from attnkit.data.parallel import ParallelTexts
+from attnkit.data.tokenizer import PAD_ID, decode_text, train_tokenizer
 from attnkit.models import Translator
 from attnkit.nn import TransformerConfig
-from attnkit.tasks.translate import BOS_ID, EOS_ID, LoadedTranslator, translate_ids
+from attnkit.tasks.translate import BOS_ID, EOS_ID, LoadedTranslator, encode_pairs, translate_ids
 
 WORDS = {
     "eins": "one",
@@ -145,6 +147,36 @@ def test_translate_ids_with_and_without_the_cache_agree(toy):
         assert cached == uncached
 
 
+def _text(tokenizer, row: torch.Tensor) -> str:
+    return decode_text(tokenizer, [t for t in row.tolist() if t not in (PAD_ID, BOS_ID, EOS_ID)])
+
+
+def test_bpe_dropout_batches_segment_afresh_and_repeat_from_the_seed(toy):
+    tokenizer = LoadedTranslator(toy[2]).tokenizer
+    src, tgt = toy_pairs(40, 11)
+    encoded = encode_pairs(tokenizer, ParallelTexts(src, tgt), 64, keep_words=True)
+    dropout = BPEDropout(tokenizer, 0.3)
+    batches = encoded.batches(400, shuffle=True, seed=0, dropout=dropout)
+    indices = batches.plan(0)[0]
+    torch.manual_seed(0)
+    first = batches.collate(indices)
+    torch.manual_seed(0)
+    again, other = batches.collate(indices), batches.collate(indices)
+    plain = encoded.batches(400, shuffle=True, seed=0).collate(indices)
+    assert all(torch.equal(first[k], again[k]) for k in first)  # the torch generator (kept by checkpoints) decides
+    assert not all(first[k].shape == other[k].shape and torch.equal(first[k], other[k]) for k in first)
+    assert first["src"].numel() > plain["src"].numel()  # skipped merges: more, shorter pieces
+    for row, i in enumerate(indices):  # each row still holds its own pair, framed as without dropout
+        assert _text(tokenizer, first["src"][row]) == src[i]
+        assert _text(tokenizer, first["tgt_out"][row]) == tgt[i]
+        assert first["tgt_in"][row, 0] == BOS_ID and EOS_ID in first["tgt_out"][row].tolist()
+    cut = encode_pairs(tokenizer, ParallelTexts(src, tgt), 5, keep_words=True)
+    short = cut.batches(400, shuffle=False, seed=0, dropout=BPEDropout(tokenizer, 1.0)).collate(indices)
+    assert short["src"].shape[1] == 5 and short["tgt_out"].shape[1] == 4  # --max-len holds with dropout too
+    with pytest.raises(ValueError, match="keep_words"):
+        encode_pairs(tokenizer, ParallelTexts(src, tgt), 64).batches(400, shuffle=False, seed=0, dropout=dropout)
+
+
 # ---------------------------------------------------------------------------------------- end to end
 
 
@@ -229,6 +261,20 @@ def test_alpha_overrides_the_runs_length_penalty(toy, capsys, monkeypatch):
 # ---------------------------------------------------------------------------------------- bad input
 
 
+def test_training_with_bpe_dropout_repeats_from_its_seed(toy, tmp_path):
+    _, files, _ = toy
+    weights = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        args = ["train", "translate", "--out", str(run), "--max-steps", "6", "--bpe-dropout", "0.2", *TINY]
+        args += ["--train-src", files["train"][0], "--train-tgt", files["train"][1]]
+        args += ["--valid-src", files["valid"][0], "--valid-tgt", files["valid"][1]]
+        assert main(args) == 0
+        assert json.loads((run / "config.json").read_text())["options"]["bpe_dropout"] == 0.2
+        weights.append((run / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+
+
 def _error(capsys, args) -> str:
     capsys.readouterr()
     assert main(args) == 2
@@ -262,6 +308,7 @@ def test_option_errors(tmp_path, capsys):
     base = ["train", "translate", "--train-src", src, "--train-tgt", tgt]
     assert "n_heads" in _error(capsys, [*base, "--d-model", "10", "--n-heads", "3"])
     assert "--alpha must be at least 0" in _error(capsys, [*base, "--alpha", "-0.5"])
+    assert "--bpe-dropout must be in [0, 1)" in _error(capsys, [*base, "--bpe-dropout", "1"])
 
 
 def test_evaluate_and_predict_errors(toy, tmp_path, capsys):
