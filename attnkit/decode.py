@@ -224,6 +224,19 @@ def _compiled_forward() -> Callable[[nn.Module, Tensor, Any], Tensor]:
     return torch.compile(_forward, options={"cpp_wrapper": True})
 
 
+def has_cpp_compiler() -> bool:
+    """Whether torch.compile finds the C++ compiler its CPU kernels need (`g++`, or what `CXX` or
+    Inductor's `cpp.cxx` setting names), so that a missing one is one clear error, not a traceback
+    from deep inside the compiler."""
+    from torch._inductor import cpp_builder, exc
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except (exc.InvalidCxxCompiler, OSError):
+        return False
+    return True
+
+
 # ---------------------------------------------------------------- helpers shared by the searches
 
 

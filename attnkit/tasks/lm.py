@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from attnkit.data.chars import CharVocab
 from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import decode_text, load_tokenizer, train_tokenizer
-from attnkit.decode import CausalLMStepper, sample
+from attnkit.decode import CausalLMStepper, has_cpp_compiler, sample
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, unwrap
 from attnkit.errors import DataError, UserError
 from attnkit.models.gpt import GPT, GPTConfig
@@ -293,6 +293,13 @@ class LoadedLanguageModel:
             raise UserError(f"--top-p must be in (0, 1], got {top_p}")
         if not prompt:
             raise UserError("give a --prompt (at least one character)")
+        if compile and not use_cache:
+            raise UserError("compiling steps on the KV cache: compile needs use_cache")
+        if compile and self.device.type == "cpu" and not has_cpp_compiler():
+            raise UserError(
+                "--compile on a CPU needs a C++ compiler for torch.compile (g++, or the one CXX names): "
+                "install one, or leave out --compile"
+            )
         try:
             ids = self.codec.encode(prompt)
         except DataError as error:
@@ -300,7 +307,7 @@ class LoadedLanguageModel:
         ids = ids[-self.model.config.max_len :]
         start = torch.tensor([ids] * samples, device=self.device)  # (N, T0)
         stepper = CausalLMStepper(
-            self.model, use_cache=use_cache, max_len=self.model.config.max_len, compile=compile and use_cache
+            self.model, use_cache=use_cache, max_len=self.model.config.max_len, compile=compile
         )
         generator = torch.Generator(device=self.device).manual_seed(seed)
         tokens = sample(

@@ -66,6 +66,20 @@ def test_compiled_generation_gives_the_same_text(trained, capsys):
     assert capsys.readouterr().out == eager
 
 
+def test_compile_without_a_cpp_compiler_or_without_the_cache_is_a_clear_error(trained, capsys, monkeypatch):
+    from torch._inductor import config
+
+    from attnkit.errors import UserError
+    from attnkit.tasks.lm import LoadedLanguageModel
+
+    _, run = trained
+    with pytest.raises(UserError, match="use_cache"):
+        LoadedLanguageModel(run).generate("to", max_new_tokens=2, use_cache=False, compile=True)
+    monkeypatch.setattr(config.cpp, "cxx", ("attnkit-no-such-compiler",))
+    message = _error(capsys, ["generate", str(run), "--prompt", "to", "--max-new-tokens", "2", "--compile"])
+    assert "C++ compiler" in message and "leave out --compile" in message
+
+
 def test_sampling_is_seeded_and_slides_past_the_context(trained, capsys):
     _, run = trained
     args = ["generate", str(run), "--prompt", "t", "--max-new-tokens", "100", "--top-k", "5", "--top-p", "0.9"]
