@@ -35,8 +35,9 @@ class BPEDropout:
         if not 0 <= p <= 1:
             raise DataError(f"BPE-dropout must be in [0, 1], got {p}")
         model = json.loads(tokenizer.to_str())["model"]
-        if model.get("type") != "BPE" or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-            raise DataError("BPE-dropout needs a plain byte-level BPE tokenizer")
+        plain = not any(model.get(k) for k in ("unk_token", "continuing_subword_prefix", "end_of_word_suffix"))
+        if model.get("type") != "BPE" or not plain:
+            raise DataError("BPE-dropout needs a plain byte-level BPE tokenizer (one trained as bytebpe)")
         self.tokenizer, self.p = tokenizer, p
         self.vocab: dict[str, int] = model["vocab"]
         merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]

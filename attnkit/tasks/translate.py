@@ -348,6 +348,7 @@ def train(
         tokenizer = load_tokenizer(options.tokenizer_file)
     else:
         tokenizer = train_tokenizer(train_pairs.src + train_pairs.tgt, kind="bytebpe", vocab_size=options.vocab_size)
+    dropout = BPEDropout(tokenizer, options.bpe_dropout) if options.bpe_dropout > 0 else None
     model_config = options.model_config(tokenizer.get_vocab_size())
     if not resume:
         config = {
@@ -357,7 +358,6 @@ def train(
             "train": train_config.to_dict(),
         }
         write_new_run(run_dir, where, config, tokenizer=tokenizer)
-    dropout = BPEDropout(tokenizer, options.bpe_dropout) if options.bpe_dropout > 0 else None
     encoded = {"train": encode_pairs(tokenizer, train_pairs, options.max_len, keep_words=dropout is not None)}
     encoded["valid"] = encode_pairs(tokenizer, valid_pairs, options.max_len)
     truncated = encoded["train"].truncated + encoded["valid"].truncated

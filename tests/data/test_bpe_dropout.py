@@ -67,3 +67,5 @@ def test_bad_dropout_and_tokenizers(tokenizer):
         BPEDropout(tokenizer, 1.5)
     with pytest.raises(DataError, match="byte-level BPE"):
         BPEDropout(train_tokenizer(CORPUS, kind="wordpiece", vocab_size=200), 0.1)
+    with pytest.raises(DataError, match="byte-level BPE"):  # a BPE with an unknown token has unsplittable words
+        BPEDropout(train_tokenizer(CORPUS, kind="bpe", vocab_size=200), 0.1)

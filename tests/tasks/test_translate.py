@@ -309,6 +309,11 @@ def test_option_errors(tmp_path, capsys):
     assert "n_heads" in _error(capsys, [*base, "--d-model", "10", "--n-heads", "3"])
     assert "--alpha must be at least 0" in _error(capsys, [*base, "--alpha", "-0.5"])
     assert "--bpe-dropout must be in [0, 1)" in _error(capsys, [*base, "--bpe-dropout", "1"])
+    wordpiece = tmp_path / "wordpiece.json"
+    train_tokenizer(["Eins zwei drei.", "One two three."], kind="wordpiece", vocab_size=60).save(str(wordpiece))
+    with_wordpiece = [*base, "--valid-src", src, "--valid-tgt", tgt, "--tokenizer-file", str(wordpiece)]
+    with_wordpiece += ["--bpe-dropout", "0.1", "--out", str(tmp_path / "w")]
+    assert "byte-level BPE" in _error(capsys, with_wordpiece)
 
 
 def test_evaluate_and_predict_errors(toy, tmp_path, capsys):
