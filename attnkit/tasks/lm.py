@@ -306,9 +306,7 @@ class LoadedLanguageModel:
             raise UserError(f"the prompt: {error}") from None
         ids = ids[-self.model.config.max_len :]
         start = torch.tensor([ids] * samples, device=self.device)  # (N, T0)
-        stepper = CausalLMStepper(
-            self.model, use_cache=use_cache, max_len=self.model.config.max_len, compile=compile
-        )
+        stepper = CausalLMStepper(self.model, use_cache=use_cache, max_len=self.model.config.max_len, compile=compile)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         tokens = sample(
             stepper,
