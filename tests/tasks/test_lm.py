@@ -66,7 +66,7 @@ def test_compiled_generation_gives_the_same_text(trained, capsys):
     assert capsys.readouterr().out == eager
 
 
-def test_compile_without_a_cpp_compiler_or_without_the_cache_is_a_clear_error(trained, capsys, monkeypatch):
+def test_compile_without_a_cpp_compiler_or_without_the_cache_is_a_clear_error(trained, capsys):
     from torch._inductor import config
 
     from attnkit.errors import UserError
@@ -75,8 +75,8 @@ def test_compile_without_a_cpp_compiler_or_without_the_cache_is_a_clear_error(tr
     _, run = trained
     with pytest.raises(UserError, match="use_cache"):
         LoadedLanguageModel(run).generate("to", max_new_tokens=2, use_cache=False, compile=True)
-    monkeypatch.setattr(config.cpp, "cxx", ("attnkit-no-such-compiler",))
-    message = _error(capsys, ["generate", str(run), "--prompt", "to", "--max-new-tokens", "2", "--compile"])
+    with config.patch({"cpp.cxx": ("attnkit-no-such-compiler",)}):
+        message = _error(capsys, ["generate", str(run), "--prompt", "to", "--max-new-tokens", "2", "--compile"])
     assert "C++ compiler" in message and "leave out --compile" in message
 
 
