@@ -181,23 +181,21 @@ class TranslateTask:
 class Encoded:
     """Sentences as ids: sources end with EOS; targets are BOS + tokens + EOS.
 
-    `words` holds each pair's pre-tokenized source and target words when the batches are to be
-    segmented afresh with BPE-dropout; `src` and `tgt` (the plain segmentation) then only size
-    the batches.
+    With `dropout`, `words` holds each pair's pre-tokenized source and target words, which every
+    batch segments afresh; `src` and `tgt` (the plain segmentation) then only size the batches.
     """
 
     src: list[list[int]]
     tgt: list[list[int]]
     truncated: int
     max_len: int
+    dropout: BPEDropout | None = None
     words: list[tuple[list[str], list[str]]] | None = None
 
-    def batches(self, max_tokens: int, *, shuffle: bool, seed: int, dropout: BPEDropout | None = None) -> Batches:
+    def batches(self, max_tokens: int, *, shuffle: bool, seed: int) -> Batches:
         lengths = [len(s) + len(t) for s, t in zip(self.src, self.tgt, strict=True)]
         plan = token_bucketed_plan(lengths, max_tokens, shuffle=shuffle, seed=seed)
-        if dropout is not None and self.words is None:
-            raise ValueError("BPE-dropout batches need the pairs encoded with keep_words=True")
-        max_len = self.max_len
+        dropout, words, max_len = self.dropout, self.words, self.max_len
 
         def collate(indices: list[int]) -> dict[str, Tensor]:
             if dropout is None:
@@ -205,8 +203,8 @@ class Encoded:
             else:
                 # Seeded from the torch generator, whose state the checkpoints keep: runs repeat and resume exactly.
                 rng = random.Random(int(torch.randint(2**62, ())))
-                src = [source_ids(dropout.encode_words(self.words[i][0], rng), max_len)[0] for i in indices]
-                tgt = [target_ids(dropout.encode_words(self.words[i][1], rng), max_len)[0] for i in indices]
+                src = [source_ids(dropout.encode_words(words[i][0], rng), max_len)[0] for i in indices]
+                tgt = [target_ids(dropout.encode_words(words[i][1], rng), max_len)[0] for i in indices]
             padded = pad(tgt, PAD_ID)  # (B, T + 1)
             return {"src": pad(src, PAD_ID), "tgt_in": padded[:, :-1], "tgt_out": padded[:, 1:]}
 
@@ -231,16 +229,15 @@ def encode_sources(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list
     return [ids for ids, _ in encoded], sum(cut for _, cut in encoded)
 
 
-def encode_pairs(tokenizer: Any, pairs: ParallelTexts, max_len: int, *, keep_words: bool = False) -> Encoded:
-    """The pairs as ids; with `keep_words`, also their pre-tokenized words for BPE-dropout."""
+def encode_pairs(tokenizer: Any, pairs: ParallelTexts, max_len: int, *, dropout: BPEDropout | None = None) -> Encoded:
+    """The pairs as ids; with `dropout`, also their pre-tokenized words, for batches segmented with it."""
     src, cut_src = encode_sources(tokenizer, pairs.src, max_len)
     encoded = [target_ids(e.ids, max_len) for e in tokenizer.encode_batch(pairs.tgt, add_special_tokens=False)]
     tgt, cut_tgt = [ids for ids, _ in encoded], sum(cut for _, cut in encoded)
     words = None
-    if keep_words:
-        splitter = BPEDropout(tokenizer, 0.0)
-        words = [(splitter.words(s), splitter.words(t)) for s, t in zip(pairs.src, pairs.tgt, strict=True)]
-    return Encoded(src, tgt, cut_src + cut_tgt, max_len, words)
+    if dropout is not None:
+        words = [(dropout.words(s), dropout.words(t)) for s, t in zip(pairs.src, pairs.tgt, strict=True)]
+    return Encoded(src, tgt, cut_src + cut_tgt, max_len, dropout, words)
 
 
 def resolve_dataset(options: TranslateOptions) -> TranslateOptions:
@@ -358,7 +355,7 @@ def train(
             "train": train_config.to_dict(),
         }
         write_new_run(run_dir, where, config, tokenizer=tokenizer)
-    encoded = {"train": encode_pairs(tokenizer, train_pairs, options.max_len, keep_words=dropout is not None)}
+    encoded = {"train": encode_pairs(tokenizer, train_pairs, options.max_len, dropout=dropout)}
     encoded["valid"] = encode_pairs(tokenizer, valid_pairs, options.max_len)
     truncated = encoded["train"].truncated + encoded["valid"].truncated
     if truncated:
@@ -376,7 +373,7 @@ def train(
         TranslateTask(options.label_smoothing),
         train_config,
         run_dir,
-        encoded["train"].batches(options.max_tokens, shuffle=True, seed=train_config.seed, dropout=dropout),
+        encoded["train"].batches(options.max_tokens, shuffle=True, seed=train_config.seed),
         encoded["valid"].batches(options.max_tokens, shuffle=False, seed=0),
         where,
         log=log,

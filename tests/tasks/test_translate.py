@@ -154,15 +154,15 @@ def _text(tokenizer, row: torch.Tensor) -> str:
 def test_bpe_dropout_batches_segment_afresh_and_repeat_from_the_seed(toy):
     tokenizer = LoadedTranslator(toy[2]).tokenizer
     src, tgt = toy_pairs(40, 11)
-    encoded = encode_pairs(tokenizer, ParallelTexts(src, tgt), 64, keep_words=True)
-    dropout = BPEDropout(tokenizer, 0.3)
-    batches = encoded.batches(400, shuffle=True, seed=0, dropout=dropout)
+    batches = encode_pairs(tokenizer, ParallelTexts(src, tgt), 64, dropout=BPEDropout(tokenizer, 0.3)).batches(
+        400, shuffle=True, seed=0
+    )
     indices = batches.plan(0)[0]
     torch.manual_seed(0)
     first = batches.collate(indices)
     torch.manual_seed(0)
     again, other = batches.collate(indices), batches.collate(indices)
-    plain = encoded.batches(400, shuffle=True, seed=0).collate(indices)
+    plain = encode_pairs(tokenizer, ParallelTexts(src, tgt), 64).batches(400, shuffle=True, seed=0).collate(indices)
     assert all(torch.equal(first[k], again[k]) for k in first)  # the torch generator (kept by checkpoints) decides
     assert not all(first[k].shape == other[k].shape and torch.equal(first[k], other[k]) for k in first)
     assert first["src"].numel() > plain["src"].numel()  # skipped merges: more, shorter pieces
@@ -170,11 +170,9 @@ def test_bpe_dropout_batches_segment_afresh_and_repeat_from_the_seed(toy):
         assert _text(tokenizer, first["src"][row]) == src[i]
         assert _text(tokenizer, first["tgt_out"][row]) == tgt[i]
         assert first["tgt_in"][row, 0] == BOS_ID and EOS_ID in first["tgt_out"][row].tolist()
-    cut = encode_pairs(tokenizer, ParallelTexts(src, tgt), 5, keep_words=True)
-    short = cut.batches(400, shuffle=False, seed=0, dropout=BPEDropout(tokenizer, 1.0)).collate(indices)
+    cut = encode_pairs(tokenizer, ParallelTexts(src, tgt), 5, dropout=BPEDropout(tokenizer, 1.0))
+    short = cut.batches(400, shuffle=False, seed=0).collate(indices)
     assert short["src"].shape[1] == 5 and short["tgt_out"].shape[1] == 4  # --max-len holds with dropout too
-    with pytest.raises(ValueError, match="keep_words"):
-        encode_pairs(tokenizer, ParallelTexts(src, tgt), 64).batches(400, shuffle=False, seed=0, dropout=dropout)
 
 
 # ---------------------------------------------------------------------------------------- end to end
