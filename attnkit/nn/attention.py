@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnkit.nn.dropout import dropout
 from attnkit.nn.masks import causal_mask
+
+# Up to this many keys, bfloat16 attention on the CPU runs faster written out than in PyTorch's flash
+# kernel (forward and backward, ~4k query tokens a batch: 3.2x at 32 keys, 2.4x at 128, 1.4x at 192;
+# about even at 256; see BENCHMARKS.md).
+SHORT_KEYS = 192
 
 
 def scaled_dot_product_attention(
@@ -31,9 +37,13 @@ def scaled_dot_product_attention(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Attend from queries to keys and average the values.
 
-    Takes the fused path unless the weights are asked for, or unless it runs inside a graph being
-    compiled (`torch.compile`) with a single query on the CPU: there the written-out path, fused by
-    the compiler, is the faster one (a batch-8 GPT decoding step: 0.47 against 0.55 ms).
+    Takes the fused path except where the written-out one is known to be faster or is needed:
+    - the weights are asked for;
+    - inside a graph being compiled (`torch.compile`) with a single query on the CPU, where the
+      compiler fuses the written-out path (a batch-8 GPT decoding step: 0.47 against 0.55 ms);
+    - bfloat16 on the CPU with at most `SHORT_KEYS` keys, where PyTorch's flash kernel is slow:
+      forward and backward of a Multi30k batch took 17 ms against 3.6 ms written out, and a
+      bfloat16 Translator training step spent a fifth of its time there.
 
     Args:
         q: queries (B, H, T, D).
@@ -54,9 +64,9 @@ def scaled_dot_product_attention(
     _check_inputs(q, k, v, mask, dropout_p)
     if return_weights:
         return reference_attention(q, k, v, mask, causal=causal, dropout_p=dropout_p)
-    if q.size(-2) == 1 and q.device.type == "cpu" and torch.compiler.is_compiling():
-        # A compiled decoding step: Inductor fuses the written-out path's mask, softmax and both
-        # products into its own loops, which beat PyTorch's CPU flash kernel at one query.
+    if q.device.type == "cpu" and (
+        (q.size(-2) == 1 and torch.compiler.is_compiling()) or (q.dtype == torch.bfloat16 and k.size(-2) <= SHORT_KEYS)
+    ):
         return reference_attention(q, k, v, mask, causal=causal, dropout_p=dropout_p)[0]
     return fused_attention(q, k, v, mask, causal=causal, dropout_p=dropout_p)
 
@@ -87,7 +97,7 @@ def reference_attention(
     if keep is not None:
         # A row with every key masked would otherwise average all values uniformly.
         weights = weights.masked_fill(~keep.any(dim=-1, keepdim=True), 0.0)
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    dropped = dropout(weights, dropout_p) if dropout_p > 0 else weights
     out = dropped @ v  # (B, H, T, Dv)
     return out, weights
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.testing import assert_close
 
 from attnkit.nn import (
@@ -14,6 +13,7 @@ from attnkit.nn import (
     reference_attention,
     scaled_dot_product_attention,
 )
+from attnkit.nn.dropout import dropout
 from tests.nn.helpers import allowed_mask, naive_attention
 
 # name: (B, H, T, S, D, Dv, key lengths or None, causal)
@@ -166,7 +166,7 @@ def test_reference_dropout_returns_pre_dropout_weights():
     assert not torch.allclose(out, clean_out, atol=1e-3)
     # The output is the dropped-out weights (same random draw) times the values.
     torch.manual_seed(123)
-    assert_close(out, F.dropout(clean_weights, p=0.5) @ v, atol=1e-6, rtol=1e-6)
+    assert_close(out, dropout(clean_weights, 0.5) @ v, atol=1e-6, rtol=1e-6)
     # The same seed reproduces the same output.
     torch.manual_seed(123)
     assert_close(reference_attention(q, k, v, mask, dropout_p=0.5)[0], out, atol=0, rtol=0)

@@ -54,3 +54,13 @@ def test_static_cache_and_compiled_steps_on_cuda():
         for c in (False, True)
     ]
     assert torch.equal(outs[0], outs[1])
+
+
+def test_dropout_on_cuda_is_pytorchs_own():
+    from attnkit.nn import Dropout
+
+    x = torch.randn(1000, device="cuda")
+    torch.manual_seed(0)
+    expected = torch.nn.functional.dropout(x, 0.3, True)
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(0.3)(x), expected)
