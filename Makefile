@@ -9,7 +9,7 @@ export ATTNKIT_DATA
 DEMO_RUN ?= runs/demo-reuters-r8
 
 .PHONY: install demo demo-core test test-slow lint bench-attention bench-classify bench-recommend bench-translate \
-	bench-lm bench-vision bench-bf16
+	bench-lm bench-vision bench-bf16 bench-cpu-train
 
 install: $(STAMP)
 
@@ -61,3 +61,6 @@ bench-vision: install
 
 bench-bf16: install
 	$(PY) benchmarks/bf16.py
+
+bench-cpu-train: install
+	$(PY) benchmarks/cpu_train.py

@@ -79,6 +79,32 @@ def test_reference_fused_and_naive_agree(case, dtype):
             assert_close(grad.double(), expected_grad.double(), **tol)
 
 
+@pytest.mark.parametrize("k_len", [7, 200], ids=["short_keys_written_out", "long_keys_fused"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_bfloat16_on_the_cpu_agrees_with_float64_on_either_path(k_len, causal, monkeypatch):
+    import attnkit.nn.attention as attention
+
+    written_out = []
+    reference = attention.reference_attention
+    monkeypatch.setattr(attention, "reference_attention", lambda *a, **kw: written_out.append(1) or reference(*a, **kw))
+    torch.manual_seed(2)
+    lengths = [k_len, k_len // 2, 0]  # the last row has no key at all
+    q, k, v = _inputs(3, 2, k_len, k_len, 16, 16, torch.bfloat16)
+    allowed = allowed_mask(3, k_len, k_len, lengths=lengths, causal=causal)
+    grad_out = torch.randn(3, 2, k_len, 16, dtype=torch.bfloat16)
+    expected, _ = naive_attention(q, k, v, allowed)
+    expected_grads = torch.autograd.grad((expected * grad_out.double()).sum(), (q, k, v))
+
+    out = scaled_dot_product_attention(q, k, v, _key_mask(lengths, k_len), causal=causal)
+    assert bool(written_out) == (k_len <= attention.SHORT_KEYS)
+    assert out.dtype == torch.bfloat16
+    assert_close(out.double(), expected.detach(), atol=2e-2, rtol=2e-2)
+    assert torch.equal(out[2], torch.zeros_like(out[2]))
+    grads = torch.autograd.grad((out * grad_out).sum(), (q, k, v))
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert_close(grad.double(), expected_grad.double(), atol=5e-2, rtol=5e-2)
+
+
 @pytest.mark.parametrize(
     ("q_len", "k_len", "lengths", "causal"),
     [(3, 4, [4, 2], False), (4, 4, [4, 3], True), (3, 4, None, True), (3, 4, [4, 0], True)],
