@@ -62,6 +62,22 @@ def alternate(runs: dict[str, Callable[[], None]], rounds: int, device: torch.de
     return times
 
 
+def paired(
+    runs: dict[str, Callable[[], None]], baseline: str, contender: str, rounds: int, device: torch.device
+) -> dict[str, float]:
+    """Warm every run up, time them in alternating rounds; NAME_ms medians and the speed-up.
+
+    The speed-up is baseline time / contender time: the median of the per-round ratios, with their
+    extremes as speedup_min and speedup_max.
+    """
+    for run in runs.values():
+        run()  # warm-up
+    times = alternate(runs, rounds, device)
+    ratio = round_ratios(times[baseline], times[contender])
+    medians = {f"{name}_ms": statistics.median(samples) * 1000 for name, samples in times.items()}
+    return {**medians, "speedup": ratio["median"], "speedup_min": ratio["min"], "speedup_max": ratio["max"]}
+
+
 def round_ratios(numerators: list[float], denominators: list[float]) -> dict[str, float]:
     """Median, min and max of the per-round ratios numerators[i] / denominators[i] (paired rounds)."""
     ratios = sorted(a / b for a, b in zip(numerators, denominators, strict=True))

@@ -13,7 +13,6 @@ bfloat16 time.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from attnkit.models.translator import Translator
 from attnkit.models.vit import ViT
 from attnkit.options import build, load_preset
 from attnkit.tasks import lm, recommend, translate, vision
-from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
+from benchmarks._common import machine, paired, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 Loss = Callable[[], Tensor]
@@ -86,8 +85,8 @@ MODELS = {
 }
 
 
-def measure(make: Callable[[], tuple[nn.Module, Loss]], rounds: int) -> dict[str, float]:
-    """Step times in float32 and bfloat16 autocast, and the median of the per-round ratios."""
+def training_step(make: Callable[[], tuple[nn.Module, Loss]]) -> Callable[[bool], None]:
+    """One optimizer step (forward, loss, backward, AdamW) of a fresh model, with or without autocast."""
     torch.manual_seed(0)
     model, loss_fn = make()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -99,18 +98,14 @@ def measure(make: Callable[[], tuple[nn.Module, Loss]], rounds: int) -> dict[str
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def measure(make: Callable[[], tuple[nn.Module, Loss]], rounds: int) -> dict[str, float]:
+    """Step times in float32 and bfloat16 autocast, and the median of the per-round ratios."""
+    step = training_step(make)
     runs = {"float32": lambda: step(False), "bfloat16": lambda: step(True)}
-    for run in runs.values():
-        run()  # warm-up
-    times = alternate(runs, rounds, torch.device("cpu"))
-    speedup = round_ratios(times["float32"], times["bfloat16"])
-    return {
-        "float32_ms": statistics.median(times["float32"]) * 1000,
-        "bfloat16_ms": statistics.median(times["bfloat16"]) * 1000,
-        "speedup": speedup["median"],
-        "speedup_min": speedup["min"],
-        "speedup_max": speedup["max"],
-    }
+    return paired(runs, "float32", "bfloat16", rounds, torch.device("cpu"))
 
 
 def render(results: dict[str, object]) -> str:

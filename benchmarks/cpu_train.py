@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import attnkit.nn.attention as attention_module
 import attnkit.nn.dropout as dropout_module
 from attnkit.nn import scaled_dot_product_attention
-from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
-from benchmarks.bf16 import MODELS
+from benchmarks._common import machine, paired, write_json, write_section
+from benchmarks.bf16 import MODELS, training_step
 
 LENGTHS = (17, 32, 64, 128, 192, 200, 256, 512)
 QUERY_TOKENS = 4096
@@ -61,18 +61,7 @@ def stock_kernels() -> Iterator[None]:
 
 def compare(attnkit: Callable[[], None], stock: Callable[[], None], rounds: int) -> dict[str, float]:
     """Median times of both and the per-round speed-up of attnkit over stock."""
-    runs = {"attnkit": attnkit, "stock": stock}
-    for run in runs.values():
-        run()  # warm-up
-    times = alternate(runs, rounds, torch.device("cpu"))
-    ratio = round_ratios(times["stock"], times["attnkit"])
-    return {
-        "attnkit_ms": statistics.median(times["attnkit"]) * 1000,
-        "stock_ms": statistics.median(times["stock"]) * 1000,
-        "speedup": ratio["median"],
-        "speedup_min": ratio["min"],
-        "speedup_max": ratio["max"],
-    }
+    return paired({"attnkit": attnkit, "stock": stock}, "stock", "attnkit", rounds, torch.device("cpu"))
 
 
 def dropout_rows(rounds: int) -> dict[str, dict[str, float]]:
@@ -110,17 +99,7 @@ def step_rows(rounds: int) -> dict[str, dict[str, float]]:
     rows = {}
     for name, make in MODELS.items():
         for bf16 in (True, False):
-            torch.manual_seed(0)
-            model, loss_fn = make()
-            model.train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-            def step(bf16=bf16, loss_fn=loss_fn, optimizer=optimizer) -> None:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    loss = loss_fn()
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            step = functools.partial(training_step(make), bf16)
 
             def stock(step=step) -> None:
                 with stock_kernels():

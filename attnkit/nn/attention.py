@@ -20,8 +20,8 @@ from attnkit.nn.dropout import dropout
 from attnkit.nn.masks import causal_mask
 
 # Up to this many keys, bfloat16 attention on the CPU runs faster written out than in PyTorch's flash
-# kernel (forward and backward, ~4k query tokens a batch: 3.2x at 32 keys, 2.4x at 128, 1.4x at 192;
-# about even at 256; see BENCHMARKS.md).
+# kernel (forward and backward, ~4k query tokens a batch, `make bench-cpu-train`: 4.0x at 32 keys,
+# 1.9x at 128 and 192; a scratch timing found the two about even at 256).
 SHORT_KEYS = 192
 
 
