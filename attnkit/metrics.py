@@ -103,6 +103,21 @@ def _bleu_report(metric: BLEU, hypotheses: list[str], references: list[str]) -> 
     }
 
 
+def bleu_breakdown(report: dict[str, object]) -> str:
+    """The parts of a `bleu` or `tokenized_bleu` report behind its score, as one line: the 1- to 4-gram
+    precisions and the brevity penalty with the lengths it comes from, e.g.
+    "n-grams 70.5/47.2/33.8/24.6, brevity penalty 0.979 (11,856 tokens against the references' 12,103)".
+
+    BLEU multiplies the geometric mean of the precisions by the brevity penalty, so this line says
+    whether a score is low because the words are wrong or because the output is too short.
+    """
+    precisions = "/".join(f"{p:.1f}" for p in report["precisions"])  # type: ignore[union-attr]
+    return (
+        f"n-grams {precisions}, brevity penalty {report['bp']:.3f} "
+        f"({report['hyp_len']:,} tokens against the references' {report['ref_len']:,})"
+    )
+
+
 def bleu(hypotheses: list[str], references: list[str]) -> dict[str, object]:
     """Corpus BLEU as sacreBLEU reports it: detokenized, cased text, its `13a` tokenizer, exp smoothing.
 

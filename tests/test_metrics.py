@@ -1,5 +1,6 @@
 """Metrics against hand-computed values, scikit-learn's definitions and sacreBLEU's own functions."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from attnkit.data.readers import read_lines
 from attnkit.metrics import (
     bleu,
+    bleu_breakdown,
     chrf,
     classification_report,
     confusion_matrix,
@@ -91,6 +93,21 @@ def test_bleu_and_chrf_equal_sacrebleu_corpus_functions():
     assert result["precisions"] == pytest.approx(expected.precisions)
     assert 0 < result["score"] < 100
     assert chrf(HYPS, REFS)["score"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score)
+
+
+def test_bleu_breakdown_matches_sacrebleus_own_line():
+    # A hypothesis shorter than its reference: the score is the precisions' geometric mean times the
+    # brevity penalty exp(1 - ref_len / hyp_len), and the line shows both parts with sacreBLEU's figures.
+    short = ["A man rides a horse.", "Two dogs play."]
+    references = ["A man rides a brown horse on the beach.", "Two dogs play in the snow."]
+    report = bleu(short, references)
+    expected = sacrebleu.corpus_bleu(short, [references])
+    assert (report["hyp_len"], report["ref_len"]) == (10, 17)  # 13a splits off the periods
+    assert report["bp"] == pytest.approx(math.exp(1 - 17 / 10))
+    line = bleu_breakdown(report)
+    assert "/".join(f"{p:.1f}" for p in expected.precisions) in line
+    assert f"brevity penalty {math.exp(1 - 17 / 10):.3f}" in line and "10 tokens against the references' 17" in line
+    assert bleu_breakdown(bleu(REFS, REFS)).startswith("n-grams 100.0/100.0/100.0/100.0, brevity penalty 1.000")
 
 
 def test_bleu_is_cased_and_detokenized():

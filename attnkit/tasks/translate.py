@@ -32,7 +32,7 @@ from attnkit.data.tokenizer import CLS_ID, PAD_ID, SEP_ID, decode_text, load_tok
 from attnkit.decode import Seq2SeqStepper, beam_search, greedy_decode
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, unwrap
 from attnkit.errors import DataError, UserError
-from attnkit.metrics import bleu, chrf, moses_tokenize, tokenized_bleu
+from attnkit.metrics import bleu, bleu_breakdown, chrf, moses_tokenize, tokenized_bleu
 from attnkit.models import Translator
 from attnkit.nn import TransformerConfig, linear_cross_entropy
 from attnkit.options import check_model_options
@@ -299,15 +299,20 @@ def translate_ids(
 def score(
     hypotheses: list[str], references: list[str], ref_tok: list[str] | None, tgt_lang: str, prefix: str = ""
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """sacreBLEU (cased, detokenized) and chrF; tokenized lowercased BLEU when references are given."""
+    """sacreBLEU (cased, detokenized) and chrF; tokenized lowercased BLEU when references are given.
+
+    Returns the scores under `prefix` + "bleu", "chrf", "tok_bleu", and for each metric the text to
+    print beside it: its signature, and for the BLEUs also the precisions and brevity penalty
+    (under "bleu_breakdown" and "tok_bleu_breakdown")."""
     b, c = bleu(hypotheses, references), chrf(hypotheses, references)
     metrics = {f"{prefix}bleu": b["score"], f"{prefix}chrf": c["score"]}
-    signatures = {"bleu": b["signature"], "chrf": c["signature"]}
+    notes = {"bleu": b["signature"], "chrf": c["signature"], "bleu_breakdown": bleu_breakdown(b)}
     if ref_tok is not None:
         t = tokenized_bleu(moses_tokenize(hypotheses, tgt_lang), ref_tok)
         metrics[f"{prefix}tok_bleu"] = t["score"]
-        signatures["tok_bleu"] = t["signature"] + " (hypotheses lowercased and Moses-tokenized)"
-    return metrics, signatures
+        notes["tok_bleu"] = t["signature"] + " (hypotheses lowercased and Moses-tokenized)"
+        notes["tok_bleu_breakdown"] = bleu_breakdown(t)
+    return metrics, notes
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -465,14 +470,16 @@ class LoadedTranslator:
             hypotheses = self.translate(sources, search=search, beam=beam, alpha=alpha)
             seconds = time.perf_counter() - started
             prefix = "greedy_" if search == "greedy" else ""
-            found, signatures = score(hypotheses, references, ref_tok, self.options.tgt_lang, prefix)
+            found, notes = score(hypotheses, references, ref_tok, self.options.tgt_lang, prefix)
             metrics.update(found)
             label = "greedy" if search == "greedy" else f"beam {beam}, α {alpha}"
             log(f"{split} ({label}, {len(sources):,} sentences, {len(sources) / seconds:.1f} sentences/s):")
-            log(f"  sacreBLEU {found[prefix + 'bleu']:.2f}  [{signatures['bleu']}]")
-            log(f"  chrF {found[prefix + 'chrf']:.2f}  [{signatures['chrf']}]")
-            if "tok_bleu" in signatures:
-                log(f"  tokenized BLEU {found[prefix + 'tok_bleu']:.2f}  [{signatures['tok_bleu']}]")
+            log(f"  sacreBLEU {found[prefix + 'bleu']:.2f}  [{notes['bleu']}]")
+            log(f"    {notes['bleu_breakdown']}")
+            log(f"  chrF {found[prefix + 'chrf']:.2f}  [{notes['chrf']}]")
+            if "tok_bleu" in notes:
+                log(f"  tokenized BLEU {found[prefix + 'tok_bleu']:.2f}  [{notes['tok_bleu']}]")
+                log(f"    {notes['tok_bleu_breakdown']}")
             if search == searches[-1]:
                 out = self.run_dir / f"{split}.hyp.{self.options.tgt_lang}"
                 with atomic_path(out) as tmp:

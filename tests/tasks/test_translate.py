@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -236,11 +237,13 @@ def test_evaluate_scores_a_reference_file(toy, tmp_path, capsys):
     printed = json.loads(out.strip().splitlines()[-1])
     assert set(printed) == {"greedy_bleu", "greedy_chrf"}  # --beam 1 is greedy search, and named so
     assert "nrefs:1|case:mixed|eff:no|tok:13a" in out  # the sacreBLEU signature is shown
+    assert re.search(r"n-grams [\d.]+/[\d.]+/[\d.]+/[\d.]+, brevity penalty [\d.]+ \([\d,]+ tokens", out)
     references = Path(files["test"][1]).read_text(encoding="utf-8").splitlines()
     ref_tok = write_lines(tmp_path / "ref.tok", [r.lower().replace(".", " .") for r in references])
     assert main(["evaluate", str(run), "--src", files["test"][0], "--ref", files["test"][1], "--ref-tok", ref_tok]) == 0
     out = capsys.readouterr().out
     assert "tokenized BLEU" in out and "tok_bleu" in json.loads(out.strip().splitlines()[-1])
+    assert out.count("brevity penalty") == 2  # below sacreBLEU and below tokenized BLEU
 
 
 def test_alpha_overrides_the_runs_length_penalty(toy, capsys, monkeypatch):
