@@ -224,9 +224,12 @@ def _optimizer_from_tensors(
     for index, values in meta["scalars"].items():
         state.setdefault(int(index), {}).update(values)
     groups = meta["param_groups"]
-    for group in groups:
+    for group, current in zip(groups, optimizer.param_groups, strict=False):
         if isinstance(group.get("betas"), list):
             group["betas"] = tuple(group["betas"])
+        for key in ("fused", "foreach"):  # how this optimizer computes, not what it computes
+            if key in current:
+                group[key] = current[key]
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as error:

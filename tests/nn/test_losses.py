@@ -101,3 +101,43 @@ def test_exclude_errors():
         linear_cross_entropy(hidden, weight, target, exclude=torch.zeros(5, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="label_smoothing"):
         linear_cross_entropy(hidden, weight, target, exclude=torch.zeros(23, 2, dtype=torch.long), label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("chunk_size", [7, 64, None])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_bfloat16_autocast_matches_autocast_cross_entropy(chunk_size, smoothing):
+    """Under CPU autocast the products run in bfloat16, as `h @ W.T` there would; the softmax and the
+    loss stay in float32, as autocast keeps cross_entropy; gradients come back in the inputs' dtype."""
+    hidden, weight, _, target = _inputs(n=64, d=32, v=300, dtype=torch.float32)
+    target[[3, 40]] = -100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = linear_cross_entropy(hidden, weight, target, label_smoothing=smoothing, chunk_size=chunk_size)
+        logits = hidden @ weight.T
+        assert logits.dtype == torch.bfloat16
+        ref = F.cross_entropy(logits, target, label_smoothing=smoothing)
+    grads = torch.autograd.grad(ours, [hidden, weight])
+    ref_grads = torch.autograd.grad(ref, [hidden, weight])
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, rtol=1e-3, atol=1e-3)
+    for mine, theirs in zip(grads, ref_grads, strict=True):
+        assert mine.dtype == torch.float32
+        torch.testing.assert_close(mine, theirs, rtol=0.02, atol=2e-4)
+    exact = torch.autograd.grad(
+        F.cross_entropy(hidden.double() @ weight.double().T, target, label_smoothing=smoothing), [hidden]
+    )[0]
+    assert (grads[0] - exact).abs().max() > 1e-6  # the products did run in bfloat16, not float32
+
+
+def test_bias_and_exclude_under_autocast():
+    hidden, weight, bias, target = _inputs(n=40, d=16, v=50, dtype=torch.float32)
+    exclude = torch.randint(-1, 50, (40, 3), generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = linear_cross_entropy(hidden, weight, target, bias=bias, exclude=exclude, chunk_size=16)
+    logits = (hidden.bfloat16() @ weight.bfloat16().T).float() + bias
+    for row, classes in enumerate(exclude.tolist()):
+        for c in classes:
+            if c >= 0 and c != target[row]:
+                logits[row, c] = float("-inf")
+    torch.testing.assert_close(ours, F.cross_entropy(logits, target), rtol=1e-4, atol=1e-4)
+    grads = torch.autograd.grad(ours, [hidden, weight, bias])
+    assert [g.dtype for g in grads] == [torch.float32] * 3
