@@ -171,7 +171,8 @@ def render(results: dict[str, object]) -> str:
     where = results["machine"]
     return "\n".join(
         [
-            "## Training on the CPU: attnkit's dropout, attention, output-layer loss and optimizer against stock PyTorch",
+            "## Training on the CPU: attnkit's dropout, attention, output-layer loss and optimizer "
+            "against stock PyTorch",
             "",
             f"Machine: {where['cpu']}, {where['torch_threads']} threads, torch {where['torch']}. "
             "Reproduce: `python benchmarks/cpu_train.py`. Stock = `F.dropout` and "
