@@ -28,6 +28,10 @@ def linear_cross_entropy(
 ) -> Tensor:
     """Mean cross-entropy of the logits `hidden @ weight.T (+ bias)` against `target`.
 
+    Under autocast the products run in its dtype, as `hidden @ weight.T` would there, and the
+    softmax and the loss in float32, as autocast runs `cross_entropy`; gradients come back in the
+    inputs' dtypes.
+
     Args:
         hidden: (N, D) states.
         weight: (V, D) output projection (e.g. a tied embedding table).
