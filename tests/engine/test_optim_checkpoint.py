@@ -77,6 +77,9 @@ def test_training_state_round_trip(tmp_path):
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_b["state"][index][key]))
 
 
+_CONSTANT = {"schedule": "constant", "warmup_steps": 0, "total_steps": 10}
+
+
 def _train_steps(model, optimizer, steps, seed):
     torch.manual_seed(seed)
     for _ in range(steps):
@@ -104,7 +107,7 @@ def test_state_saved_by_the_per_parameter_loop_resumes_fused(tmp_path):
     """Checkpoints of runs from before the fused optimizer load, and continue as the loop would."""
     model = _model()
     loop = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-2, foreach=False)
-    scheduler = build_scheduler(loop, schedule="constant", warmup_steps=0, total_steps=10)
+    scheduler = build_scheduler(loop, **_CONSTANT)
     _train_steps(model, loop, 3, seed=2)
     checkpoint.save_training_state(tmp_path / "last", model, loop, scheduler, {"step": 3})
     resumed = _model()
@@ -116,9 +119,6 @@ def test_state_saved_by_the_per_parameter_loop_resumes_fused(tmp_path):
     for (name, a), b in zip(model.named_parameters(), resumed.parameters(), strict=True):
         if not name.endswith("k_proj.bias"):  # see the test above
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-_CONSTANT = {"schedule": "constant", "warmup_steps": 0, "total_steps": 10}
 
 
 def test_weights_load_through_wrappers_and_reject_mismatch(tmp_path):
