@@ -21,16 +21,18 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attnkit.data.datasets import multi30k_files
 from attnkit.data.parallel import read_parallel
+from attnkit.decode import Seq2SeqStepper, greedy_decode
 from attnkit.engine import TrainConfig
 from attnkit.engine.history import read_history
 from attnkit.options import build, load_preset
 from attnkit.tasks import translate
-from attnkit.tasks.translate import EOS_ID, LoadedTranslator, translate_ids
+from attnkit.tasks.translate import BOS_ID, EOS_ID, LoadedTranslator, translate_ids
 from benchmarks._common import machine, round_ratios, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +110,51 @@ def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -
     return result
 
 
+FORCED_LENGTHS = (16, 32, 64, 128)  # generated tokens per sentence for `cache_by_length`
+
+
+def cache_by_length(
+    run: Path, src: str, tgt: str, sentences: int, rounds: int, lengths: tuple[int, ...] = FORCED_LENGTHS
+) -> list[dict[str, object]]:
+    """Batch-1 greedy decoding, cache on and off, with every output forced to each of `lengths` tokens
+    (no eos), in alternating rounds: milliseconds per generated token and the cache's speed-up.
+
+    Multi30k's outputs average about 15 tokens; this shows how the cache's advantage grows with the
+    prefix it saves recomputing. Lengths beyond the model's positions are left out."""
+    loaded = LoadedTranslator(run)
+    model = loaded.model
+    files = multi30k_files(src, tgt)
+    texts = read_parallel(files["test_src"], files["test_tgt"]).src[:sentences]
+    sources = [torch.tensor([[*loaded.tokenizer.encode(t, add_special_tokens=False).ids, EOS_ID]]) for t in texts]
+    start = torch.tensor([BOS_ID])
+    rows = []
+    for length in (n for n in lengths if n < model.config.max_len):
+        times: dict[bool, list[float]] = {True: [], False: []}
+        outputs: dict[bool, list[Tensor]] = {}
+        for r in range(rounds):
+            for cache in (True, False) if r % 2 == 0 else (False, True):
+                started = time.perf_counter()
+                outputs[cache] = [
+                    greedy_decode(
+                        Seq2SeqStepper(model, source, use_cache=cache), start, eos_id=None, max_new_tokens=length
+                    )
+                    for source in sources
+                ]
+                times[cache].append((time.perf_counter() - started) * 1e3 / (len(sources) * length))
+        speedup = round_ratios(times[False], times[True])  # per round: time without the cache / with it
+        rows.append(
+            {
+                "length": length,
+                "ms_per_token_cache_on": statistics.median(times[True]),
+                "ms_per_token_cache_off": statistics.median(times[False]),
+                "speedup": speedup["median"],
+                "speedup_range": [speedup["min"], speedup["max"]],
+                "same_output": all(torch.equal(a, b) for a, b in zip(outputs[True], outputs[False], strict=True)),
+            }
+        )
+    return rows
+
+
 def cached_step_megabytes(run: Path) -> float:
     """Megabytes of weights one cached decoding step reads: the decoder (less the cross-attention key
     and value projections, applied to the source once) and the output projection."""
@@ -182,7 +229,31 @@ def render(results: dict[str, object]) -> str:
             " tokens, so the prefix is short). The cache saves arithmetic, which is what batched decoding"
             " spends its time on (the batch-64 rows); a single short sentence is bound by memory traffic.",
         ]
+    if results.get("cache_by_length"):
+        lines += render_by_length(results["cache_by_length"])
     return "\n".join(lines)
+
+
+def render_by_length(found: dict[str, object]) -> list[str]:
+    """The forced-length timing (`--by-length`), with the machine it ran on."""
+    m = found["machine"]
+    lines = [
+        "",
+        f"Batch-1 greedy decoding with the output forced to a given length (no eos), {found['direction']} model,"
+        f" milliseconds per generated token (medians over {found['rounds']} rounds of {found['sentences']} test"
+        f" sentences, cache on and off back to back; machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']};"
+        f" `python benchmarks/translate.py --by-length --directions {found['direction']}`):",
+        "",
+        "| tokens generated | cache on | cache off | speed-up | range | same output |",
+        "|---:|---:|---:|---:|---|---|",
+    ]
+    for row in found["rows"]:
+        low, high = row["speedup_range"]
+        lines.append(
+            f"| {row['length']} | {row['ms_per_token_cache_on']:.2f} | {row['ms_per_token_cache_off']:.2f} |"
+            f" {row['speedup']:.2f}× | {low:.2f}–{high:.2f} | {'yes' if row['same_output'] else 'NO'} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -195,10 +266,33 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true", help="re-time decoding of existing runs")
     parser.add_argument("--no-speed", action="store_true", help="train and score only; keep earlier speed figures")
     parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the saved figures")
+    parser.add_argument(
+        "--by-length",
+        action="store_true",
+        help="only time batch-1 greedy decoding of the existing run (the first of --directions) with outputs"
+        f" forced to {', '.join(map(str, FORCED_LENGTHS))} tokens, cache on and off",
+    )
     args = parser.parse_args()
     path = ROOT / "benchmarks" / "results" / "translate.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    results.update(machine=machine(), rounds=args.rounds)
+    if args.by_length:
+        direction = args.directions.split(",")[0]
+        src, tgt = direction.split("-")
+        torch.manual_seed(0)
+        rows = cache_by_length(ROOT / args.out / f"multi30k-{direction}", src, tgt, 20, args.rounds)
+        results["cache_by_length"] = {
+            "direction": direction,
+            "machine": machine(),
+            "rounds": args.rounds,
+            "sentences": 20,
+            "rows": rows,
+        }
+        write_json("translate", results)
+        write_section("translate", render(results))
+        print("\n".join(render_by_length(results["cache_by_length"])))
+        return
+    if not args.render_only:
+        results.update(machine=machine(), rounds=args.rounds)
     if not args.speed_only:
         results["minutes"] = args.minutes
     if args.render_only:
