@@ -13,6 +13,7 @@ batched and at batch 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import statistics
@@ -32,10 +33,11 @@ from attnkit.engine import TrainConfig
 from attnkit.engine.history import read_history
 from attnkit.options import build, load_preset
 from attnkit.tasks import translate
-from attnkit.tasks.translate import BOS_ID, EOS_ID, LoadedTranslator, translate_ids
-from benchmarks._common import machine, round_ratios, write_json, write_section
+from attnkit.tasks.translate import BOS_ID, LoadedTranslator, encode_sources, translate_ids
+from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
 PRESET = ROOT / "configs" / "translate" / "multi30k.yaml"
 PUBLISHED = {
     "de-en": ("bentrevett/pytorch-seq2seq Transformer, greedy, 10 GPU epochs", 36.52, 37.0),
@@ -73,12 +75,17 @@ def variant_name(search: str, batch: int, cache: bool) -> str:
     return f"{search}, batch {batch}, cache {'on' if cache else 'off'}"
 
 
+def test_sources(model: LoadedTranslator, src: str, tgt: str, sentences: int) -> list[list[int]]:
+    """The first `sentences` test2016 sources as the model's ids (tokens + eos)."""
+    files = multi30k_files(src, tgt)
+    texts = read_parallel(files["test_src"], files["test_tgt"]).src[:sentences]
+    return encode_sources(model.tokenizer, texts, model.options.max_len)[0]
+
+
 def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -> dict[str, dict[str, float]]:
     """Sentences per second, medians over alternating rounds, for each search x cache x batch size."""
     model = LoadedTranslator(run)
-    files = multi30k_files(src, tgt)
-    texts = read_parallel(files["test_src"], files["test_tgt"]).src[:sentences]
-    sources = [[*model.tokenizer.encode(t, add_special_tokens=False).ids, EOS_ID] for t in texts]
+    sources = test_sources(model, src, tgt, sentences)
     variants = {
         variant_name(search, batch, cache): (search, batch, cache, sentences if batch > 1 else max(20, sentences // 5))
         for search, batch in DECODING_SETTINGS
@@ -111,6 +118,7 @@ def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -
 
 
 FORCED_LENGTHS = (16, 32, 64, 128)  # generated tokens per sentence for `cache_by_length`
+BY_LENGTH_SENTENCES = 20  # test sentences `--by-length` decodes at each length
 
 
 def cache_by_length(
@@ -123,33 +131,31 @@ def cache_by_length(
     prefix it saves recomputing. Lengths beyond the model's positions are left out."""
     loaded = LoadedTranslator(run)
     model = loaded.model
-    files = multi30k_files(src, tgt)
-    texts = read_parallel(files["test_src"], files["test_tgt"]).src[:sentences]
-    sources = [torch.tensor([[*loaded.tokenizer.encode(t, add_special_tokens=False).ids, EOS_ID]]) for t in texts]
+    sources = [torch.tensor([ids]) for ids in test_sources(loaded, src, tgt, sentences)]  # each (1, S)
     start = torch.tensor([BOS_ID])
     rows = []
     for length in (n for n in lengths if n < model.config.max_len):
-        times: dict[bool, list[float]] = {True: [], False: []}
-        outputs: dict[bool, list[Tensor]] = {}
-        for r in range(rounds):
-            for cache in (True, False) if r % 2 == 0 else (False, True):
-                started = time.perf_counter()
-                outputs[cache] = [
-                    greedy_decode(
-                        Seq2SeqStepper(model, source, use_cache=cache), start, eos_id=None, max_new_tokens=length
-                    )
-                    for source in sources
-                ]
-                times[cache].append((time.perf_counter() - started) * 1e3 / (len(sources) * length))
-        speedup = round_ratios(times[False], times[True])  # per round: time without the cache / with it
+        outputs: dict[str, list[Tensor]] = {}
+
+        def decode_all(name: str, length: int = length, outputs: dict[str, list[Tensor]] = outputs) -> None:
+            outputs[name] = [
+                greedy_decode(
+                    Seq2SeqStepper(model, source, use_cache=name == "on"), start, eos_id=None, max_new_tokens=length
+                )
+                for source in sources
+            ]
+
+        seconds = alternate({name: functools.partial(decode_all, name) for name in ("on", "off")}, rounds, CPU)
+        times = {name: [t * 1e3 / (len(sources) * length) for t in ts] for name, ts in seconds.items()}
+        speedup = round_ratios(times["off"], times["on"])  # per round: time without the cache / with it
         rows.append(
             {
                 "length": length,
-                "ms_per_token_cache_on": statistics.median(times[True]),
-                "ms_per_token_cache_off": statistics.median(times[False]),
+                "ms_per_token_cache_on": statistics.median(times["on"]),
+                "ms_per_token_cache_off": statistics.median(times["off"]),
                 "speedup": speedup["median"],
                 "speedup_range": [speedup["min"], speedup["max"]],
-                "same_output": all(torch.equal(a, b) for a, b in zip(outputs[True], outputs[False], strict=True)),
+                "same_output": all(torch.equal(a, b) for a, b in zip(outputs["on"], outputs["off"], strict=True)),
             }
         )
     return rows
@@ -256,6 +262,13 @@ def render_by_length(found: dict[str, object]) -> list[str]:
     return lines
 
 
+def trained_run(parser: argparse.ArgumentParser, run_dir: Path) -> Path:
+    """`run_dir`, or a clear error when no trained run is there to time."""
+    if not (run_dir / "config.json").is_file():
+        parser.error(f"{run_dir}: no trained run there; train it with this script first, or link a run directory there")
+    return run_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--directions", default="de-en,en-de", help="comma-separated, e.g. de-en")
@@ -278,13 +291,14 @@ def main() -> None:
     if args.by_length:
         direction = args.directions.split(",")[0]
         src, tgt = direction.split("-")
+        run_dir = trained_run(parser, ROOT / args.out / f"multi30k-{direction}")
         torch.manual_seed(0)
-        rows = cache_by_length(ROOT / args.out / f"multi30k-{direction}", src, tgt, 20, args.rounds)
+        rows = cache_by_length(run_dir, src, tgt, BY_LENGTH_SENTENCES, args.rounds)
         results["cache_by_length"] = {
             "direction": direction,
             "machine": machine(),
             "rounds": args.rounds,
-            "sentences": 20,
+            "sentences": BY_LENGTH_SENTENCES,
             "rows": rows,
         }
         write_json("translate", results)
@@ -307,7 +321,10 @@ def main() -> None:
         src, tgt = direction.split("-")
         run_dir = ROOT / args.out / f"multi30k-{direction}"
         if args.speed_only:
-            entry = next(r for r in results["runs"] if r["direction"] == direction)
+            trained_run(parser, run_dir)
+            entry = next((r for r in results["runs"] if r["direction"] == direction), None)
+            if entry is None:
+                parser.error(f"{direction}: no figures recorded in {path}; run this script without --speed-only first")
         else:
             print(f"{direction}: training for up to {args.minutes:g} minutes", flush=True)
             entry = train_direction(src, tgt, args.minutes, run_dir)
