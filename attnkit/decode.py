@@ -385,10 +385,17 @@ def beam_search(
     At each step the 2K best one-token extensions of a row's K live prefixes are ranked by cumulative
     log-probability (K = beam_size). An extension by eos among the first K finishes a hypothesis, scored
     log P(Y) / lp(Y) (`length_penalty`); the first K extensions that are not eos live on. When a row
-    reaches its `max_new_tokens`, its K best extensions all finish. A row ends once it has K finished
-    hypotheses, or once no live prefix can beat its best finished one: log-probabilities only fall as a
-    prefix grows, so log P(prefix) / lp(max_new_tokens) bounds what a live prefix can still reach
-    (α >= 0). With K = 1 this is greedy search.
+    reaches its `max_new_tokens`, its K best extensions all finish.
+
+    Stopping rule: a row ends when no live prefix can beat its best finished hypothesis, or at its
+    length limit. Log-probabilities only fall as a prefix grows and lp only grows with length, so
+    log P(prefix) / lp(max_new_tokens) bounds every score a live prefix can still reach (α >= 0); the
+    row ends once its best finished score is at least that bound for its best live prefix. How many
+    hypotheses have finished plays no part: when the model is sure of its next token, eos extensions
+    of the best prefix rank among the K best with hopeless scores, and ending a row after K of them
+    (fairseq's rule) returns truncated output. The result is the best-scoring hypothesis finished in
+    the search. With K = 1 and α = 0 this is greedy search; with α > 0 a single beam may still go on
+    past an eos that greedy search would stop at, when the length penalty can lift a longer hypothesis.
 
     Args:
         stepper: the model to decode from; its rows are expanded to B × K.
@@ -416,7 +423,6 @@ def beam_search(
     best_lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
     # A row allowed no token ends with the empty hypothesis, of log-probability 0.
     best_scores = torch.zeros(batch, device=device).masked_fill(limits > 0, float("-inf"))  # (B,)
-    finished = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) hypotheses finished per row
 
     rows = torch.arange(batch, device=device)[limits > 0]  # (N,) the batch row of each row still searching
     index = rows.repeat_interleave(beams)  # (N*K,)
@@ -444,7 +450,6 @@ def beam_search(
         # Finish: an eos among the K best extensions, or all K best when the row is at its limit.
         finish = (is_eos | at_limit[:, None]) & (top_scores > float("-inf"))  # (N, 2K)
         finish[:, beams:] = False
-        finished[rows] += finish.sum(dim=1)
         penalised = (top_scores / length_penalty(length, alpha)).masked_fill(~finish, float("-inf"))  # (N, 2K)
         step_best, step_pos = penalised.max(dim=1)  # (N,)
         # Strictly better only: on a tie the shorter hypothesis, finished earlier, stays.
@@ -462,7 +467,7 @@ def beam_search(
         live_scores, live_pos = top_scores.masked_fill(is_eos, float("-inf")).topk(beams, dim=1)  # (N, K)
         live_beam, live_token = top_beam.gather(1, live_pos), top_token.gather(1, live_pos)  # (N, K)
         reachable = live_scores[:, 0] / length_penalty(limits[rows], alpha)  # (N,) bound on any live prefix
-        done = at_limit | (finished[rows] >= beams) | (best_scores[rows] >= reachable)  # (N,)
+        done = at_limit | (best_scores[rows] >= reachable)  # (N,)
         keep = (~done).nonzero().squeeze(1)  # (N',)
         if keep.numel() == 0:
             break

@@ -246,15 +246,134 @@ def test_beam_search_goes_on_while_a_longer_hypothesis_can_still_win():
     result = beam_search(TableStepper(LONGER_WINS), start, eos_id=EOS, max_new_tokens=3, beam_size=2, alpha=2.0)
     assert result.tokens.tolist() == [[A, EOS]]
     assert result.scores.item() == pytest.approx(math.log(0.45 * 0.95) / (7 / 6) ** 2)
-    # With one beam the search ends at its first finished hypothesis, as greedy search does.
+    # One beam goes on past the eos greedy search stops at, and finds the same hypothesis.
     one = beam_search(TableStepper(LONGER_WINS), start, eos_id=EOS, max_new_tokens=3, beam_size=1, alpha=2.0)
-    assert one.tokens.tolist() == [[EOS]]
+    assert one.tokens.tolist() == [[A, EOS]]
+    # Without a length penalty nothing can beat the finished [eos]: one beam is greedy search.
+    plain = beam_search(TableStepper(LONGER_WINS), start, eos_id=EOS, max_new_tokens=3, beam_size=1, alpha=0.0)
+    greedy = greedy_decode(TableStepper(LONGER_WINS), start, eos_id=EOS, max_new_tokens=3)
+    assert plain.tokens.tolist() == greedy.tolist() == [[EOS]]
+
+
+class ConfidentStepper:
+    """A model sure of one output per start token: `targets[start]` then eos, each next token with
+    probability 0.9. Eos is the likeliest of the other tokens (0.04, the rest share 0.06), so eos
+    extensions of the best prefix rank second at every step, with hopeless scores. Off the target,
+    every non-pad token is equally likely."""
+
+    def __init__(self, targets: dict[int, list[int]], vocab: int = 12) -> None:
+        self.targets, self.vocab = targets, vocab
+
+    def distribution(self, row: list[int]) -> list[float]:
+        """Next-token probabilities (V,) after `row` (start token first)."""
+        target = [*self.targets[row[0]], EOS]
+        so_far = row[1:]
+        others = [t for t in range(1, self.vocab) if t != EOS]
+        if so_far != target[: len(so_far)] or len(so_far) >= len(target):
+            return [0.0] + [1.0 / (self.vocab - 1)] * (self.vocab - 1)
+        sure = target[len(so_far)]
+        probs = [0.0] * self.vocab
+        rest = [t for t in others if t != sure]
+        for t in rest:
+            probs[t] = 0.06 / len(rest)
+        probs[EOS] = 0.04 if sure != EOS else 0.9
+        probs[sure] = 0.9
+        if sure == EOS:
+            for t in rest:
+                probs[t] = 0.1 / len(rest)
+        return probs
+
+    def step(self, tokens: Tensor) -> Tensor:
+        rows = [[math.log(p) if p > 0 else NEG for p in self.distribution(row)] for row in tokens.tolist()]
+        return torch.tensor(rows, dtype=torch.float64)  # (N, V)
+
+    def reorder(self, index: Tensor) -> None:
+        pass
+
+    def score(self, start: int, hypothesis: list[int], alpha: float) -> float:
+        """log P(hypothesis) / lp, teacher-forced through `distribution`."""
+        row, total = [start], 0.0
+        for token in hypothesis:
+            total += math.log(self.distribution(row)[token])
+            row.append(token)
+        return total / length_penalty(len(hypothesis), alpha)
+
+
+CONFIDENT_TARGETS = {
+    3: [5, 9, 4, 9, 8, 10, 11, 6, 3, 7, 5],
+    4: [11, 6, 10, 3, 5, 8, 4, 9, 7, 6],
+    5: [7, 7, 3, 11, 10, 4, 6, 8, 5, 9, 10, 3],
+}
+
+
+@pytest.mark.parametrize("beam_size", [2, 4, 8])
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_beam_search_on_a_confident_model_returns_greedy_output(beam_size, alpha):
+    """Hopeless eos extensions finish a hypothesis at every step; they must not end the search while a
+    live prefix scores far better (the search used to end a row after K finished hypotheses)."""
+    stepper, start = ConfidentStepper(CONFIDENT_TARGETS), torch.tensor(sorted(CONFIDENT_TARGETS))
+    greedy = greedy_decode(stepper, start, eos_id=EOS, max_new_tokens=20)
+    result = beam_search(stepper, start, eos_id=EOS, max_new_tokens=20, beam_size=beam_size, alpha=alpha)
+    assert torch.equal(result.tokens, greedy)
+    for row, first in enumerate(start.tolist()):
+        assert unpad(greedy[row], EOS) == [*CONFIDENT_TARGETS[first], EOS]
+        expected = stepper.score(first, unpad(result.tokens[row], EOS), alpha)
+        assert result.scores[row].item() == pytest.approx(expected, abs=1e-9)
+
+
+class RandomTableStepper:
+    """Random next-token distributions, one per prefix, drawn from a generator seeded by the prefix:
+    sharp or flat at random, so the best hypothesis is sometimes long, sometimes short."""
+
+    def __init__(self, seed: int, vocab: int = 4) -> None:
+        self.seed, self.vocab = seed, vocab
+
+    def log_probs(self, row: list[int]) -> Tensor:
+        key = self.seed * 1_000_003 + sum((t + 1) * 7**i for i, t in enumerate(row))
+        generator = torch.Generator().manual_seed(key)
+        sharpness = 4.0 * torch.rand((), generator=generator, dtype=torch.float64)
+        logits = sharpness * torch.randn(self.vocab, generator=generator, dtype=torch.float64)
+        logits[PAD] = NEG
+        return logits.log_softmax(dim=-1)  # (V,)
+
+    def step(self, tokens: Tensor) -> Tensor:
+        return torch.stack([self.log_probs(row) for row in tokens.tolist()])  # (N, V)
+
+    def reorder(self, index: Tensor) -> None:
+        pass
+
+    def score(self, start: int, hypothesis: list[int], alpha: float) -> float:
+        row, total = [start], 0.0
+        for token in hypothesis:
+            total += self.log_probs(row)[token].item()
+            row.append(token)
+        return total / length_penalty(len(hypothesis), alpha)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
+def test_beam_search_wider_than_every_prefix_is_exhaustive(alpha):
+    """Vocabulary {pad, eos, 2, 3}, at most 4 tokens: at most 8 live prefixes and 24 extensions per step,
+    so a beam of 24 ranks every extension among its first K and prunes nothing; it must return the best
+    of all 31 hypotheses under the length-penalised score, with that score."""
+    eos, words, limit = 1, [2, 3], 4
+    hypotheses = [[*ws, eos] for n in range(limit) for ws in itertools.product(words, repeat=n)]
+    hypotheses += [list(ws) for ws in itertools.product(words, repeat=limit)]
+    assert len(hypotheses) == 31
+    for seed in range(12):
+        stepper = RandomTableStepper(seed)
+        start = torch.tensor([2, 3])
+        result = beam_search(stepper, start, eos_id=eos, max_new_tokens=limit, beam_size=24, alpha=alpha)
+        for row, first in enumerate(start.tolist()):
+            scores = {tuple(h): stepper.score(first, h, alpha) for h in hypotheses}
+            best = max(scores, key=scores.get)
+            assert unpad(result.tokens[row], eos) == list(best), (seed, row)
+            assert result.scores[row].item() == pytest.approx(scores[best], abs=1e-9)
 
 
 def test_beam_size_one_is_greedy_on_hand_made_distributions():
     start = torch.tensor([BOS, 5])
     greedy = greedy_decode(TableStepper(TABLE), start, eos_id=EOS, max_new_tokens=4)
-    result = beam_search(TableStepper(TABLE), start, eos_id=EOS, max_new_tokens=4, beam_size=1)
+    result = beam_search(TableStepper(TABLE), start, eos_id=EOS, max_new_tokens=4, beam_size=1, alpha=0.0)
     assert torch.equal(result.tokens, greedy)
 
 
@@ -338,10 +457,10 @@ def test_beam_size_one_is_greedy_on_a_transformer():
     eos = eos_that_ends_some_rows(model, src)
     start = torch.full((3,), BOS)
     greedy = greedy_decode(Seq2SeqStepper(model, src), start, eos_id=eos, max_new_tokens=8)
-    result = beam_search(Seq2SeqStepper(model, src), start, eos_id=eos, max_new_tokens=8, beam_size=1)
+    result = beam_search(Seq2SeqStepper(model, src), start, eos_id=eos, max_new_tokens=8, beam_size=1, alpha=0.0)
     assert torch.equal(result.tokens, greedy)
     for row in range(3):
-        assert result.scores[row].item() == pytest.approx(sequence_score(model, src[row], unpad(greedy[row], eos), 0.6))
+        assert result.scores[row].item() == pytest.approx(sequence_score(model, src[row], unpad(greedy[row], eos), 0.0))
 
 
 def test_decoding_is_in_eval_mode_and_restores_training():
