@@ -26,7 +26,7 @@ from attnkit.engine.history import read_history
 from attnkit.errors import UserError
 from attnkit.options import build, load_preset
 from attnkit.tasks import recommend
-from attnkit.tasks.runs import saved_options
+from attnkit.tasks.rundir import saved_options
 from benchmarks._common import machine, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,8 +32,9 @@ from attnkit.decode import Seq2SeqStepper, greedy_decode
 from attnkit.engine import TrainConfig
 from attnkit.engine.history import read_history
 from attnkit.options import build, load_preset
+from attnkit.runs import open_run
 from attnkit.tasks import translate
-from attnkit.tasks.translate import BOS_ID, LoadedTranslator, encode_sources, translate_ids
+from attnkit.tasks.translate import BOS_ID, TranslatorRun, encode_sources, translate_ids
 from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def train_direction(src: str, tgt: str, minutes: float, out: Path) -> dict[str, 
         "epochs": row["epoch"],
         "val_loss": row["val_loss"],
         "total_seconds": total,
-        "parameters": sum(p.numel() for p in LoadedTranslator(out).model.parameters()),
+        "parameters": sum(p.numel() for p in open_run(out).model.parameters()),
     }
 
 
@@ -75,7 +76,7 @@ def variant_name(search: str, batch: int, cache: bool) -> str:
     return f"{search}, batch {batch}, cache {'on' if cache else 'off'}"
 
 
-def test_sources(model: LoadedTranslator, src: str, tgt: str, sentences: int) -> list[list[int]]:
+def test_sources(model: TranslatorRun, src: str, tgt: str, sentences: int) -> list[list[int]]:
     """The first `sentences` test2016 sources as the model's ids (tokens + eos)."""
     files = multi30k_files(src, tgt)
     texts = read_parallel(files["test_src"], files["test_tgt"]).src[:sentences]
@@ -84,7 +85,7 @@ def test_sources(model: LoadedTranslator, src: str, tgt: str, sentences: int) ->
 
 def decoding_speed(run: Path, src: str, tgt: str, sentences: int, rounds: int) -> dict[str, dict[str, float]]:
     """Sentences per second, medians over alternating rounds, for each search x cache x batch size."""
-    model = LoadedTranslator(run)
+    model = open_run(run)
     sources = test_sources(model, src, tgt, sentences)
     variants = {
         variant_name(search, batch, cache): (search, batch, cache, sentences if batch > 1 else max(20, sentences // 5))
@@ -129,7 +130,7 @@ def cache_by_length(
 
     Multi30k's outputs average about 15 tokens; this shows how the cache's advantage grows with the
     prefix it saves recomputing. Lengths beyond the model's positions are left out."""
-    loaded = LoadedTranslator(run)
+    loaded = open_run(run)
     model = loaded.model
     sources = [torch.tensor([ids]) for ids in test_sources(loaded, src, tgt, sentences)]  # each (1, S)
     start = torch.tensor([BOS_ID])
@@ -164,7 +165,7 @@ def cache_by_length(
 def cached_step_megabytes(run: Path) -> float:
     """Megabytes of weights one cached decoding step reads: the decoder (less the cross-attention key
     and value projections, applied to the source once) and the output projection."""
-    model = LoadedTranslator(run).model
+    model = open_run(run).model
     once = ("cross_attn.k_proj", "cross_attn.v_proj")
     decoder = sum(
         p.numel() for n, p in model.named_parameters() if n.startswith("decoder") and not any(o in n for o in once)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from attnkit.cli import _train_tasks
 from attnkit.engine.config import TrainConfig
 from attnkit.options import build, check_known, load_preset
+from attnkit.tasks.registry import all_tasks
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = sorted(CONFIGS.glob("*/*.yaml"))
@@ -24,17 +24,18 @@ DATA = {
 
 
 def test_every_task_has_presets():
-    assert {path.parent.name for path in PRESETS} == set(_train_tasks())
+    assert {path.parent.name for path in PRESETS} == set(all_tasks())
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_preset_builds(path):
     task = path.parent.name
-    module, options_cls, _, _ = _train_tasks()[task]
+    spec = all_tasks()[task]
+    options_cls = spec.options
     preset = load_preset(str(path))
     check_known(preset, options_cls, TrainConfig)
     given = {} if "dataset" in preset else dict(DATA[task])
     options = build(options_cls, preset, given)
-    config = build(TrainConfig, module.TRAIN_DEFAULTS, preset)
+    config = build(TrainConfig, spec.train_defaults, preset)
     for key, value in preset.items():  # the preset's values reach the options or the engine unchanged
         assert getattr(options, key, getattr(config, key, None)) == value, key

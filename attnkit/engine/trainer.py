@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from attnkit.engine import checkpoint
 from attnkit.engine.config import TrainConfig
 from attnkit.engine.distributed import Dist, all_gather_rows, barrier
+from attnkit.engine.evaluation import collect, to_device
 from attnkit.engine.history import plot_curves, read_history, write_history
 from attnkit.engine.optim import build_optimizer, build_scheduler
 
@@ -192,7 +193,7 @@ class Trainer:
         """Forward/backward over the micro-batches of one optimizer step, then step."""
         config, tokens, loss_total = self.config, 0, 0.0
         for index in group:
-            batch = _to_device(self.train.collate(batches[index]), self.where.device)
+            batch = to_device(self.train.collate(batches[index]), self.where.device)
             last = index == group.stop - 1
             sync = contextlib.nullcontext() if last or not self.where.enabled else self.wrapped.no_sync()
             with sync, self._autocast():
@@ -220,16 +221,15 @@ class Trainer:
     def evaluate(self, batches: Batches) -> dict[str, float]:
         """Metrics over a whole dataset, computed from every process's share."""
         self.wrapped.eval()
-        rows: dict[str, list[Tensor]] = {}
-        with torch.no_grad(), self._autocast():
-            for indices in self._shard(batches.plan(0), drop_uneven=False):
-                batch = _to_device(batches.collate(indices), self.where.device)
-                for key, value in self.task.eval_step(self.model, batch).items():
-                    rows.setdefault(key, []).append(value.detach().float() if value.is_floating_point() else value)
-        gathered = {
-            key: all_gather_rows(torch.cat(values).to(self.where.device), self.where).cpu()
-            for key, values in rows.items()
-        }
+        with self._autocast():
+            rows = collect(
+                lambda batch: self.task.eval_step(self.model, batch),
+                self._shard(batches.plan(0), drop_uneven=False),
+                batches.collate,
+                self.where.device,
+                to_cpu=False,
+            )
+        gathered = {key: all_gather_rows(values, self.where).cpu() for key, values in rows.items()}
         return self.task.metrics(gathered)
 
     def _evaluate_and_select(self, position: dict[str, Any], started: float, rate: float) -> dict[str, float]:
@@ -376,7 +376,3 @@ class Trainer:
             dynamic_ncols=True,
             mininterval=1.0,
         )
-
-
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}

@@ -1,4 +1,15 @@
-"""Text classification with a Transformer encoder: encoder, pooling ([CLS] or masked mean), head."""
+"""A Transformer-encoder text classifier, in the manner of BERT's sequence classification (Devlin et
+al. 2019, §4.1): an encoder over the tokens, one vector per text, a linear layer to class logits.
+
+The `attnkit.nn` pieces, in reading order (embedding to norm are the `TextEncoder` body, which can
+start from a `MaskedLanguageModel` pre-trained on the corpus):
+
+    token embedding (torch `nn.Embedding`; in training optionally word dropout, `drop_tokens`)
+    -> positions (`LearnedPositionalEmbedding` or `SinusoidalPositionalEncoding`), `Dropout`
+    -> blocks (`Encoder`: `EncoderLayer`s of `MultiHeadAttention` and `FeedForward`, padding hidden)
+    -> norm (the `Encoder`'s final norm when pre-norm)
+    -> pooling ([CLS] state or masked mean) -> head (`Dropout`, then a linear layer).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+# moved to attnkit.models.mlm; re-exported until the tasks import it from there
+from attnkit.models.mlm import MaskedLanguageModel as MaskedLanguageModel
 from attnkit.models.text_encoder import TextEncoder, TextEncoderConfig
 from attnkit.nn.dropout import Dropout
 
@@ -70,29 +83,3 @@ class TextClassifier(nn.Module):
             weights = keep.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, D)
         return self.head(self.dropout(pooled))
-
-
-class MaskedLanguageModel(nn.Module):
-    """BERT's masked-language-model pre-training head on a `TextEncoder`; ids (B, L) -> logits (B, L, V).
-
-    The output projection is tied to the token embedding.
-    """
-
-    def __init__(self, config: TextEncoderConfig) -> None:
-        super().__init__()
-        self.body = TextEncoder(config)
-        self.transform = nn.Sequential(
-            nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.LayerNorm(config.d_model)
-        )
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
-        self.lm_head.weight = self.body.embed.weight
-
-    def forward(self, ids: Tensor, chosen: Tensor | None = None) -> Tensor:
-        """ids (B, L) -> logits (B, L, V); with `chosen` (B, L) bool, only there: (N, V).
-
-        Scoring only the masked positions (15% of tokens) saves most of the output layer's work.
-        """
-        hidden, _ = self.body(ids)  # (B, L, D)
-        if chosen is not None:
-            hidden = hidden[chosen]  # (N, D)
-        return self.lm_head(self.transform(hidden))

@@ -1,7 +1,17 @@
-"""A GPT-style decoder-only language model (Radford et al. 2018, 2019) built from `attnkit.nn`.
+"""A GPT-style decoder-only language model (Radford et al. 2018, "Improving Language Understanding by
+Generative Pre-Training"; 2019, "Language Models are Unsupervised Multitask Learners") from `attnkit.nn`.
 
-Token embeddings plus learned (or rotary) positions, pre-norm causal self-attention blocks with a
-final norm, and an output projection tied to the token embedding, as GPT-2 and nanoGPT have it.
+The `attnkit.nn` pieces, in reading order, as GPT-2 and nanoGPT have them:
+
+    token embedding (torch `nn.Embedding`)
+    -> positions (`LearnedPositionalEmbedding`; or none here and `RotaryEmbedding` on queries and
+       keys inside attention), `Dropout`
+    -> blocks (`self.blocks`: pre-norm layers of causal `MultiHeadAttention` and `FeedForward`; a
+       decoder-only stack has no cross-attention, so its layers are `attnkit.nn.Encoder`'s
+       `EncoderLayer`s run with causal=True, each with its KV cache)
+    -> norm (the stack's final norm)
+    -> head (`lm_head`, a linear layer tied to the token embedding).
+
 Generation feeds one token at a time through the per-layer KV caches (`attnkit.decode`).
 """
 
@@ -63,7 +73,7 @@ class GPT(nn.Module):
     """ids (B, T) -> next-token logits (B, T, V), causally: position t sees tokens 0..t only.
 
     Args:
-        config: GPTConfig.
+        config: GPTConfig (V = vocab_size, D = d_model, T at most max_len).
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -77,6 +87,7 @@ class GPT(nn.Module):
             self.pos = None
             rope = RotaryEmbedding(config.d_model // config.n_heads, config.max_len)
         self.dropout = Dropout(config.dropout)
+        # A decoder-only stack: attnkit.nn.Encoder's layers (no cross-attention), always run causally.
         self.blocks = Encoder(
             config.d_model,
             config.n_heads,

@@ -1,15 +1,29 @@
-"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018, "Self-Attentive
+Sequential Recommendation").
 
 A user's item history is a sequence; causal self-attention blocks turn it into one state per
 position, and the state at position t scores every item as the next one by a dot product with the
-item embedding table (shared between input and output, §3.5 of the paper).
+item embedding table (shared between input and output, §3.5 of the paper): a decoder-only model
+over items. The `attnkit.nn` pieces, in reading order:
+
+    item embedding (torch `nn.Embedding`, id 0 = padding, scaled by sqrt(d))
+    -> positions (`LearnedPositionalEmbedding`, counted back from the most recent item), `Dropout`
+    -> blocks (`self.blocks`: style "attnkit", `attnkit.nn.Encoder`'s `EncoderLayer`s run with
+       causal=True, as a decoder-only stack has no cross-attention; style "reference",
+       `ReferenceStack` of `ReferenceBlock`s built from `LayerNorm`, `MultiHeadAttention`,
+       `FeedForward`)
+    -> norm (the stack's final norm)
+    -> head (`score_all` / `score`: dot products with the item embedding table; no weights of its own).
+
+Runs saved before the stack was named `blocks` hold its weights as `encoder.*`; `SASRec` loads them
+under the new names (`_load_from_state_dict`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -34,9 +48,9 @@ class SASRecConfig(DictConfig):
         attention_dropout: on the attention weights (the reference code uses the same rate as
             `dropout`; 0 leaves them whole).
         norm_first: pre-norm blocks, as the paper's Eq. (4)-(5) (LayerNorm before each sub-layer).
-        style: "attnkit": `attnkit.nn.Encoder` blocks, item table N(0, 1/d); "reference": the blocks
-            and initialisation of the authors' code (`ReferenceBlock`; item and position tables
-            Xavier-normal), which learn markedly faster on the paper's data.
+        style: "attnkit": `attnkit.nn.Encoder` blocks run causally, item table N(0, 1/d); "reference":
+            the blocks and initialisation of the authors' code (`ReferenceBlock`; item and position
+            tables Xavier-normal), which learn markedly faster on the paper's data.
     """
 
     n_items: int
@@ -73,8 +87,11 @@ class SASRec(nn.Module):
     hidden from attention: padding changes nothing (the reference ports miss this mask).
 
     Args:
-        config: SASRecConfig.
+        config: SASRecConfig (D = d_model, L at most max_len).
     """
+
+    # The blocks' attribute in earlier releases, whose saved weights still load (prefix "encoder.").
+    _OLD_BLOCKS_PREFIX = "encoder."
 
     def __init__(self, config: SASRecConfig) -> None:
         super().__init__()
@@ -83,13 +100,14 @@ class SASRec(nn.Module):
         self.pos = LearnedPositionalEmbedding(config.max_len, config.d_model)
         self.dropout = Dropout(config.dropout)
         if config.style == "reference":
-            self.encoder = ReferenceEncoder(config)
+            self.blocks: ReferenceStack | Encoder = ReferenceStack(config)
             # The reference code draws every weight Xavier-normal: for the tables that makes item
             # vectors small (std sqrt(2 / (items + d))) next to the position vectors.
             nn.init.xavier_normal_(self.item_embed.weight)
             nn.init.xavier_normal_(self.pos.weight)
         else:
-            self.encoder = Encoder(
+            # A decoder-only stack: attnkit.nn.Encoder's layers, always run with causal=True.
+            self.blocks = Encoder(
                 config.d_model,
                 config.n_heads,
                 config.d_ff,
@@ -113,7 +131,20 @@ class SASRec(nn.Module):
         x = self.item_embed(history) * math.sqrt(self.config.d_model)  # (B, L, D)
         x = self.dropout(self.pos(x, offset=self.config.max_len - length))
         x = x * keep.unsqueeze(-1)
-        return self.encoder(x, keep=keep, causal=True)  # (B, L, D)
+        return self.blocks(x, keep=keep, causal=True)  # (B, L, D)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Rename weights saved by earlier releases, whose `encoder.*` are now `blocks.*`, then load.
+
+        `load_state_dict` (and so `attnkit.engine.load_weights`) calls this on the model before its
+        submodules, which then find their weights under the new names.
+        """
+        old, new = prefix + self._OLD_BLOCKS_PREFIX, prefix + "blocks."
+        for key in [key for key in state_dict if key.startswith(old)]:
+            renamed = new + key.removeprefix(old)
+            if renamed not in state_dict:  # both present: the old one is left over and reported unexpected
+                state_dict[renamed] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def score_all(self, states: Tensor) -> Tensor:
         """states (..., D) -> scores of every item (..., n_items + 1); column 0 is padding."""
@@ -153,11 +184,11 @@ class ReferenceBlock(nn.Module):
         return x * keep.unsqueeze(-1)
 
 
-class ReferenceEncoder(nn.Module):
-    """`ReferenceBlock`s then a final LayerNorm: SASRec's stack in the authors' code.
+class ReferenceStack(nn.Module):
+    """`ReferenceBlock`s then a final LayerNorm: SASRec's causal stack in the authors' code.
 
     Args:
-        config: SASRecConfig.
+        config: SASRecConfig (n_layers blocks of width d_model).
     """
 
     def __init__(self, config: SASRecConfig) -> None:

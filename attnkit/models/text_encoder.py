@@ -1,4 +1,14 @@
-"""A Transformer encoder over token ids (BERT-style): embeddings + positions + `attnkit.nn.Encoder`.
+"""A Transformer encoder over token ids, BERT-style (Devlin et al. 2019; the encoder of Vaswani et al.
+2017, "Attention Is All You Need", §3.1).
+
+The `attnkit.nn` pieces, in reading order (there is no head: the models that use it add one):
+
+    token embedding (torch `nn.Embedding`, padding row zero)
+    -> positions (`LearnedPositionalEmbedding`, or `SinusoidalPositionalEncoding` with embeddings
+       scaled by sqrt(d_model)), `Dropout`
+    -> blocks (`Encoder`: `EncoderLayer`s of `MultiHeadAttention` and `FeedForward`, bidirectional,
+       padding hidden from attention)
+    -> norm (the `Encoder`'s final norm when pre-norm; post-norm layers end normalised).
 
 The shared body of `TextClassifier` and `MaskedLanguageModel`, so a classifier can start from an
 encoder pre-trained as a masked language model on the corpus's own text.

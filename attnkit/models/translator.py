@@ -1,4 +1,16 @@
-"""The translation model: the paper's encoder-decoder Transformer with its decoding conventions."""
+"""The translation model: the encoder-decoder Transformer of Vaswani et al. 2017 ("Attention Is All You
+Need") with its decoding conventions; its configuration is `attnkit.nn.TransformerConfig`.
+
+All of it is `attnkit.nn.Transformer`; the pieces, in reading order:
+
+    token embeddings (`src_embed`, `tgt_embed`: torch `nn.Embedding`; times sqrt(d_model) with
+       `scale_embeddings`)
+    -> positions (`SinusoidalPositionalEncoding`, or `LearnedPositionalEmbedding`), `Dropout`
+    -> blocks (`encoder`: `attnkit.nn.Encoder` over the source; `decoder`: `attnkit.nn.Decoder`,
+       causal self-attention and cross-attention to the encoder's states)
+    -> norm (each stack's final norm when pre-norm; post-norm layers end normalised)
+    -> head (`lm_head`, a linear layer tied to the target embedding with `tie_embeddings`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +20,7 @@ from attnkit.nn import Transformer, TransformerConfig
 
 
 class Translator(Transformer):
-    """`attnkit.nn.Transformer` for translation: source ids -> target ids, one shared vocabulary.
+    """`attnkit.nn.Transformer` for translation: source ids (B, S), target ids (B, T) -> logits (B, T, V).
 
     Sentences are encoded as `tokens + [EOS]` on the source side and `[BOS] + tokens + [EOS]` on the
     target side; the decoder reads the target without its last token and predicts it without its

@@ -1,9 +1,19 @@
-"""The Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words") from `attnkit.nn`.
+"""The Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words: Transformers for
+Image Recognition at Scale") from `attnkit.nn`.
 
 An image is cut into non-overlapping P x P patches; each patch, flattened and linearly projected,
 is one token. A learned class token is prepended (or the patch states are mean-pooled), learned
 positions are added, a pre-norm Transformer encoder runs over the sequence, and a linear head reads
 the class token. Positions are interpolated (bicubic, as timm does) when the image size changes.
+The pieces, in reading order:
+
+    patch embedding (`patch_embed`: a torch `nn.Conv2d` with stride = kernel = P, or `ConvStem`)
+    -> positions (a learned table `pos`, resampled by `positions`; class token and its position),
+       `attnkit.nn.Dropout`
+    -> blocks (`attnkit.nn.Encoder`: pre-norm `EncoderLayer`s of `MultiHeadAttention` and
+       `FeedForward`, bidirectional)
+    -> norm (the `Encoder`'s final norm)
+    -> pooling (class token or mean) -> head (a linear layer, zero-initialised).
 
 The patch projection can be replaced by a convolutional stem (Xiao et al. 2021, "Early Convolutions
 Help Transformers See Better"): stride-2 3 x 3 convolutions, each followed by BatchNorm and ReLU,
@@ -91,7 +101,7 @@ class ViT(nn.Module):
     """images (B, C, H, W), normalised -> class logits (B, n_classes).
 
     Args:
-        config: ViTConfig.
+        config: ViTConfig (C = in_channels, D = d_model; H and W multiples of patch_size).
     """
 
     def __init__(self, config: ViTConfig) -> None:

@@ -8,7 +8,7 @@ non-overlapping window of the held-out part. Generate: sample from a run on its 
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +23,14 @@ from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import decode_text, load_tokenizer, train_tokenizer
 from attnkit.decode import CausalLMStepper, has_cpp_compiler, sample
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, unwrap
+from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.nn import linear_cross_entropy
 from attnkit.options import check_model_options
 from attnkit.tasks.adapters import HiddenForward
-from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
+from attnkit.tasks.base import Command, Run, TaskSpec
+from attnkit.tasks.rundir import run_config, start_run, write_metrics, write_new_run
 
 TokenizerKind = Literal["char", "bytebpe"]
 
@@ -194,6 +196,20 @@ def read_text(path: str) -> str:
     return text + "\n"
 
 
+def split_text(text: str, valid_fraction: float) -> tuple[str, str]:
+    """The training text (the first 1 - valid_fraction of the characters) and the held-out rest."""
+    cut = int(len(text) * (1 - valid_fraction))
+    return text[:cut], text[cut:]
+
+
+def validation_ids(codec: Codec, valid_text: str, log: Any = print) -> Tensor:
+    """The held-out text as token ids (N,); characters a character vocabulary lacks are left out."""
+    if codec.kind == "char" and codec.tokenizer.unknown(valid_text):
+        valid_text = "".join(c for c in valid_text if c in codec.tokenizer.index)
+        log("note: characters of the validation text absent from the training text were left out")
+    return torch.tensor(codec.encode(valid_text), dtype=torch.int32)
+
+
 # ---------------------------------------------------------------------------------------- commands
 
 
@@ -209,30 +225,20 @@ def train(
     where, run_dir, options, train_config, _, log = start_run(
         options, LmOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
-    text = read_text(options.text)
-    cut = int(len(text) * (1 - options.valid_fraction))
-    train_text, valid_text = text[:cut], text[cut:]
+    train_text, valid_text = split_text(read_text(options.text), options.valid_fraction)
     codec = (
         Codec.load(run_dir, options.tokenizer)
         if resume
         else Codec.train(options.tokenizer, train_text, options.vocab_size)
     )
-    if options.tokenizer == "char" and codec.tokenizer.unknown(valid_text):
-        valid_text = "".join(c for c in valid_text if c in codec.tokenizer.index)
-        log("note: characters of the validation text absent from the training text were left out")
     train_ids = torch.tensor(codec.encode(train_text), dtype=torch.int32)
-    valid_ids = torch.tensor(codec.encode(valid_text), dtype=torch.int32)
+    valid_ids = validation_ids(codec, valid_text, log)
     model_config = options.model_config(codec.vocab_size)
     steps = options.steps_per_epoch or max(1, len(train_ids) // (options.max_len * train_config.batch_size))
     train_batches = windows(train_ids, options.max_len, train_config.batch_size, steps=steps, seed=train_config.seed)
     valid_batches = held_out(valid_ids, options.max_len, train_config.batch_size)
     if not resume:
-        config = {
-            "task": "lm",
-            "options": dataclasses.asdict(options),
-            "model": model_config.to_dict(),
-            "train": train_config.to_dict(),
-        }
+        config = run_config("lm", options, model_config, train_config)
         write_new_run(run_dir, where, config, files=lambda directory: codec.save(directory / "tokenizer.json"))
     log(
         f"data: {len(train_ids):,} training / {len(valid_ids):,} validation tokens ({options.tokenizer}, "
@@ -253,19 +259,56 @@ def train(
     return result
 
 
-class LoadedLanguageModel:
-    """A trained GPT run, for generation."""
+class LanguageModelRun(Run):
+    """A trained `GPT` with its tokenizer (characters or byte-level BPE)."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
-        self.run_dir, config = open_run(run_dir)
-        if config["task"] != "lm":
-            raise UserError(f"{self.run_dir}: is a {config['task']} run, not an lm run")
-        self.options = LmOptions(**config["options"])
+    task = "lm"
+    options_class = LmOptions
+    options: LmOptions
+
+    @classmethod
+    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> GPT:
+        return GPT(GPTConfig.from_dict(config["model"]))
+
+    def setup(self) -> None:
         self.codec = Codec.load(self.run_dir, self.options.tokenizer)
-        self.model = GPT(GPTConfig.from_dict(config["model"]))
-        load_weights(self.model, self.run_dir / "model.safetensors")
-        self.device = torch.device(device)
-        self.model.to(self.device).eval()
+        self.tokenizer = self.codec.tokenizer
+
+    def encode(self, inputs: list[str]) -> dict[str, Tensor]:
+        """Texts -> {"ids": (B, T)}: the last max_len tokens of each, right-padded with 0 (causal
+        attention keeps every real token from seeing the padding after it)."""
+        rows = [self._ids(text)[-self.model.config.max_len :] for text in inputs]
+        width = max(len(row) for row in rows)
+        return {"ids": torch.tensor([row + [0] * (width - len(row)) for row in rows], device=self.device)}
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Next-token logits (B, T, V)."""
+        with torch.no_grad():
+            return self.model(batch["ids"])
+
+    def evaluate(self, log: Any = print) -> dict[str, float]:
+        """Validation loss and perplexity over every window of the held-out end of the run's text."""
+        _, valid_text = split_text(read_text(self.options.text), self.options.valid_fraction)
+        data = held_out(validation_ids(self.codec, valid_text, log), self.options.max_len, 32)
+        task, model = LmTask(), HiddenForward(self.model)
+        metrics = task.metrics(
+            collect(lambda batch: task.eval_step(model, batch), data.plan(0), data.collate, self.device)
+        )
+        result = {"val_loss": metrics["loss"], "val_ppl": metrics["ppl"]}
+        write_metrics(self.run_dir, result)
+        log(f"validation: loss {result['val_loss']:.4f}  perplexity {result['val_ppl']:.2f}")
+        return result
+
+    def predict(self, inputs: list[str], **kwargs: Any) -> list[str]:
+        """One continuation per prompt; keyword arguments as `generate` (default: 100 greedy tokens)."""
+        settings = {"max_new_tokens": 100, "temperature": 0.0, **kwargs}
+        return [self.generate(prompt, **settings)[0] for prompt in inputs]
+
+    def _ids(self, text: str) -> list[int]:
+        try:
+            return self.codec.encode(text)
+        except DataError as error:
+            raise UserError(f"the prompt: {error}") from None
 
     def generate(
         self,
@@ -300,11 +343,7 @@ class LoadedLanguageModel:
                 "--compile on a CPU needs a C++ compiler for torch.compile (g++, or the one CXX names): "
                 "install one, or leave out --compile"
             )
-        try:
-            ids = self.codec.encode(prompt)
-        except DataError as error:
-            raise UserError(f"the prompt: {error}") from None
-        ids = ids[-self.model.config.max_len :]
+        ids = self._ids(prompt)[-self.model.config.max_len :]
         start = torch.tensor([ids] * samples, device=self.device)  # (N, T0)
         stepper = CausalLMStepper(self.model, use_cache=use_cache, max_len=self.model.config.max_len, compile=compile)
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -318,3 +357,72 @@ class LoadedLanguageModel:
             generator=generator,
         )
         return [self.codec.decode(row.tolist()) for row in tokens]
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def _evaluate(run: LanguageModelRun, args: argparse.Namespace) -> int:
+    import json
+
+    print(json.dumps(run.evaluate()))
+    return 0
+
+
+def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
+    parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy")
+    parser.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
+    parser.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with this mass")
+    parser.add_argument("--samples", type=int, default=1, help="independent continuations")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the one-token decoding step (torch.compile on fixed-size KV caches): faster steps, "
+        "after a start-up of tens of seconds on a CPU; for long generations",
+    )
+
+
+def _generate(run: LanguageModelRun, args: argparse.Namespace) -> int:
+    if args.samples < 1:
+        raise UserError("--samples must be at least 1")
+    texts = run.generate(
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        samples=args.samples,
+        compile=args.compile,
+    )
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- sample {i + 1}")
+        print(args.prompt + text)
+    return 0
+
+
+TASK = TaskSpec(
+    name="lm",
+    help="GPT-style language modelling on a plain-text file",
+    description="Train a GPT (pre-norm causal blocks, tied output layer) on random windows of a text file tokenized by "
+    "characters or byte-level BPE; the last --valid-fraction of the text is held out. Sample from it with "
+    "`attnkit generate RUN_DIR`. Use --max-steps for nanoGPT-style iteration budgets.",
+    options=LmOptions,
+    train_defaults=TRAIN_DEFAULTS,
+    train=train,
+    run_class=LanguageModelRun,
+    commands={
+        "evaluate": Command(
+            lambda parser: None, _evaluate, "lm: validation loss and perplexity on the held-out end of the run's text."
+        ),
+        "generate": Command(
+            _generate_arguments,
+            _generate,
+            "lm: continue a prompt token by token on the KV cache; past the model's context the window slides.",
+        ),
+    },
+)

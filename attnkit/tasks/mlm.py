@@ -8,7 +8,7 @@ from the result with `attnkit train classify --init RUN_DIR`, reusing its tokeni
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,15 @@ from torch import Tensor, nn
 from attnkit.data.batching import length_bucketed_plan, pad
 from attnkit.data.datasets import ensure_dataset, load_classification
 from attnkit.data.readers import read_lines
-from attnkit.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, load_tokenizer, train_tokenizer
+from attnkit.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, encode_texts, load_tokenizer, train_tokenizer
 from attnkit.engine import Batches, Dist, TrainConfig, Trainer
 from attnkit.engine.distributed import barrier
+from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.models import MaskedLanguageModel, TextEncoderConfig
+from attnkit.tasks.base import Command, Run, TaskSpec
 from attnkit.tasks.encoder_options import EncoderOptions
-from attnkit.tasks.runs import start_run, write_metrics, write_new_run
+from attnkit.tasks.rundir import run_config, start_run, write_metrics, write_new_run
 
 N_SPECIAL = 5
 
@@ -113,6 +115,24 @@ def read_documents(options: MlmOptions, where: Dist | None = None, log: Any = pr
     return docs
 
 
+def split_documents(docs: list[str], valid_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """The training and held-out documents: a `seed`-fixed shuffle, at least one held out."""
+    order = np.random.default_rng(seed).permutation(len(docs))
+    n_valid = max(1, int(len(docs) * valid_fraction))
+    return [docs[i] for i in order[n_valid:]], [docs[i] for i in order[:n_valid]]
+
+
+def validation_batches(valid_ids: list[list[int]], vocab_size: int, mask_prob: float, batch_size: int) -> Batches:
+    """Held-out pieces by length, each batch masked the same way every time it is evaluated."""
+
+    def collate(indices: list[int]) -> dict[str, Tensor]:
+        fixed = torch.Generator().manual_seed(int(indices[0]) * 1_000_003 + len(indices))
+        inputs, targets = mask_tokens(pad([valid_ids[i] for i in indices]), vocab_size, mask_prob, fixed)
+        return {"ids": inputs, "target": targets}
+
+    return Batches(length_bucketed_plan([len(x) for x in valid_ids], batch_size, shuffle=False), collate)
+
+
 def pieces(tokenizer: Any, docs: list[str], max_len: int) -> list[list[int]]:
     """Each document's ids cut into pieces of max_len - 1 tokens, each led by [CLS]."""
     out = []
@@ -137,12 +157,9 @@ def train(
     where, run_dir, options, train_config, saved, log = start_run(
         options, MlmOptions, train_config, resume=resume, run_dir=run_dir, log=log
     )
-    docs = read_documents(options, where, log)
-    rng = np.random.default_rng(train_config.seed)
-    order = rng.permutation(len(docs))
-    n_valid = max(1, int(len(docs) * options.valid_fraction))
-    valid_docs = [docs[i] for i in order[:n_valid]]
-    train_docs = [docs[i] for i in order[n_valid:]]
+    train_docs, valid_docs = split_documents(
+        read_documents(options, where, log), options.valid_fraction, train_config.seed
+    )
     if resume:
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
         config = TextEncoderConfig.from_dict(saved["model"])
@@ -151,17 +168,7 @@ def train(
             train_docs, kind=options.tokenizer, vocab_size=options.vocab_size, lowercase=options.lowercase
         )
         config = options.encoder_config(tokenizer.get_vocab_size())
-        write_new_run(
-            run_dir,
-            where,
-            {
-                "task": "mlm",
-                "options": dataclasses.asdict(options),
-                "model": config.to_dict(),
-                "train": train_config.to_dict(),
-            },
-            tokenizer=tokenizer,
-        )
+        write_new_run(run_dir, where, run_config("mlm", options, config, train_config), tokenizer=tokenizer)
     train_ids, valid_ids = (
         pieces(tokenizer, train_docs, options.max_len),
         pieces(tokenizer, valid_docs, options.max_len),
@@ -174,11 +181,6 @@ def train(
 
     def train_collate(indices: list[int]) -> dict[str, Tensor]:
         inputs, targets = mask_tokens(pad([train_ids[i] for i in indices]), vocab, options.mask_prob)
-        return {"ids": inputs, "target": targets}
-
-    def valid_collate(indices: list[int]) -> dict[str, Tensor]:
-        fixed = torch.Generator().manual_seed(int(indices[0]) * 1_000_003 + len(indices))
-        inputs, targets = mask_tokens(pad([valid_ids[i] for i in indices]), vocab, options.mask_prob, fixed)
         return {"ids": inputs, "target": targets}
 
     torch.manual_seed(train_config.seed)
@@ -195,10 +197,7 @@ def train(
             ),
             train_collate,
         ),
-        Batches(
-            length_bucketed_plan([len(x) for x in valid_ids], train_config.batch_size, shuffle=False),
-            valid_collate,
-        ),
+        validation_batches(valid_ids, vocab, options.mask_prob, train_config.batch_size),
         where,
         log=log,
     )
@@ -207,3 +206,85 @@ def train(
     if where.is_main:
         write_metrics(run_dir, metrics)
     return metrics
+
+
+class MlmRun(Run):
+    """A pre-trained `MaskedLanguageModel` with its tokenizer: fills in [MASK] tokens."""
+
+    task = "mlm"
+    options_class = MlmOptions
+    options: MlmOptions
+
+    @classmethod
+    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> MaskedLanguageModel:
+        return MaskedLanguageModel(TextEncoderConfig.from_dict(config["model"]))
+
+    def setup(self) -> None:
+        self.tokenizer = load_tokenizer(self.run_dir / "tokenizer.json")
+
+    def encode(self, inputs: list[str]) -> dict[str, Tensor]:
+        """Texts (with [MASK] where a token is to be filled) -> {"ids": (B, L)}, [CLS] first, cut to max_len."""
+        return {"ids": pad(encode_texts(self.tokenizer, inputs, self.options.max_len).ids, PAD_ID).to(self.device)}
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Token logits (B, L, V) at every position."""
+        ids = batch["ids"]
+        with torch.no_grad():
+            return self.model(ids, torch.ones_like(ids, dtype=torch.bool)).view(*ids.shape, -1)
+
+    def evaluate(self, log: Any = print) -> dict[str, float]:
+        """Masked-token loss and accuracy on the held-out documents (the split and masks of training)."""
+        seed = int(self.config.get("train", {}).get("seed", 0))
+        _, valid_docs = split_documents(read_documents(self.options, log=log), self.options.valid_fraction, seed)
+        valid_ids = pieces(self.tokenizer, valid_docs, self.options.max_len)
+        data = validation_batches(valid_ids, self.model.config.vocab_size, self.options.mask_prob, 32)
+        task = MlmTask()
+        metrics = task.metrics(
+            collect(lambda batch: task.eval_step(self.model, batch), data.plan(0), data.collate, self.device)
+        )
+        result = {"val_loss": metrics["loss"], "val_masked_accuracy": metrics["masked_accuracy"]}
+        write_metrics(self.run_dir, result)
+        log(f"validation: masked-token loss {result['val_loss']:.4f}  accuracy {result['val_masked_accuracy']:.4f}")
+        return result
+
+    def predict(self, inputs: list[str], top_k: int = 5) -> list[list[list[tuple[str, float]]]]:
+        """For each text, for each [MASK] in it (in order), the `top_k` likeliest tokens with their probabilities."""
+        ids = self.encode(inputs)["ids"]
+        probs = self.forward({"ids": ids}).float().softmax(dim=-1)  # (B, L, V)
+        out = []
+        for row in range(ids.size(0)):
+            masks = (ids[row] == MASK_ID).nonzero().flatten().tolist()
+            values, indices = probs[row, masks].topk(min(top_k, probs.size(-1)), dim=-1) if masks else (None, None)
+            out.append(
+                [
+                    [(self.tokenizer.id_to_token(int(i)), float(v)) for v, i in zip(vs, ix, strict=True)]
+                    for vs, ix in zip(values.tolist(), indices.tolist(), strict=True)
+                ]
+                if masks
+                else []
+            )
+        return out
+
+
+def _evaluate(run: MlmRun, args: argparse.Namespace) -> int:
+    import json
+
+    print(json.dumps(run.evaluate()))
+    return 0
+
+
+TASK = TaskSpec(
+    name="mlm",
+    help="masked-language-model pre-training of a text encoder",
+    description="Pre-train a text encoder as a masked language model on unlabelled text; start a classifier from "
+    "it with `attnkit train classify --init RUN_DIR`.",
+    options=MlmOptions,
+    train_defaults=TRAIN_DEFAULTS,
+    train=train,
+    run_class=MlmRun,
+    commands={
+        "evaluate": Command(
+            lambda parser: None, _evaluate, "mlm: masked-token loss and accuracy on the held-out documents."
+        )
+    },
+)

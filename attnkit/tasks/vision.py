@@ -9,7 +9,8 @@ accuracy. Predict classifies image files from the run directory alone.
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,12 +30,15 @@ from attnkit.data.transforms import (
     to_float,
 )
 from attnkit.engine import Batches, TrainConfig, Trainer, load_weights
+from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.metrics import classification_report
 from attnkit.models.vit import ViT, ViTConfig
 from attnkit.options import check_model_options
-from attnkit.tasks.classify import ClassifyTask
-from attnkit.tasks.runs import open_run, start_run, write_metrics, write_new_run
+from attnkit.tasks.base import Command, Run, TaskSpec
+from attnkit.tasks.classify.objective import ClassifyTask
+from attnkit.tasks.io import top_labels
+from attnkit.tasks.rundir import run_config, start_run, write_metrics, write_new_run
 
 Augment = Literal["none", "crop", "crop_flip", "randaug"]
 
@@ -225,14 +229,10 @@ def train(
     model_config = options.model_config(size, train_data.images.shape[1], len(train_data.classes))
     pipeline = Pipeline(mean, std, size, options.augment, options.crop_padding, options.magnitude, options.rotate)
     if not resume:
-        config = {
-            "task": "vision",
-            "options": dataclasses.asdict(options),
-            "model": model_config.to_dict(),
-            "classes": train_data.classes,
-            "normalize": {"mean": list(mean), "std": list(std)},
-            "train": train_config.to_dict(),
-        }
+        normalization = {"mean": list(mean), "std": list(std)}
+        config = run_config(
+            "vision", options, model_config, train_config, classes=train_data.classes, normalize=normalization
+        )
         write_new_run(run_dir, where, config)
     log(
         f"data: {len(train_data):,} train / {len(valid) if valid else 0:,} validation / {len(test):,} test images "
@@ -263,48 +263,93 @@ def train(
     return result
 
 
-class LoadedVision:
-    """A trained ViT run, for predict."""
+class VisionRun(Run):
+    """A trained `ViT` with its classes and input normalisation."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
-        self.run_dir, config = open_run(run_dir)
-        if config["task"] != "vision":
-            raise UserError(f"{self.run_dir}: is a {config['task']} run, not a vision run")
-        self.classes: list[str] = config["classes"]
-        self.config = ViTConfig.from_dict(config["model"])
+    task = "vision"
+    options_class = VisionOptions
+    options: VisionOptions
+
+    @classmethod
+    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> ViT:
+        return ViT(ViTConfig.from_dict(config["model"]))
+
+    def setup(self) -> None:
+        self.classes: list[str] = self.config["classes"]
+        normalization = self.config.get("normalize")
+        if not (isinstance(normalization, dict) and {"mean", "std"} <= set(normalization)):
+            raise UserError(f"{self.run_dir / 'config.json'}: missing or malformed 'normalize' (mean and std)")
         self.pipeline = Pipeline(
-            tuple(config["normalize"]["mean"]), tuple(config["normalize"]["std"]), self.config.image_size
+            tuple(normalization["mean"]), tuple(normalization["std"]), self.model.config.image_size
         )
-        self.model = ViT(self.config)
-        load_weights(self.model, self.run_dir / "model.safetensors")
-        self.device = torch.device(device)
-        self.model.to(self.device).eval()
+
+    def encode(self, inputs: list[str]) -> dict[str, Tensor]:
+        """Image files -> {"images": (B, C, H, W)}, resized to the model's size and normalised."""
+        config = self.model.config
+        size = (config.image_size, config.image_size)
+        images = torch.stack([read_image(p, channels=config.in_channels, size=size) for p in inputs])
+        return {"images": self.pipeline(images, train=False).to(self.device)}
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Class logits (B, C)."""
+        with torch.no_grad():
+            return self.model(batch["images"])
 
     def evaluate(self, log: Any = print) -> dict[str, float]:
         """Accuracy and macro-F1 on the test split of the run's dataset."""
-        options = VisionOptions(**open_run(self.run_dir)[1]["options"])
-        _, test = read_splits(options)
-        rows: dict[str, list[Tensor]] = {"pred": [], "label": []}
-        with torch.no_grad():
-            for start in range(0, len(test), 256):
-                images = self.pipeline(test.images[start : start + 256], train=False).to(self.device)
-                rows["pred"].append(self.model(images).argmax(dim=-1).cpu())
-                rows["label"].append(test.labels[start : start + 256])
-        report = classification_report(torch.cat(rows["pred"]), torch.cat(rows["label"]), len(self.classes))
+        _, test = read_splits(self.options)
+        data = batches(test, self.pipeline, 256, train=False, seed=0)
+        rows = collect(
+            lambda batch: {"pred": self.model(batch["images"]).argmax(dim=-1), "label": batch["label"]},
+            data.plan(0),
+            data.collate,
+            self.device,
+        )
+        report = classification_report(rows["pred"], rows["label"], len(self.classes))
         result = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
         write_metrics(self.run_dir, result)
         log(f"test: accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  ({len(test):,} images)")
         return result
 
-    def predict(self, paths: list[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
+    def predict(self, inputs: list[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
         """For each image file, the top-k (class, probability)."""
-        size = (self.config.image_size, self.config.image_size)
-        images = torch.stack([read_image(p, channels=self.config.in_channels, size=size) for p in paths])
-        with torch.no_grad():
-            probs = self.model(self.pipeline(images, train=False).to(self.device)).float().softmax(dim=-1).cpu()
-        k = max(1, min(top_k, len(self.classes)))
-        values, indices = probs.topk(k, dim=-1)
-        return [
-            [(self.classes[int(i)], float(v)) for v, i in zip(vs, ix, strict=True)]
-            for vs, ix in zip(values, indices, strict=True)
-        ]
+        probs = self.forward(self.encode(inputs)).float().softmax(dim=-1).cpu()
+        return top_labels(probs, self.classes, top_k)
+
+
+def _evaluate(run: VisionRun, args: argparse.Namespace) -> int:
+    print(json.dumps(run.evaluate()))
+    return 0
+
+
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("texts", nargs="*", metavar="images", help="image files to classify")
+    parser.add_argument("-k", "--top-k", type=int, default=None, help="how many classes to show (default 1)")
+
+
+def _predict(run: VisionRun, args: argparse.Namespace) -> int:
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    if not args.texts:
+        raise UserError("give image files to classify: attnkit predict RUN_DIR image.png ...")
+    for path, ranked in zip(args.texts, run.predict(args.texts, args.top_k or 1), strict=True):
+        print(path)
+        for label, probability in ranked:
+            print(f"  {label}\t{probability:.3f}")
+    return 0
+
+
+TASK = TaskSpec(
+    name="vision",
+    help="image classification with a Vision Transformer",
+    description="Train a ViT on MNIST, Fashion-MNIST, CIFAR-10 or an image folder (ROOT/train/<class>/, "
+    "ROOT/test/<class>/), with augmentation on the fly, and report test accuracy.",
+    options=VisionOptions,
+    train_defaults=TRAIN_DEFAULTS,
+    train=train,
+    run_class=VisionRun,
+    commands={
+        "evaluate": Command(lambda parser: None, _evaluate, "vision: on the test split of the run's dataset."),
+        "predict": Command(_predict_arguments, _predict, "vision: the class of image files."),
+    },
+)

@@ -1,10 +1,14 @@
-"""SASRec's properties: causality, padding invariance, the shared item table, and its config checks."""
+"""SASRec's properties: causality, padding invariance, the shared item table, its config checks, and
+loading weights saved by earlier releases."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import save_file
+from torch import nn
 
+from attnkit.engine import load_weights
 from attnkit.models.sasrec import SASRec, SASRecConfig
 
 
@@ -80,7 +84,7 @@ def test_output_shape_and_dropout_only_in_training():
 
 def test_attention_dropout_drops_attention_weights_in_training_only():
     model = _model(dropout=0.0, attention_dropout=0.5)
-    assert all(layer.self_attn.dropout == 0.5 for layer in model.encoder.layers)
+    assert all(layer.self_attn.dropout == 0.5 for layer in model.blocks.layers)
     history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
     with torch.no_grad():
         assert torch.equal(model(history), model(history))
@@ -100,7 +104,7 @@ def test_reference_style_blocks_and_initialisation():
     assert items[1:].std().item() == pytest.approx((2 / (3001 + 50)) ** 0.5, rel=0.05)
     assert positions.std().item() == pytest.approx((2 / (200 + 50)) ** 0.5, rel=0.05)
     # One block by hand: q = LN(x); x = q + Attention(q, keys/values x); x = LN'(x); x = x + FFN(x).
-    block = model.encoder.layers[0]
+    block = model.blocks.layers[0]
     x = torch.randn(2, 6, 50)
     keep = torch.ones(2, 6, dtype=torch.bool)
     with torch.no_grad():
@@ -164,3 +168,48 @@ def test_config_checks(overrides, message):
 def test_config_round_trips_through_a_dict():
     config = SASRecConfig(n_items=7, max_len=9, d_model=8, n_heads=2, n_layers=1, d_ff=4, dropout=0.0)
     assert SASRecConfig.from_dict(config.to_dict()) == config
+
+
+def _saved_before_the_rename(model: SASRec) -> dict[str, torch.Tensor]:
+    """The model's weights under the names earlier releases saved: the stack was `encoder`, not `blocks`."""
+    return {
+        "encoder." + key.removeprefix("blocks.") if key.startswith("blocks.") else key: value.clone()
+        for key, value in model.state_dict().items()
+    }
+
+
+def test_the_stack_is_named_blocks():
+    for style in STYLES:
+        keys = list(_model(**style).state_dict())
+        assert any(key.startswith("blocks.layers.0.") for key in keys)
+        assert not any(key.startswith("encoder.") for key in keys)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_run_saved_with_the_old_encoder_names_loads_and_gives_the_same_states(style, tmp_path):
+    old = _model(seed=1, **style)
+    weights = _saved_before_the_rename(old)
+    assert any(key.startswith("encoder.layers.0.") for key in weights)
+    path = tmp_path / "model.safetensors"
+    save_file(weights, str(path), metadata={"format": "pt"})  # as an earlier release's run directory holds it
+    new = _model(seed=2, **style)
+    history = torch.tensor([[0, 0, 3, 7, 1, 9, 4, 2], [5, 6, 7, 8, 9, 10, 11, 12]])
+    with torch.no_grad():
+        assert not torch.equal(new(history), old(history))  # other weights before loading
+        load_weights(new, path)  # the path every task loads a run's weights on: strict, raises on any leftover
+        assert torch.equal(new(history), old(history))
+    for name, tensor in new.state_dict().items():
+        assert torch.equal(tensor, old.state_dict()[name]), name
+
+
+def test_old_names_load_strictly_also_when_the_model_is_nested_and_new_names_still_load():
+    old = _model(seed=1)
+    fresh = _model(seed=2)
+    fresh.load_state_dict(_saved_before_the_rename(old))  # strict
+    assert all(torch.equal(t, old.state_dict()[k]) for k, t in fresh.state_dict().items())
+    outer = nn.ModuleDict({"recommender": _model(seed=3)})
+    outer.load_state_dict({f"recommender.{k}": v for k, v in _saved_before_the_rename(old).items()})
+    assert all(torch.equal(t, old.state_dict()[k]) for k, t in outer["recommender"].state_dict().items())
+    again = _model(seed=4)
+    again.load_state_dict(old.state_dict())  # weights saved under the new names
+    assert all(torch.equal(t, old.state_dict()[k]) for k, t in again.state_dict().items())

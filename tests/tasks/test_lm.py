@@ -70,11 +70,11 @@ def test_compile_without_a_cpp_compiler_or_without_the_cache_is_a_clear_error(tr
     from torch._inductor import config
 
     from attnkit.errors import UserError
-    from attnkit.tasks.lm import LoadedLanguageModel
+    from attnkit.runs import open_run
 
     _, run = trained
     with pytest.raises(UserError, match="use_cache"):
-        LoadedLanguageModel(run).generate("to", max_new_tokens=2, use_cache=False, compile=True)
+        open_run(run).generate("to", max_new_tokens=2, use_cache=False, compile=True)
     with config.patch({"cpp.cxx": ("attnkit-no-such-compiler",)}):
         message = _error(capsys, ["generate", str(run), "--prompt", "to", "--max-new-tokens", "2", "--compile"])
     assert "C++ compiler" in message and "leave out --compile" in message

@@ -65,13 +65,13 @@ def test_init_copies_the_whole_encoder(tiny_mlm_run):
 
     from attnkit.errors import UserError
     from attnkit.models import TextClassifier, TextEncoderConfig
-    from attnkit.tasks.classify import _load_encoder
+    from attnkit.tasks.classify import load_encoder
 
     mlm_run = tiny_mlm_run
     config = TextEncoderConfig.from_dict(json.loads((mlm_run / "config.json").read_text())["model"])
     torch.manual_seed(5)
     model = TextClassifier(config, 3)
-    _load_encoder(model, mlm_run)
+    load_encoder(model, mlm_run)
     saved = load_file(str(mlm_run / "model.safetensors"))
     body = model.body.state_dict()
     assert set(body) == {k.removeprefix("body.") for k in saved if k.startswith("body.")}
@@ -79,7 +79,7 @@ def test_init_copies_the_whole_encoder(tiny_mlm_run):
         assert torch.equal(tensor, saved[f"body.{name}"]), name
     wider = TextClassifier(TextEncoderConfig.from_dict({**config.to_dict(), "d_model": 64}), 3)
     with pytest.raises(UserError, match="do not fit"):
-        _load_encoder(wider, mlm_run)
+        load_encoder(wider, mlm_run)
 
 
 def test_init_from_a_run_whose_weights_do_not_fit_fails_cleanly(tiny_mlm_run, tmp_path, capsys):

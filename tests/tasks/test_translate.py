@@ -21,7 +21,8 @@ from attnkit.data.parallel import ParallelTexts
 from attnkit.data.tokenizer import PAD_ID, decode_text, train_tokenizer
 from attnkit.models import Translator
 from attnkit.nn import TransformerConfig
-from attnkit.tasks.translate import BOS_ID, EOS_ID, LoadedTranslator, encode_pairs, translate_ids
+from attnkit.runs import open_run
+from attnkit.tasks.translate import BOS_ID, EOS_ID, encode_pairs, translate_ids
 
 WORDS = {
     "eins": "one",
@@ -142,7 +143,7 @@ def test_translator_hidden_is_decode_before_the_output_layer():
 
 def test_translate_ids_with_and_without_the_cache_agree(toy):
     _, _, run = toy
-    loaded = LoadedTranslator(run)
+    loaded = open_run(run)
     sources = [[*loaded.tokenizer.encode(s, add_special_tokens=False).ids, EOS_ID] for s in toy_pairs(12, 7)[0]]
     for search in ("greedy", "beam"):
         cached = translate_ids(loaded.model, sources, search=search, batch_size=5)
@@ -155,7 +156,7 @@ def _text(tokenizer, row: torch.Tensor) -> str:
 
 
 def test_bpe_dropout_batches_segment_afresh_and_repeat_from_the_seed(toy):
-    tokenizer = LoadedTranslator(toy[2]).tokenizer
+    tokenizer = open_run(toy[2]).tokenizer
     src, tgt = toy_pairs(40, 11)
     batches = encode_pairs(tokenizer, ParallelTexts(src, tgt), 64, dropout=BPEDropout(tokenizer, 0.3)).batches(
         400, shuffle=True, seed=0
@@ -247,7 +248,7 @@ def test_evaluate_scores_a_reference_file(toy, tmp_path, capsys):
 
 
 def test_alpha_overrides_the_runs_length_penalty(toy, capsys, monkeypatch):
-    from attnkit.tasks import translate as translate_module
+    from attnkit.tasks.translate import decoding as translate_module
 
     _, files, run = toy
     used = []

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from attnkit.cli import main
-from attnkit.tasks.vision import LoadedVision
+from attnkit.runs import open_run
 
 TINY = ["--d-model", "32", "--n-heads", "4", "--n-layers", "2", "--d-ff", "64", "--patch-size", "4"]
 
@@ -80,7 +80,7 @@ def test_conv_stem_run_reloads_with_its_batchnorm_statistics(folder_run, tmp_pat
     assert main([*args, *TINY, *stem_args, "--epochs", "3", "--batch-size", "32", "--no-progress"]) == 0
     model = json.loads((run / "config.json").read_text())["model"]
     assert model["stem"] == "conv" and model["stem_depth"] == 1
-    stem = LoadedVision(run).model.patch_embed
+    stem = open_run(run).model.patch_embed
     assert stem[0].stride == (1, 1)  # the full-resolution convolution of --stem-depth 1
     stem_norm = stem[1]  # the stem's first BatchNorm, as trained
     assert stem_norm.num_batches_tracked.item() > 0 and stem_norm.running_var.sub(1).abs().max() > 1e-3

@@ -1,4 +1,8 @@
-"""A run directory: config.json, weights, tokenizer and metrics, as the engine and tasks write them."""
+"""A run directory's files: config.json, metrics.json and the start of a run, for every task.
+
+config.json is written last and atomically: it is what marks a directory as a run, so an
+interrupted start leaves no half-made run behind. Opening a run as an object is `attnkit.runs`.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ from attnkit.engine.distributed import barrier
 from attnkit.errors import UserError
 
 
-def open_run(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """Check that `run_dir` is a finished or resumable run and return its config.json."""
+def read_config(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Check that `run_dir` is a finished or resumable run and return its path and parsed config.json."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
@@ -32,6 +36,18 @@ def open_run(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     if not isinstance(config, dict) or "task" not in config:
         raise UserError(f"{config_path}: not an attnkit run configuration")
     return run_dir, config
+
+
+def run_config(task: str, options: Any, model: Any, train: TrainConfig, **extra: Any) -> dict[str, Any]:
+    """The config.json of a new run: its task, options, model configuration, training settings and
+    what else the task records (`extra`: the classes, the input normalisation, ...)."""
+    return {
+        "task": task,
+        "options": dataclasses.asdict(options),
+        "model": model.to_dict(),
+        "train": train.to_dict(),
+        **extra,
+    }
 
 
 def prepare_new_run(run_dir: str | Path) -> Path:
@@ -67,13 +83,23 @@ class RunStart(NamedTuple):
     log: Any
 
 
-def saved_options(options_cls: type, saved: dict[str, Any]) -> Any:
+def saved_options(options_cls: type, saved: Any, source: str | Path = "config.json") -> Any:
     """The options a run was saved with; a field added since then takes the value its behaviour had before.
 
     An options class lists those values in `SAVED_WITHOUT` (field -> value) when a new field's default
-    differs from what runs saved without it did; other absent fields take their defaults.
+    differs from what runs saved without it did; other absent fields take their defaults. A field the
+    class does not have is an error that names it (`source`: the file, for the message).
     """
-    return options_cls(**{**getattr(options_cls, "SAVED_WITHOUT", {}), **saved})
+    if not isinstance(saved, dict):
+        raise UserError(f"{source}: 'options' must be an object of option names to values")
+    known = {f.name for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise UserError(f"{source}: unknown option(s) {', '.join(map(repr, unknown))} in 'options'")
+    try:
+        return options_cls(**{**getattr(options_cls, "SAVED_WITHOUT", {}), **saved})
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{source}: bad 'options' ({error})") from None
 
 
 def start_run(
@@ -97,8 +123,8 @@ def start_run(
     directory = Path(run_dir if run_dir is not None else options.out)
     saved = None
     if resume:
-        directory, saved = open_run(directory)
-        options = saved_options(options_cls, saved["options"])
+        directory, saved = read_config(directory)
+        options = saved_options(options_cls, saved.get("options"), directory / "config.json")
         train_config = dataclasses.replace(
             TrainConfig.from_dict(saved["train"]),
             progress=train_config.progress,

@@ -1,0 +1,173 @@
+"""A trained classification run: predict classes of texts, evaluate on a labelled file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attnkit.data.batching import pad
+from attnkit.data.readers import read_class_names, read_labeled
+from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer
+from attnkit.engine.evaluation import collect
+from attnkit.errors import UserError
+from attnkit.models import TextClassifier, TextEncoderConfig
+from attnkit.tasks.base import Command, Run
+from attnkit.tasks.classify.data import check_labels
+from attnkit.tasks.classify.objective import prediction_rows
+from attnkit.tasks.classify.options import ClassifyOptions
+from attnkit.tasks.classify.report import report
+from attnkit.tasks.io import output_format, read_inputs, top_labels, write_records
+
+
+class ClassifierRun(Run):
+    """A trained `TextClassifier` with its tokenizer and classes."""
+
+    task = "classify"
+    options_class = ClassifyOptions
+    options: ClassifyOptions
+
+    @classmethod
+    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> TextClassifier:
+        pooling = config["options"].get("pooling", "mean")
+        return TextClassifier(TextEncoderConfig.from_dict(config["model"]), len(config["classes"]), pooling=pooling)
+
+    def setup(self) -> None:
+        self.classes: list[str] = self.config["classes"]
+        self.tokenizer = load_tokenizer(self.run_dir / "tokenizer.json")
+        self.truncated = 0
+
+    def encode(self, inputs: list[str]) -> dict[str, Tensor]:
+        """Texts -> {"ids": (B, L)}, cut to the run's max_len, padded."""
+        encoded = encode_texts(self.tokenizer, inputs, self.options.max_len)
+        self.truncated = encoded.truncated
+        return {"ids": pad(encoded.ids, PAD_ID).to(self.device)}
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Class logits (B, C)."""
+        with torch.no_grad():
+            return self.model(batch["ids"])
+
+    def probabilities(self, texts: list[str], batch_size: int = 64) -> Tensor:
+        """(N, C) class probabilities, in the order of `texts`: a softmax, or one sigmoid per class
+        when the run is multi-label."""
+        encoded = encode_texts(self.tokenizer, texts, self.options.max_len)
+        self.truncated = encoded.truncated
+        threshold = self.options.threshold if self.options.multi_label else None
+        rows = collect(
+            lambda batch: prediction_rows(self.model, batch["ids"], threshold),
+            [list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)],
+            lambda indices: {"ids": pad([encoded.ids[i] for i in indices], PAD_ID)},
+            self.device,
+        )
+        return rows["probs"] if texts else torch.empty(0, len(self.classes))
+
+    def evaluate(self, data: str | None = None, log: Any = print) -> dict[str, float]:
+        """Accuracy and macro-F1 (multi-label: micro/macro-F1) on the labelled file `data`."""
+        if not data:
+            raise UserError("evaluating a classify run needs --data FILE (labelled texts)")
+        options = self.options
+        columns = options.text_columns.split(",") if options.text_columns else None
+        names = read_class_names(options.class_names) if options.class_names else None
+        labelled = read_labeled(data, text_columns=columns, label_column=options.label_column, class_names=names)
+        check_labels(self.classes, labelled, "evaluation", options)
+        probs = self.probabilities(labelled.texts)
+        index = {c: i for i, c in enumerate(self.classes)}
+        if options.multi_label:
+            label = torch.zeros_like(probs, dtype=torch.bool)  # (N, C)
+            for row, text_label in enumerate(labelled.labels):
+                label[row, [index[c] for c in options.label_set(text_label)]] = True
+            rows = {"pred": probs >= options.threshold, "label": label}
+        else:
+            rows = {"pred": probs.argmax(dim=-1), "label": torch.tensor([index[x] for x in labelled.labels])}
+        if self.truncated:
+            log(f"warning: {self.truncated} of {len(labelled)} texts were truncated to max_len={options.max_len}")
+        return report(self.run_dir, rows, self.classes, "evaluation", log)
+
+    def predict(self, inputs: list[str], top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """(class, probability) pairs per text, most probable first: the `top_k` best (default 1); for
+        a multi-label run without `top_k`, every class whose probability reaches the threshold
+        (possibly none)."""
+        probs = self.probabilities(inputs)
+        if top_k is None and self.options.multi_label:
+            chosen = [(row >= self.options.threshold).nonzero().flatten().tolist() for row in probs]
+            return [
+                sorted(((self.classes[c], float(row[c])) for c in cs), key=lambda pair: -pair[1])
+                for row, cs in zip(probs, chosen, strict=True)
+            ]
+        return top_labels(probs, self.classes, top_k or 1)
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="labelled file in the training data's format")
+
+
+def _evaluate(run: ClassifierRun, args: argparse.Namespace) -> int:
+    import json
+
+    print(json.dumps(run.evaluate(args.data)))
+    return 0
+
+
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("texts", nargs="*", help="texts to classify")
+    parser.add_argument("--input", help="file of texts: one per line (.txt) or JSON lines with a 'text' field")
+    parser.add_argument("--output", help="write predictions here (.csv or .jsonl) instead of printing")
+    parser.add_argument("-k", "--top-k", type=int, default=None, help="how many classes to show (default 1)")
+
+
+def _predict(run: ClassifierRun, args: argparse.Namespace) -> int:
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    if args.output:
+        output_format(args.output)
+    texts = read_inputs(args.texts, args.input, what="texts to classify")
+    predictions = run.predict(texts, args.top_k)
+    if args.output:
+        multi = run.options.multi_label and args.top_k is None
+        write_records(args.output, _records(args.output, texts, predictions, multi, run.options.label_separator))
+        print(f"wrote {len(texts)} predictions to {args.output}")
+        return 0
+    for text, ranked in zip(texts, predictions, strict=True):
+        print(text if len(text) <= 70 else text[:67] + "...")
+        for label, probability in ranked:
+            print(f"  {label}\t{probability:.3f}")
+        if not ranked:
+            print(f"  (no class reaches the threshold {run.options.threshold:g}; --top-k 3 shows the likeliest)")
+    return 0
+
+
+def _records(
+    path: str, texts: list[str], predictions: list[list[tuple[str, float]]], multi_label: bool, separator: str
+) -> list[dict[str, Any]]:
+    """One record per text for `write_records`: JSON lines keep numbers and the top-k list; CSV rows
+    hold the label(s) and probability(ies), a multi-label row's joined by the run's separator."""
+    records = []
+    for text, ranked in zip(texts, predictions, strict=True):
+        labels, probs = [label for label, _ in ranked], [p for _, p in ranked]
+        if path.endswith(".jsonl"):
+            if multi_label:
+                record = {"text": text, "labels": labels, "probabilities": probs}
+            else:
+                top = [{"label": label, "probability": p} for label, p in ranked]
+                record = {"text": text, "label": labels[0], "probability": probs[0], "top_k": top}
+        elif multi_label:
+            record = {
+                "text": text,
+                "labels": separator.join(labels),
+                "probabilities": separator.join(f"{p:.6f}" for p in probs),
+            }
+        else:
+            record = {"text": text, "label": labels[0], "probability": f"{probs[0]:.6f}"}
+        records.append(record)
+    return records
+
+
+EVALUATE = Command(_evaluate_arguments, _evaluate, "classify: on a labelled --data file.")
+PREDICT = Command(_predict_arguments, _predict, "classify: the class of texts given on the command line or in a file.")
