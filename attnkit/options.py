@@ -110,3 +110,18 @@ def check_model_options(make_config: Callable[[], Any]) -> None:
         make_config()
     except ValueError as error:
         raise UserError(f"bad model options: {error}") from None
+
+
+def model_option(config_cls: type, name: str, help_text: str) -> Any:
+    """An option field whose default is the model configuration's own default for `name`, so that a
+    model's defaults live in one place (its config) and task options reference them."""
+    default = next(f.default for f in dataclasses.fields(config_cls) if f.name == name)
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+def config_from(options: Any, config_cls: type, **given: Any) -> Any:
+    """`config_cls` built from the fields of `options` that it shares by name, then `given` (what the
+    data decides, such as the vocabulary size, and fields whose option means something else)."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    shared = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in names}
+    return config_cls(**{**shared, **given})

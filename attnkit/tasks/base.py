@@ -8,6 +8,7 @@ The command line loops over the registry, so adding a task touches only its own 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from attnkit.engine import load_weights
 from attnkit.errors import UserError
-from attnkit.tasks.rundir import saved_options
+from attnkit.tasks.rundir import saved_options, start_run
 
 
 class Run:
@@ -38,6 +39,14 @@ class Run:
 
     task: ClassVar[str]
     options_class: ClassVar[type]
+    model_class: ClassVar[type[nn.Module]]
+    config_class: ClassVar[Any]
+
+    def __init_subclass__(cls, *, task: str, options: type, model: type[nn.Module], config: Any, **kwargs: Any) -> None:
+        """A task's run class names its task, options, model and model configuration classes:
+        `class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViTConfig)`."""
+        super().__init_subclass__(**kwargs)
+        cls.task, cls.options_class, cls.model_class, cls.config_class = task, options, model, config
 
     def __init__(self, run_dir: Path, config: dict[str, Any], model: nn.Module, device: torch.device | str) -> None:
         self.run_dir, self.config, self.device = Path(run_dir), config, torch.device(device)
@@ -55,8 +64,17 @@ class Run:
 
     @classmethod
     def build_model(cls, run_dir: Path, config: dict[str, Any]) -> nn.Module:
-        """The untrained model config.json describes."""
-        raise NotImplementedError
+        """The untrained model config.json describes: its "model" as `config_class`, given to `new_model`."""
+        try:
+            model_config = cls.config_class.from_dict(config["model"])
+        except (TypeError, ValueError) as error:
+            raise UserError(f"{run_dir / 'config.json'}: bad 'model' ({error})") from None
+        return cls.new_model(model_config, config)
+
+    @classmethod
+    def new_model(cls, model_config: Any, config: dict[str, Any]) -> nn.Module:
+        """`model_class(model_config)`; a task whose model takes more (its classes) overrides this."""
+        return cls.model_class(model_config)
 
     def setup(self) -> None:
         """Load what else the run needs besides the model (tokenizer, data, preprocessing)."""
@@ -93,6 +111,25 @@ class Command:
     description: str
 
 
+def no_arguments(parser: argparse.ArgumentParser) -> None:
+    """For a command that takes no flags of its task's own."""
+
+
+def metrics_command(
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] = no_arguments,
+    evaluate: Callable[[Any, argparse.Namespace], dict[str, float]] = lambda run, args: run.evaluate(),
+) -> Command:
+    """An `evaluate` command: `evaluate(run, args)` computes the metrics (which the run prints and
+    saves), and the command prints them as one JSON line."""
+
+    def run(opened: Run, args: argparse.Namespace) -> int:
+        print(json.dumps(evaluate(opened, args)))
+        return 0
+
+    return Command(add_arguments, run, description)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task as the registry and the command line see it.
@@ -102,7 +139,8 @@ class TaskSpec:
         help, description: its one-line help and `attnkit train TASK --help` description.
         options: its options dataclass (flags of `attnkit train TASK`).
         train_defaults: the engine's TrainConfig values this task starts from.
-        train: `train(options, train_config, *, resume=False, run_dir=None, log=print) -> metrics`.
+        train_run: trains a run once its process, options and directory are settled (`RunStart`)
+            and returns its final metrics; extra keyword arguments are the task's own.
         run_class: the `Run` subclass that opens its runs.
         commands: command name -> `Command`, for the commands its runs support.
     """
@@ -112,6 +150,23 @@ class TaskSpec:
     description: str
     options: type
     train_defaults: dict[str, Any]
-    train: Callable[..., dict[str, float]]
+    train_run: Callable[..., dict[str, float]]
     run_class: type[Run]
     commands: dict[str, Command] = field(default_factory=dict)
+
+    def train(
+        self,
+        options: Any,
+        train_config: Any,
+        *,
+        resume: bool = False,
+        run_dir: str | Path | None = None,
+        log: Callable[[str], None] = print,
+        **extra: Any,
+    ) -> dict[str, float]:
+        """`attnkit train NAME`: a new run from `options`, or with `resume` the run in `run_dir`
+        continued from its last checkpoint (options and training settings from its config.json;
+        only the device, threads and progress display of `train_config` apply). Returns the final
+        metrics (empty on processes other than rank 0)."""
+        start = start_run(options, self.options, train_config, resume=resume, run_dir=run_dir, log=log)
+        return self.train_run(start, **extra)

@@ -1,4 +1,5 @@
-"""What every `predict` shares: reading the user's inputs, ranking classes, writing predictions.
+"""What the tasks share in reading and writing: standard datasets, the user's inputs, ranked classes,
+predictions.
 
 Inputs come from the command line, a file (one per line, or JSON lines with a "text" field), or
 standard input. Predictions go to the screen or to a file whose suffix says its format: .csv or
@@ -8,6 +9,7 @@ is plain text, one line per input.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -18,8 +20,21 @@ from typing import Any
 from torch import Tensor
 
 from attnkit.atomic import atomic_path
+from attnkit.data.datasets import ensure_dataset, load_classification
 from attnkit.data.readers import read_lines
+from attnkit.engine import Dist
+from attnkit.engine.distributed import barrier
 from attnkit.errors import UserError
+
+
+def standard_dataset(name: str, data_dir: str | None, where: Dist | None = None, log: Any = print) -> Any:
+    """A standard classification dataset's splits (`load_classification`); a missing one is downloaded
+    first, by rank 0 alone while the other processes wait."""
+    where = where or Dist()
+    if where.is_main:
+        ensure_dataset(name, data_dir, log)
+    barrier(where)
+    return load_classification(name, data_dir)
 
 
 def read_inputs(texts: list[str], path: str | None, *, stdin: bool = False, what: str = "texts") -> list[str]:
@@ -51,6 +66,18 @@ def _jsonl_texts(path: str, lines: list[str]) -> list[str]:
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{path}: line {number} is not a JSON object with a 'text' field") from None
     return texts
+
+
+def add_top_k_argument(parser: argparse.ArgumentParser, what: str, default: int) -> None:
+    """The -k/--top-k flag of a predict command: how many `what` (classes, items) to show."""
+    parser.add_argument("-k", "--top-k", type=int, default=None, help=f"how many {what} to show (default {default})")
+
+
+def checked_top_k(args: argparse.Namespace) -> int | None:
+    """--top-k as given (None when not), checked to be at least 1."""
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    return args.top_k
 
 
 def top_labels(probs: Tensor, labels: list[str], k: int) -> list[list[tuple[str, float]]]:

@@ -22,15 +22,15 @@ from attnkit.data.chars import CharVocab
 from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import decode_text, load_tokenizer, train_tokenizer
 from attnkit.decode import CausalLMStepper, has_cpp_compiler, sample
-from attnkit.engine import Batches, TrainConfig, Trainer, load_weights, unwrap
+from attnkit.engine import Batches, Trainer, load_weights, unwrap
 from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.nn import linear_cross_entropy
-from attnkit.options import check_model_options
+from attnkit.options import check_model_options, config_from, model_option
 from attnkit.tasks.adapters import HiddenForward
-from attnkit.tasks.base import Command, Run, TaskSpec
-from attnkit.tasks.rundir import run_config, start_run, write_metrics, write_new_run
+from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
+from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
 
 TokenizerKind = Literal["char", "bytebpe"]
 
@@ -45,16 +45,16 @@ class LmOptions:
     tokenizer: TokenizerKind = field(default="char", metadata={"help": "char or bytebpe"})
     vocab_size: int = field(default=4096, metadata={"help": "bytebpe vocabulary size"})
     max_len: int = field(default=256, metadata={"help": "context length in tokens (nanoGPT's block_size)"})
-    d_model: int = field(default=384, metadata={"help": "model width"})
-    n_heads: int = field(default=6, metadata={"help": "attention heads"})
-    n_layers: int = field(default=6, metadata={"help": "blocks"})
-    d_ff: int | None = field(default=None, metadata={"help": "feed-forward width (default 4 d_model)"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout"})
-    positional: Literal["learned", "rotary"] = field(default="learned", metadata={"help": "learned or rotary"})
-    activation: Literal["gelu", "gelu_tanh"] = field(
-        default="gelu", metadata={"help": "gelu (exact, as nanoGPT) or gelu_tanh (GPT-2's approximation)"}
+    d_model: int = model_option(GPTConfig, "d_model", "model width")
+    n_heads: int = model_option(GPTConfig, "n_heads", "attention heads")
+    n_layers: int = model_option(GPTConfig, "n_layers", "blocks")
+    d_ff: int | None = model_option(GPTConfig, "d_ff", "feed-forward width (default 4 d_model)")
+    dropout: float = model_option(GPTConfig, "dropout", "dropout")
+    positional: Literal["learned", "rotary"] = model_option(GPTConfig, "positional", "learned or rotary")
+    activation: Literal["gelu", "gelu_tanh"] = model_option(
+        GPTConfig, "activation", "gelu (exact, as nanoGPT) or gelu_tanh (GPT-2's approximation)"
     )
-    bias: bool = field(default=True, metadata={"help": "biases in linear layers"})
+    bias: bool = model_option(GPTConfig, "bias", "biases in linear layers")
     steps_per_epoch: int | None = field(
         default=None, metadata={"help": "random windows batches per 'epoch' (default: the text's size once)"}
     )
@@ -67,18 +67,8 @@ class LmOptions:
         check_model_options(lambda: self.model_config(vocab_size=2))
 
     def model_config(self, vocab_size: int) -> GPTConfig:
-        return GPTConfig(
-            vocab_size=vocab_size,
-            max_len=self.max_len,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            n_layers=self.n_layers,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
-            positional=self.positional,
-            activation=self.activation,
-            bias=self.bias,
-        )
+        """The GPT these options describe, for a vocabulary of `vocab_size` tokens."""
+        return config_from(self, GPTConfig, vocab_size=vocab_size)
 
 
 TRAIN_DEFAULTS = {
@@ -213,18 +203,9 @@ def validation_ids(codec: Codec, valid_text: str, log: Any = print) -> Tensor:
 # ---------------------------------------------------------------------------------------- commands
 
 
-def train(
-    options: LmOptions | None,
-    train_config: TrainConfig,
-    *,
-    resume: bool = False,
-    run_dir: str | Path | None = None,
-    log: Any = print,
-) -> dict[str, float]:
+def train_run(start: RunStart) -> dict[str, float]:
     """`attnkit train lm`: train a GPT; report the validation loss of the best checkpoint."""
-    where, run_dir, options, train_config, _, log = start_run(
-        options, LmOptions, train_config, resume=resume, run_dir=run_dir, log=log
-    )
+    where, run_dir, options, train_config, _, log, resume = start
     train_text, valid_text = split_text(read_text(options.text), options.valid_fraction)
     codec = (
         Codec.load(run_dir, options.tokenizer)
@@ -251,24 +232,21 @@ def train(
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
     metrics = trainer.evaluate(valid_batches)
-    if not where.is_main:
-        return {}
+    return report(run_dir, metrics, log) if where.is_main else {}
+
+
+def report(run_dir: Path, metrics: dict[str, float], log: Any) -> dict[str, float]:
+    """The validation loss and perplexity, printed and written to metrics.json."""
     result = {"val_loss": metrics["loss"], "val_ppl": metrics["ppl"]}
     write_metrics(run_dir, result)
     log(f"validation: loss {result['val_loss']:.4f}  perplexity {result['val_ppl']:.2f}")
     return result
 
 
-class LanguageModelRun(Run):
+class LanguageModelRun(Run, task="lm", options=LmOptions, model=GPT, config=GPTConfig):
     """A trained `GPT` with its tokenizer (characters or byte-level BPE)."""
 
-    task = "lm"
-    options_class = LmOptions
     options: LmOptions
-
-    @classmethod
-    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> GPT:
-        return GPT(GPTConfig.from_dict(config["model"]))
 
     def setup(self) -> None:
         self.codec = Codec.load(self.run_dir, self.options.tokenizer)
@@ -294,10 +272,7 @@ class LanguageModelRun(Run):
         metrics = task.metrics(
             collect(lambda batch: task.eval_step(model, batch), data.plan(0), data.collate, self.device)
         )
-        result = {"val_loss": metrics["loss"], "val_ppl": metrics["ppl"]}
-        write_metrics(self.run_dir, result)
-        log(f"validation: loss {result['val_loss']:.4f}  perplexity {result['val_ppl']:.2f}")
-        return result
+        return report(self.run_dir, metrics, log)
 
     def predict(self, inputs: list[str], **kwargs: Any) -> list[str]:
         """One continuation per prompt; keyword arguments as `generate` (default: 100 greedy tokens)."""
@@ -362,13 +337,6 @@ class LanguageModelRun(Run):
 # ---------------------------------------------------------------------------------------- commands
 
 
-def _evaluate(run: LanguageModelRun, args: argparse.Namespace) -> int:
-    import json
-
-    print(json.dumps(run.evaluate()))
-    return 0
-
-
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
@@ -405,24 +373,19 @@ def _generate(run: LanguageModelRun, args: argparse.Namespace) -> int:
     return 0
 
 
-TASK = TaskSpec(
-    name="lm",
-    help="GPT-style language modelling on a plain-text file",
-    description="Train a GPT (pre-norm causal blocks, tied output layer) on random windows of a text file tokenized by "
+HELP = "GPT-style language modelling on a plain-text file"
+DESCRIPTION = (
+    "Train a GPT (pre-norm causal blocks, tied output layer) on random windows of a text file tokenized by "
     "characters or byte-level BPE; the last --valid-fraction of the text is held out. Sample from it with "
-    "`attnkit generate RUN_DIR`. Use --max-steps for nanoGPT-style iteration budgets.",
-    options=LmOptions,
-    train_defaults=TRAIN_DEFAULTS,
-    train=train,
-    run_class=LanguageModelRun,
-    commands={
-        "evaluate": Command(
-            lambda parser: None, _evaluate, "lm: validation loss and perplexity on the held-out end of the run's text."
-        ),
-        "generate": Command(
-            _generate_arguments,
-            _generate,
-            "lm: continue a prompt token by token on the KV cache; past the model's context the window slides.",
-        ),
-    },
+    "`attnkit generate RUN_DIR`. Use --max-steps for nanoGPT-style iteration budgets."
 )
+COMMANDS = {
+    "evaluate": metrics_command("lm: validation loss and perplexity on the held-out end of the run's text."),
+    "generate": Command(
+        _generate_arguments,
+        _generate,
+        "lm: continue a prompt token by token on the KV cache; past the model's context the window slides.",
+    ),
+}
+TASK = TaskSpec("lm", HELP, DESCRIPTION, LmOptions, TRAIN_DEFAULTS, train_run, LanguageModelRun, COMMANDS)
+train = TASK.train

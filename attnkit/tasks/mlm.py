@@ -8,9 +8,7 @@ from the result with `attnkit train classify --init RUN_DIR`, reusing its tokeni
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,17 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.data.batching import length_bucketed_plan, pad
-from attnkit.data.datasets import ensure_dataset, load_classification
 from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, encode_texts, load_tokenizer, train_tokenizer
-from attnkit.engine import Batches, Dist, TrainConfig, Trainer
-from attnkit.engine.distributed import barrier
+from attnkit.engine import Batches, Dist, Trainer
 from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.models import MaskedLanguageModel, TextEncoderConfig
-from attnkit.tasks.base import Command, Run, TaskSpec
+from attnkit.tasks.base import Run, TaskSpec, metrics_command
 from attnkit.tasks.encoder_options import EncoderOptions
-from attnkit.tasks.rundir import run_config, start_run, write_metrics, write_new_run
+from attnkit.tasks.io import standard_dataset
+from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
 
 N_SPECIAL = 5
 
@@ -101,11 +98,7 @@ class MlmTask:
 def read_documents(options: MlmOptions, where: Dist | None = None, log: Any = print) -> list[str]:
     """The documents to pre-train on; a missing standard dataset is downloaded by rank 0 first."""
     if options.dataset:
-        where = where or Dist()
-        if where.is_main:
-            ensure_dataset(options.dataset, options.data_dir, log)
-        barrier(where)
-        splits = load_classification(options.dataset, options.data_dir)
+        splits = standard_dataset(options.dataset, options.data_dir, where, log)
         if not splits.unlabeled:
             raise DataError(f"dataset {options.dataset} has no unlabelled text; use --text FILE")
         return splits.unlabeled
@@ -145,18 +138,9 @@ def pieces(tokenizer: Any, docs: list[str], max_len: int) -> list[list[int]]:
     return out
 
 
-def train(
-    options: MlmOptions | None,
-    train_config: TrainConfig,
-    *,
-    resume: bool = False,
-    run_dir: str | Path | None = None,
-    log: Any = print,
-) -> dict[str, float]:
+def train_run(start: RunStart) -> dict[str, float]:
     """`attnkit train mlm`: pre-train an encoder; its run can seed `train classify --init`."""
-    where, run_dir, options, train_config, saved, log = start_run(
-        options, MlmOptions, train_config, resume=resume, run_dir=run_dir, log=log
-    )
+    where, run_dir, options, train_config, saved, log, resume = start
     train_docs, valid_docs = split_documents(
         read_documents(options, where, log), options.valid_fraction, train_config.seed
     )
@@ -208,16 +192,10 @@ def train(
     return metrics
 
 
-class MlmRun(Run):
+class MlmRun(Run, task="mlm", options=MlmOptions, model=MaskedLanguageModel, config=TextEncoderConfig):
     """A pre-trained `MaskedLanguageModel` with its tokenizer: fills in [MASK] tokens."""
 
-    task = "mlm"
-    options_class = MlmOptions
     options: MlmOptions
-
-    @classmethod
-    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> MaskedLanguageModel:
-        return MaskedLanguageModel(TextEncoderConfig.from_dict(config["model"]))
 
     def setup(self) -> None:
         self.tokenizer = load_tokenizer(self.run_dir / "tokenizer.json")
@@ -266,25 +244,11 @@ class MlmRun(Run):
         return out
 
 
-def _evaluate(run: MlmRun, args: argparse.Namespace) -> int:
-    import json
-
-    print(json.dumps(run.evaluate()))
-    return 0
-
-
-TASK = TaskSpec(
-    name="mlm",
-    help="masked-language-model pre-training of a text encoder",
-    description="Pre-train a text encoder as a masked language model on unlabelled text; start a classifier from "
-    "it with `attnkit train classify --init RUN_DIR`.",
-    options=MlmOptions,
-    train_defaults=TRAIN_DEFAULTS,
-    train=train,
-    run_class=MlmRun,
-    commands={
-        "evaluate": Command(
-            lambda parser: None, _evaluate, "mlm: masked-token loss and accuracy on the held-out documents."
-        )
-    },
+HELP = "masked-language-model pre-training of a text encoder"
+DESCRIPTION = (
+    "Pre-train a text encoder as a masked language model on unlabelled text; start a classifier from "
+    "it with `attnkit train classify --init RUN_DIR`."
 )
+COMMANDS = {"evaluate": metrics_command("mlm: masked-token loss and accuracy on the held-out documents.")}
+TASK = TaskSpec("mlm", HELP, DESCRIPTION, MlmOptions, TRAIN_DEFAULTS, train_run, MlmRun, COMMANDS)
+train = TASK.train

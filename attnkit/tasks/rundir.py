@@ -71,7 +71,7 @@ def quiet(_message: str) -> None:
 class RunStart(NamedTuple):
     """Where a training command stands once its process, options and run directory are settled.
 
-    A tuple, so a task unpacks it in one line: `where, run_dir, options, train_config, saved, log`.
+    A tuple, so a task unpacks it in one line: `where, run_dir, options, train_config, saved, log, resume`.
     `saved` is the resumed run's config.json (None for a new run).
     """
 
@@ -81,6 +81,7 @@ class RunStart(NamedTuple):
     train_config: TrainConfig
     saved: dict[str, Any] | None
     log: Any
+    resume: bool
 
 
 def saved_options(options_cls: type, saved: Any, source: str | Path = "config.json") -> Any:
@@ -131,7 +132,7 @@ def start_run(
             threads=train_config.threads,
             device=train_config.device,
         )
-    return RunStart(where, directory, options, train_config, saved, log)
+    return RunStart(where, directory, options, train_config, saved, log, resume)
 
 
 def write_new_run(

@@ -10,7 +10,6 @@ accuracy. Predict classifies image files from the run directory alone.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,16 +28,15 @@ from attnkit.data.transforms import (
     random_rotation,
     to_float,
 )
-from attnkit.engine import Batches, TrainConfig, Trainer, load_weights
+from attnkit.engine import Batches, Trainer, load_weights
 from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
-from attnkit.metrics import classification_report
 from attnkit.models.vit import ViT, ViTConfig
-from attnkit.options import check_model_options
-from attnkit.tasks.base import Command, Run, TaskSpec
+from attnkit.options import check_model_options, config_from, model_option
+from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
 from attnkit.tasks.classify.objective import ClassifyTask
-from attnkit.tasks.io import top_labels
-from attnkit.tasks.rundir import run_config, start_run, write_metrics, write_new_run
+from attnkit.tasks.io import add_top_k_argument, checked_top_k, top_labels
+from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
 
 Augment = Literal["none", "crop", "crop_flip", "randaug"]
 
@@ -57,13 +55,13 @@ class VisionOptions:
     )
     valid_size: int = field(default=5000, metadata={"help": "training images held out for validation (0 = none)"})
     image_size: int | None = field(default=None, metadata={"help": "resize images to this side (default: native)"})
-    patch_size: int = field(default=4, metadata={"help": "patch side P"})
-    d_model: int = field(default=128, metadata={"help": "model width"})
-    n_heads: int = field(default=4, metadata={"help": "attention heads"})
-    n_layers: int = field(default=6, metadata={"help": "encoder layers"})
-    d_ff: int = field(default=256, metadata={"help": "feed-forward width"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout"})
-    pooling: Literal["cls", "mean"] = field(default="cls", metadata={"help": "cls token (the paper) or mean"})
+    patch_size: int = model_option(ViTConfig, "patch_size", "patch side P")
+    d_model: int = model_option(ViTConfig, "d_model", "model width")
+    n_heads: int = model_option(ViTConfig, "n_heads", "attention heads")
+    n_layers: int = model_option(ViTConfig, "n_layers", "encoder layers")
+    d_ff: int = model_option(ViTConfig, "d_ff", "feed-forward width")
+    dropout: float = model_option(ViTConfig, "dropout", "dropout")
+    pooling: Literal["cls", "mean"] = model_option(ViTConfig, "pooling", "cls token (the paper) or mean")
     stem: Literal["patch", "conv"] = field(
         default="patch",
         metadata={
@@ -101,20 +99,8 @@ class VisionOptions:
         check_model_options(lambda: self.model_config(image_size=size, in_channels=1, n_classes=2))
 
     def model_config(self, image_size: int, in_channels: int, n_classes: int) -> ViTConfig:
-        return ViTConfig(
-            image_size=image_size,
-            patch_size=self.patch_size,
-            in_channels=in_channels,
-            n_classes=n_classes,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            n_layers=self.n_layers,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
-            pooling=self.pooling,
-            stem=self.stem,
-            stem_depth=self.stem_depth,
-        )
+        """The ViT these options describe, for the data's image size, channels and classes."""
+        return config_from(self, ViTConfig, image_size=image_size, in_channels=in_channels, n_classes=n_classes)
 
 
 TRAIN_DEFAULTS = {
@@ -210,18 +196,9 @@ def hold_out(data: ImageSet, size: int, seed: int) -> tuple[ImageSet, ImageSet |
 # ---------------------------------------------------------------------------------------- commands
 
 
-def train(
-    options: VisionOptions | None,
-    train_config: TrainConfig,
-    *,
-    resume: bool = False,
-    run_dir: str | Path | None = None,
-    log: Any = print,
-) -> dict[str, float]:
+def train_run(start: RunStart) -> dict[str, float]:
     """`attnkit train vision`: train a ViT; report test accuracy."""
-    where, run_dir, options, train_config, _, log = start_run(
-        options, VisionOptions, train_config, resume=resume, run_dir=run_dir, log=log
-    )
+    where, run_dir, options, train_config, _, log, resume = start
     train_all, test = read_splits(options)
     train_data, valid = hold_out(train_all, options.valid_size, train_config.seed)
     mean, std = channel_stats(train_data.images)
@@ -255,24 +232,21 @@ def train(
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
     metrics = trainer.evaluate(batches(test, pipeline, 256, train=False, seed=0))
-    if not where.is_main:
-        return {}
+    return report(run_dir, metrics, len(test), log) if where.is_main else {}
+
+
+def report(run_dir: Path, metrics: dict[str, float], images: int, log: Any) -> dict[str, float]:
+    """Test accuracy and macro-F1, printed and written to metrics.json."""
     result = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
     write_metrics(run_dir, result)
-    log(f"test: accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  ({len(test):,} images)")
+    log(f"test: accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  ({images:,} images)")
     return result
 
 
-class VisionRun(Run):
+class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViTConfig):
     """A trained `ViT` with its classes and input normalisation."""
 
-    task = "vision"
-    options_class = VisionOptions
     options: VisionOptions
-
-    @classmethod
-    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> ViT:
-        return ViT(ViTConfig.from_dict(config["model"]))
 
     def setup(self) -> None:
         self.classes: list[str] = self.config["classes"]
@@ -299,17 +273,9 @@ class VisionRun(Run):
         """Accuracy and macro-F1 on the test split of the run's dataset."""
         _, test = read_splits(self.options)
         data = batches(test, self.pipeline, 256, train=False, seed=0)
-        rows = collect(
-            lambda batch: {"pred": self.model(batch["images"]).argmax(dim=-1), "label": batch["label"]},
-            data.plan(0),
-            data.collate,
-            self.device,
-        )
-        report = classification_report(rows["pred"], rows["label"], len(self.classes))
-        result = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
-        write_metrics(self.run_dir, result)
-        log(f"test: accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  ({len(test):,} images)")
-        return result
+        task = VisionTask()
+        rows = collect(lambda batch: task.eval_step(self.model, batch), data.plan(0), data.collate, self.device)
+        return report(self.run_dir, task.metrics(rows), len(test), log)
 
     def predict(self, inputs: list[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
         """For each image file, the top-k (class, probability)."""
@@ -317,39 +283,30 @@ class VisionRun(Run):
         return top_labels(probs, self.classes, top_k)
 
 
-def _evaluate(run: VisionRun, args: argparse.Namespace) -> int:
-    print(json.dumps(run.evaluate()))
-    return 0
-
-
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", metavar="images", help="image files to classify")
-    parser.add_argument("-k", "--top-k", type=int, default=None, help="how many classes to show (default 1)")
+    add_top_k_argument(parser, "classes", 1)
 
 
 def _predict(run: VisionRun, args: argparse.Namespace) -> int:
-    if args.top_k is not None and args.top_k < 1:
-        raise UserError("--top-k must be at least 1")
+    top_k = checked_top_k(args) or 1
     if not args.texts:
         raise UserError("give image files to classify: attnkit predict RUN_DIR image.png ...")
-    for path, ranked in zip(args.texts, run.predict(args.texts, args.top_k or 1), strict=True):
+    for path, ranked in zip(args.texts, run.predict(args.texts, top_k), strict=True):
         print(path)
         for label, probability in ranked:
             print(f"  {label}\t{probability:.3f}")
     return 0
 
 
-TASK = TaskSpec(
-    name="vision",
-    help="image classification with a Vision Transformer",
-    description="Train a ViT on MNIST, Fashion-MNIST, CIFAR-10 or an image folder (ROOT/train/<class>/, "
-    "ROOT/test/<class>/), with augmentation on the fly, and report test accuracy.",
-    options=VisionOptions,
-    train_defaults=TRAIN_DEFAULTS,
-    train=train,
-    run_class=VisionRun,
-    commands={
-        "evaluate": Command(lambda parser: None, _evaluate, "vision: on the test split of the run's dataset."),
-        "predict": Command(_predict_arguments, _predict, "vision: the class of image files."),
-    },
+HELP = "image classification with a Vision Transformer"
+DESCRIPTION = (
+    "Train a ViT on MNIST, Fashion-MNIST, CIFAR-10 or an image folder (ROOT/train/<class>/, "
+    "ROOT/test/<class>/), with augmentation on the fly, and report test accuracy."
 )
+COMMANDS = {
+    "evaluate": metrics_command("vision: on the test split of the run's dataset."),
+    "predict": Command(_predict_arguments, _predict, "vision: the class of image files."),
+}
+TASK = TaskSpec("vision", HELP, DESCRIPTION, VisionOptions, TRAIN_DEFAULTS, train_run, VisionRun, COMMANDS)
+train = TASK.train

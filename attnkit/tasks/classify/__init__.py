@@ -12,19 +12,17 @@ from attnkit.tasks.classify.data import read_splits, stratified_split
 from attnkit.tasks.classify.objective import ClassifyTask, MultiLabelTask
 from attnkit.tasks.classify.options import TRAIN_DEFAULTS, ClassifyOptions
 from attnkit.tasks.classify.run import EVALUATE, PREDICT, ClassifierRun
-from attnkit.tasks.classify.train import load_encoder, train
+from attnkit.tasks.classify.train import load_encoder, train_run
 
-TASK = TaskSpec(
-    name="classify",
-    help="text classification with a Transformer encoder",
-    description="Train a TextClassifier on labelled texts (files or a standard dataset), keep the best checkpoint "
-    "by validation accuracy, and report test metrics.",
-    options=ClassifyOptions,
-    train_defaults=TRAIN_DEFAULTS,
-    train=train,
-    run_class=ClassifierRun,
-    commands={"evaluate": EVALUATE, "predict": PREDICT},
+HELP = "text classification with a Transformer encoder"
+DESCRIPTION = (
+    "Train a TextClassifier on labelled texts (files or a standard dataset), keep the best checkpoint "
+    "by validation accuracy, and report test metrics."
 )
+COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT}
+TASK = TaskSpec("classify", HELP, DESCRIPTION, ClassifyOptions, TRAIN_DEFAULTS, train_run, ClassifierRun, COMMANDS)
+
+train = TASK.train
 
 __all__ = [
     "TASK",

@@ -10,13 +10,12 @@ import torch
 from torch import Tensor
 
 from attnkit.data.batching import length_bucketed_plan, pad
-from attnkit.data.datasets import ensure_dataset, load_classification
 from attnkit.data.readers import LabeledTexts, read_class_names, read_labeled
 from attnkit.data.tokenizer import PAD_ID, encode_texts
 from attnkit.engine import Batches, Dist
-from attnkit.engine.distributed import barrier
 from attnkit.errors import DataError
 from attnkit.tasks.classify.options import ClassifyOptions
+from attnkit.tasks.io import standard_dataset
 
 
 @dataclass
@@ -54,11 +53,7 @@ def read_splits(
     A missing standard dataset is downloaded first, by rank 0 alone while the other processes wait.
     """
     if options.dataset:
-        where = where or Dist()
-        if where.is_main:
-            ensure_dataset(options.dataset, options.data_dir, log)
-        barrier(where)
-        splits = load_classification(options.dataset, options.data_dir)
+        splits = standard_dataset(options.dataset, options.data_dir, where, log)
         return splits.train, splits.valid, splits.test
     names = read_class_names(options.class_names) if options.class_names else None
     columns = options.text_columns.split(",") if options.text_columns else None

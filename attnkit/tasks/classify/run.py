@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,25 +14,23 @@ from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer
 from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
 from attnkit.models import TextClassifier, TextEncoderConfig
-from attnkit.tasks.base import Command, Run
+from attnkit.tasks.base import Command, Run, metrics_command
 from attnkit.tasks.classify.data import check_labels
 from attnkit.tasks.classify.objective import prediction_rows
 from attnkit.tasks.classify.options import ClassifyOptions
 from attnkit.tasks.classify.report import report
-from attnkit.tasks.io import output_format, read_inputs, top_labels, write_records
+from attnkit.tasks.io import add_top_k_argument, checked_top_k, output_format, read_inputs, top_labels, write_records
 
 
-class ClassifierRun(Run):
+class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextClassifier, config=TextEncoderConfig):
     """A trained `TextClassifier` with its tokenizer and classes."""
 
-    task = "classify"
-    options_class = ClassifyOptions
     options: ClassifyOptions
 
     @classmethod
-    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> TextClassifier:
+    def new_model(cls, model_config: TextEncoderConfig, config: dict[str, Any]) -> TextClassifier:
         pooling = config["options"].get("pooling", "mean")
-        return TextClassifier(TextEncoderConfig.from_dict(config["model"]), len(config["classes"]), pooling=pooling)
+        return TextClassifier(model_config, len(config["classes"]), pooling=pooling)
 
     def setup(self) -> None:
         self.classes: list[str] = self.config["classes"]
@@ -108,29 +105,21 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="labelled file in the training data's format")
 
 
-def _evaluate(run: ClassifierRun, args: argparse.Namespace) -> int:
-    import json
-
-    print(json.dumps(run.evaluate(args.data)))
-    return 0
-
-
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", help="texts to classify")
     parser.add_argument("--input", help="file of texts: one per line (.txt) or JSON lines with a 'text' field")
     parser.add_argument("--output", help="write predictions here (.csv or .jsonl) instead of printing")
-    parser.add_argument("-k", "--top-k", type=int, default=None, help="how many classes to show (default 1)")
+    add_top_k_argument(parser, "classes", 1)
 
 
 def _predict(run: ClassifierRun, args: argparse.Namespace) -> int:
-    if args.top_k is not None and args.top_k < 1:
-        raise UserError("--top-k must be at least 1")
+    top_k = checked_top_k(args)
     if args.output:
         output_format(args.output)
     texts = read_inputs(args.texts, args.input, what="texts to classify")
-    predictions = run.predict(texts, args.top_k)
+    predictions = run.predict(texts, top_k)
     if args.output:
-        multi = run.options.multi_label and args.top_k is None
+        multi = run.options.multi_label and top_k is None
         write_records(args.output, _records(args.output, texts, predictions, multi, run.options.label_separator))
         print(f"wrote {len(texts)} predictions to {args.output}")
         return 0
@@ -169,5 +158,7 @@ def _records(
     return records
 
 
-EVALUATE = Command(_evaluate_arguments, _evaluate, "classify: on a labelled --data file.")
+EVALUATE = metrics_command(
+    "classify: on a labelled --data file.", _evaluate_arguments, lambda run, args: run.evaluate(args.data)
+)
 PREDICT = Command(_predict_arguments, _predict, "classify: the class of texts given on the command line or in a file.")

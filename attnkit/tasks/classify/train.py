@@ -11,7 +11,7 @@ from torch import Tensor
 
 from attnkit.data.readers import LabeledTexts
 from attnkit.data.tokenizer import load_tokenizer, train_tokenizer
-from attnkit.engine import Batches, TrainConfig, Trainer, load_weights
+from attnkit.engine import Batches, Trainer, load_weights
 from attnkit.engine.checkpoint import shape_mismatch
 from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
@@ -20,27 +20,17 @@ from attnkit.tasks.classify.data import check_labels, class_names, prepare, read
 from attnkit.tasks.classify.objective import ClassifyTask, MultiLabelTask, prediction_rows
 from attnkit.tasks.classify.options import ClassifyOptions
 from attnkit.tasks.classify.report import report
-from attnkit.tasks.rundir import read_config, run_config, start_run, write_new_run
+from attnkit.tasks.rundir import RunStart, read_config, run_config, write_new_run
 
 
-def train(
-    options: ClassifyOptions | None,
-    train_config: TrainConfig,
-    *,
-    resume: bool = False,
-    run_dir: str | Path | None = None,
-    log: Any = print,
-    model_factory: Any = None,
-) -> dict[str, float]:
+def train_run(start: RunStart, model_factory: Any = None) -> dict[str, float]:
     """`attnkit train classify`: train, select by validation accuracy, report test metrics.
 
     `model_factory(encoder_config, n_classes, pooling=...)` builds another model with the same
     interface (ids -> logits) in place of `TextClassifier`; benchmarks use it to train a baseline
     on exactly the same tokens, batches and steps.
     """
-    where, run_dir, options, train_config, saved, log = start_run(
-        options, ClassifyOptions, train_config, resume=resume, run_dir=run_dir, log=log
-    )
+    where, run_dir, options, train_config, saved, log, resume = start
     train_data, valid_data, test_data = read_splits(options, where, log)
     for note in train_data.notes:
         log(f"note: {train_data.source}: {note}")

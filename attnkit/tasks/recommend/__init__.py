@@ -25,19 +25,17 @@ from attnkit.tasks.recommend.objective import (
 )
 from attnkit.tasks.recommend.options import TRAIN_DEFAULTS, RecommendOptions
 from attnkit.tasks.recommend.run import EVALUATE, PREDICT, RecommenderRun
-from attnkit.tasks.recommend.train import train
+from attnkit.tasks.recommend.train import train_run
 
-TASK = TaskSpec(
-    name="recommend",
-    help="sequential recommendation with SASRec",
-    description="Train SASRec on users' item histories (leave-one-out split), keep the best checkpoint by validation "
-    "NDCG@10, and report test HR@10, NDCG@10 and MRR under the sampled (the paper's) and full-ranking protocols.",
-    options=RecommendOptions,
-    train_defaults=TRAIN_DEFAULTS,
-    train=train,
-    run_class=RecommenderRun,
-    commands={"evaluate": EVALUATE, "predict": PREDICT},
+HELP = "sequential recommendation with SASRec"
+DESCRIPTION = (
+    "Train SASRec on users' item histories (leave-one-out split), keep the best checkpoint by validation "
+    "NDCG@10, and report test HR@10, NDCG@10 and MRR under the sampled (the paper's) and full-ranking protocols."
 )
+COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT}
+TASK = TaskSpec("recommend", HELP, DESCRIPTION, RecommendOptions, TRAIN_DEFAULTS, train_run, RecommenderRun, COMMANDS)
+
+train = TASK.train
 
 __all__ = [
     "TASK",

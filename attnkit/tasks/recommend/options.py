@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from attnkit.errors import UserError
 from attnkit.models.sasrec import SASRecConfig, Style
-from attnkit.options import check_model_options
+from attnkit.options import check_model_options, config_from, model_option
 from attnkit.tasks.recommend.objective import Loss, RecommendTask
 
 Protocol = Literal["sampled", "full", "both"]
@@ -27,11 +27,11 @@ class RecommendOptions:
         default="error", metadata={"help": "what a repeated interaction line is: error, drop or keep"}
     )
     max_len: int = field(default=200, metadata={"help": "most recent items of a history the model sees"})
-    d_model: int = field(default=50, metadata={"help": "model width d"})
-    n_heads: int = field(default=1, metadata={"help": "attention heads"})
-    n_layers: int = field(default=2, metadata={"help": "self-attention blocks"})
-    d_ff: int = field(default=50, metadata={"help": "feed-forward width (the paper: d)"})
-    dropout: float = field(default=0.2, metadata={"help": "dropout rate"})
+    d_model: int = model_option(SASRecConfig, "d_model", "model width d")
+    n_heads: int = model_option(SASRecConfig, "n_heads", "attention heads")
+    n_layers: int = model_option(SASRecConfig, "n_layers", "self-attention blocks")
+    d_ff: int = model_option(SASRecConfig, "d_ff", "feed-forward width (the paper: d)")
+    dropout: float = model_option(SASRecConfig, "dropout", "dropout rate")
     attention_dropout: float | None = field(
         default=None,
         metadata={"help": "dropout on the attention weights (None: the --dropout rate, as the reference code)"},
@@ -94,17 +94,9 @@ class RecommendOptions:
         check_model_options(lambda: self.model_config(n_items=1))
 
     def model_config(self, n_items: int) -> SASRecConfig:
-        return SASRecConfig(
-            n_items=n_items,
-            max_len=self.max_len,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            n_layers=self.n_layers,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
-            attention_dropout=self.dropout if self.attention_dropout is None else self.attention_dropout,
-            style=self.style,
-        )
+        """The SASRec these options describe, over `n_items` items."""
+        attention_dropout = self.dropout if self.attention_dropout is None else self.attention_dropout
+        return config_from(self, SASRecConfig, n_items=n_items, attention_dropout=attention_dropout)
 
     def task(self, n_items: int) -> RecommendTask:
         """The loss and metrics these options train and evaluate with, over n_items items."""

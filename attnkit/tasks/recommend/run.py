@@ -14,23 +14,18 @@ from attnkit.data.interactions import leave_one_out, read_item_names
 from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
 from attnkit.models.sasrec import SASRec, SASRecConfig
-from attnkit.tasks.base import Command, Run
+from attnkit.tasks.base import Command, Run, metrics_command
+from attnkit.tasks.io import add_top_k_argument, checked_top_k
 from attnkit.tasks.recommend.data import eval_set, left_pad, load_interactions
 from attnkit.tasks.recommend.objective import report
 from attnkit.tasks.recommend.options import Protocol, RecommendOptions
 from attnkit.tasks.rundir import write_metrics
 
 
-class RecommenderRun(Run):
+class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASRec, config=SASRecConfig):
     """A trained `SASRec` with the run's own copy of the interactions (users, items, histories)."""
 
-    task = "recommend"
-    options_class = RecommendOptions
     options: RecommendOptions
-
-    @classmethod
-    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> SASRec:
-        return SASRec(SASRecConfig.from_dict(config["model"]))
 
     def setup(self) -> None:
         self.data = load_interactions(self.run_dir)
@@ -130,35 +125,33 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _evaluate(run: RecommenderRun, args: argparse.Namespace) -> int:
-    print(json.dumps(run.evaluate(args.protocol)))
-    return 0
-
-
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", help="a user id of the run's data")
     parser.add_argument("--history", help="item ids a new user interacted with, oldest first: 12,45,7")
     parser.add_argument("--items", help="item names (MovieLens movies.dat, or id<TAB>name lines)")
-    parser.add_argument("-k", "--top-k", type=int, default=None, help="how many items to show (default 10)")
+    add_top_k_argument(parser, "items", 10)
 
 
 def _predict(run: RecommenderRun, args: argparse.Namespace) -> int:
-    if args.top_k is not None and args.top_k < 1:
-        raise UserError("--top-k must be at least 1")
+    top_k = checked_top_k(args) or 10
     if bool(args.user) == bool(args.history):
         raise UserError("give either --user ID or --history ITEMS")
     history = run.user_history(args.user) if args.user else run.parse_history(args.history)
     names = read_item_names(args.items) if args.items else {}
     who = f"user {args.user}" if args.user else f"a new user with {len(history)} item(s)"
-    print(f"top {args.top_k or 10} unseen items for {who}:")
-    for rank, (item, score) in enumerate(run.recommend(history, args.top_k or 10), start=1):
+    print(f"top {top_k} unseen items for {who}:")
+    for rank, (item, score) in enumerate(run.recommend(history, top_k), start=1):
         original = run.data.items[item]
         name = names.get(original)
         print(f"  {rank:>2}. item {original}\t{score:.3f}" + (f"\t{name}" if name else ""))
     return 0
 
 
-EVALUATE = Command(_evaluate_arguments, _evaluate, "recommend: on the run's own test items, under --protocol.")
+EVALUATE = metrics_command(
+    "recommend: on the run's own test items, under --protocol.",
+    _evaluate_arguments,
+    lambda run, args: run.evaluate(args.protocol),
+)
 PREDICT = Command(
     _predict_arguments, _predict, "recommend: the top-k unseen items for a known --user or for a --history of items."
 )

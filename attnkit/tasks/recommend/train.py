@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 
 from attnkit.data.interactions import leave_one_out, read_interactions
-from attnkit.engine import TrainConfig, Trainer, load_weights
+from attnkit.engine import Trainer, load_weights
 from attnkit.errors import DataError
 from attnkit.models.sasrec import SASRec
 from attnkit.tasks.recommend.data import eval_set, load_interactions, save_interactions, train_batches
 from attnkit.tasks.recommend.objective import report
-from attnkit.tasks.recommend.options import RecommendOptions
-from attnkit.tasks.rundir import run_config, start_run, write_metrics, write_new_run
+from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
 
 
-def train(
-    options: RecommendOptions | None,
-    train_config: TrainConfig,
-    *,
-    resume: bool = False,
-    run_dir: str | Path | None = None,
-    log: Any = print,
-) -> dict[str, float]:
+def train_run(start: RunStart) -> dict[str, float]:
     """`attnkit train recommend`: train SASRec, select by validation NDCG@10, report test metrics."""
-    where, run_dir, options, train_config, _, log = start_run(
-        options, RecommendOptions, train_config, resume=resume, run_dir=run_dir, log=log
-    )
+    where, run_dir, options, train_config, _, log, resume = start
     if resume:
         data = load_interactions(run_dir)
     else:

@@ -17,21 +17,19 @@ from attnkit.tasks.translate.decoding import score, translate_ids
 from attnkit.tasks.translate.objective import TranslateTask
 from attnkit.tasks.translate.options import TRAIN_DEFAULTS, TranslateOptions
 from attnkit.tasks.translate.run import EVALUATE, PREDICT, TranslatorRun
-from attnkit.tasks.translate.train import train
+from attnkit.tasks.translate.train import train_run
 
-TASK = TaskSpec(
-    name="translate",
-    help="machine translation with the paper's encoder-decoder",
-    description="Train a Translator on parallel text (joint byte-level BPE, label smoothing, inverse-square-root "
+HELP = "machine translation with the paper's encoder-decoder"
+DESCRIPTION = (
+    "Train a Translator on parallel text (joint byte-level BPE, label smoothing, inverse-square-root "
     "schedule, token-count batches), average the last checkpoints, and score greedy and beam-search "
     "translations of the test set with sacreBLEU and chrF. --batch-size is not used: batches hold "
-    "--max-tokens tokens.",
-    options=TranslateOptions,
-    train_defaults=TRAIN_DEFAULTS,
-    train=train,
-    run_class=TranslatorRun,
-    commands={"evaluate": EVALUATE, "predict": PREDICT},
+    "--max-tokens tokens."
 )
+COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT}
+TASK = TaskSpec("translate", HELP, DESCRIPTION, TranslateOptions, TRAIN_DEFAULTS, train_run, TranslatorRun, COMMANDS)
+
+train = TASK.train
 
 __all__ = [
     "BOS_ID",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from attnkit.data.tokenizer import PAD_ID
 from attnkit.errors import UserError
 from attnkit.nn import TransformerConfig
-from attnkit.options import check_model_options
+from attnkit.options import check_model_options, config_from, model_option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,9 +53,9 @@ class TranslateOptions:
     n_encoder_layers: int = field(default=3, metadata={"help": "encoder layers"})
     n_decoder_layers: int = field(default=3, metadata={"help": "decoder layers"})
     d_ff: int = field(default=1024, metadata={"help": "feed-forward width"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout (the paper: 0.1)"})
-    attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
-    norm_first: bool = field(default=False, metadata={"help": "pre-norm (the paper is post-norm)"})
+    dropout: float = model_option(TransformerConfig, "dropout", "dropout (the paper: 0.1)")
+    attention_dropout: float = model_option(TransformerConfig, "attention_dropout", "dropout on attention weights")
+    norm_first: bool = model_option(TransformerConfig, "norm_first", "pre-norm (the paper is post-norm)")
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing ε (the paper: 0.1)"})
     max_tokens: int = field(default=4096, metadata={"help": "source + target tokens per batch, padding included"})
     average_last: int = field(default=5, metadata={"help": "average the last k evaluation checkpoints (1 = off)"})
@@ -86,18 +86,10 @@ class TranslateOptions:
         check_model_options(lambda: self.model_config(vocab_size=16))
 
     def model_config(self, vocab_size: int) -> TransformerConfig:
-        return TransformerConfig(
-            src_vocab_size=vocab_size,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            n_encoder_layers=self.n_encoder_layers,
-            n_decoder_layers=self.n_decoder_layers,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            max_len=self.max_len + self.extra_len + 2,
-            norm_first=self.norm_first,
-            pad_id=PAD_ID,
+        """The encoder-decoder these options describe, over one joint vocabulary of `vocab_size` tokens;
+        its positions cover the longest source (`max_len`) plus the `extra_len` an output may add."""
+        return config_from(
+            self, TransformerConfig, src_vocab_size=vocab_size, max_len=self.max_len + self.extra_len + 2, pad_id=PAD_ID
         )
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +18,7 @@ from attnkit.data.tokenizer import PAD_ID, decode_text, load_tokenizer
 from attnkit.errors import DataError, UserError
 from attnkit.models import Translator
 from attnkit.nn import TransformerConfig
-from attnkit.tasks.base import Command, Run
+from attnkit.tasks.base import Command, Run, metrics_command
 from attnkit.tasks.io import read_inputs, write_records
 from attnkit.tasks.rundir import write_metrics
 from attnkit.tasks.translate.data import BOS_ID, EOS_ID, encode_sources
@@ -28,16 +26,14 @@ from attnkit.tasks.translate.decoding import Search, score, translate_ids
 from attnkit.tasks.translate.options import TranslateOptions
 
 
-class TranslatorRun(Run):
+class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Translator, config=TransformerConfig):
     """A trained `Translator` with its joint tokenizer."""
 
-    task = "translate"
-    options_class = TranslateOptions
     options: TranslateOptions
 
     @classmethod
-    def build_model(cls, run_dir: Path, config: dict[str, Any]) -> Translator:
-        return Translator(TransformerConfig.from_dict(config["model"]), bos_id=BOS_ID, eos_id=EOS_ID)
+    def new_model(cls, model_config: TransformerConfig, config: dict[str, Any]) -> Translator:
+        return Translator(model_config, bos_id=BOS_ID, eos_id=EOS_ID)
 
     def setup(self) -> None:
         self.tokenizer = load_tokenizer(self.run_dir / "tokenizer.json")
@@ -163,15 +159,13 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     _search_arguments(parser)
 
 
-def _evaluate(run: TranslatorRun, args: argparse.Namespace) -> int:
+def _evaluate(run: TranslatorRun, args: argparse.Namespace) -> dict[str, float]:
     if not (args.src and args.ref):
         raise UserError("evaluating a translate run needs --src FILE and --ref FILE")
     search = _search(args)
     pairs = read_parallel(args.src, args.ref)
     ref_tok = read_lines(args.ref_tok) if args.ref_tok else None
-    metrics = run.evaluate(pairs.src, pairs.tgt, ref_tok=ref_tok, searches=(search,), beam=args.beam, alpha=args.alpha)
-    print(json.dumps(metrics))
-    return 0
+    return run.evaluate(pairs.src, pairs.tgt, ref_tok=ref_tok, searches=(search,), beam=args.beam, alpha=args.alpha)
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -201,8 +195,8 @@ def _predict(run: TranslatorRun, args: argparse.Namespace) -> int:
     return 0
 
 
-EVALUATE = Command(
-    _evaluate_arguments, _evaluate, "translate: translate --src and score it against --ref (sacreBLEU, chrF)."
+EVALUATE = metrics_command(
+    "translate: translate --src and score it against --ref (sacreBLEU, chrF).", _evaluate_arguments, _evaluate
 )
 PREDICT = Command(
     _predict_arguments, _predict, "translate: sentences given on the command line, in a file, or on stdin."

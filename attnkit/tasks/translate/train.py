@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 
 from attnkit.data.bpe_dropout import BPEDropout
 from attnkit.data.parallel import ParallelTexts, drop_empty
 from attnkit.data.readers import read_lines
 from attnkit.data.tokenizer import load_tokenizer, train_tokenizer
-from attnkit.engine import TrainConfig, Trainer, load_weights
+from attnkit.engine import Trainer, load_weights
 from attnkit.errors import DataError
 from attnkit.models import Translator
 from attnkit.tasks.adapters import HiddenForward
-from attnkit.tasks.rundir import run_config, start_run, write_new_run
+from attnkit.tasks.rundir import RunStart, run_config, write_new_run
 from attnkit.tasks.translate.data import BOS_ID, EOS_ID, encode_pairs, read_split, resolve_dataset
 from attnkit.tasks.translate.objective import TranslateTask
-from attnkit.tasks.translate.options import TranslateOptions
 from attnkit.tasks.translate.run import TranslatorRun
 
 
-def train(
-    options: TranslateOptions | None,
-    train_config: TrainConfig,
-    *,
-    resume: bool = False,
-    run_dir: str | Path | None = None,
-    log: Any = print,
-) -> dict[str, float]:
+def train_run(start: RunStart) -> dict[str, float]:
     """`attnkit train translate`: train, average the last checkpoints, translate and score the test set."""
-    where, run_dir, options, train_config, saved, log = start_run(
-        options, TranslateOptions, train_config, resume=resume, run_dir=run_dir, log=log
-    )
+    where, run_dir, options, train_config, saved, log, resume = start
     options = resolve_dataset(options)
     train_pairs = read_split(options, "train")
     train_pairs, dropped = drop_empty(train_pairs)
