@@ -20,8 +20,7 @@ from attnkit.nn.dropout import dropout
 from attnkit.nn.masks import causal_mask
 
 # Up to this many keys, bfloat16 attention on the CPU runs faster written out than in PyTorch's flash
-# kernel (forward and backward, ~4k query tokens a batch, `make bench-cpu-train`: 4.0x at 32 keys,
-# 1.9x at 128 and 192; a scratch timing found the two about even at 256).
+# kernel, forward and backward; `make bench-cpu-train` measures both at several key counts.
 SHORT_KEYS = 192
 
 
@@ -40,10 +39,9 @@ def scaled_dot_product_attention(
     Takes the fused path except where the written-out one is known to be faster or is needed:
     - the weights are asked for;
     - inside a graph being compiled (`torch.compile`) with a single query on the CPU, where the
-      compiler fuses the written-out path (a batch-8 GPT decoding step: 0.47 against 0.55 ms);
-    - bfloat16 on the CPU with at most `SHORT_KEYS` keys, where PyTorch's flash kernel is slow:
-      forward and backward of a Multi30k batch took 17 ms against 3.6 ms written out, and a
-      bfloat16 Translator training step spent a fifth of its time there.
+      compiler fuses the written-out path into a faster decoding step (`make bench-lm`);
+    - bfloat16 on the CPU with at most `SHORT_KEYS` keys, where PyTorch's flash kernel is slower
+      than the written-out path, forward and backward (`make bench-cpu-train` measures both).
 
     Args:
         q: queries (B, H, T, D).

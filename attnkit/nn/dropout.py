@@ -13,9 +13,9 @@ def dropout(x: Tensor, p: float, inplace: bool = False) -> Tensor:
     """x (any shape) -> x with entries zeroed with probability p and the rest scaled by 1 / (1 - p).
 
     Always drops (the caller decides training vs. evaluation). On CUDA this is `F.dropout`. On the
-    CPU, `F.dropout`'s masks took a quarter of a bfloat16 Transformer training step on 2 cores (about
-    10 ms for 2M elements); here each 64-bit draw from torch's default generator serves four
-    elements, 16 bits each, about 3x faster. Runs repeat from `torch.manual_seed` as before, though
+    CPU, `F.dropout`'s masks are a large share of a bfloat16 training step; here each 64-bit draw
+    from torch's default generator serves four elements, 16 bits each, which makes masks cheaper
+    (`make bench-cpu-train` measures it against `F.dropout`). Runs repeat from `torch.manual_seed` as before, though
     the masks differ from `F.dropout`'s. The drop probability is p rounded to a multiple of 2^-16
     (at most 7.6e-6 off) and the scale uses the rounded value, so E[out] = x exactly; a p that would
     round to 0 or 1 takes `F.dropout`.
