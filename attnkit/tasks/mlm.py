@@ -215,7 +215,7 @@ class MlmRun(Run, task="mlm", options=MlmOptions, model=MaskedLanguageModel, con
         seed = int(self.config.get("train", {}).get("seed", 0))
         _, valid_docs = split_documents(read_documents(self.options, log=log), self.options.valid_fraction, seed)
         valid_ids = pieces(self.tokenizer, valid_docs, self.options.max_len)
-        data = validation_batches(valid_ids, self.model.config.vocab_size, self.options.mask_prob, 32)
+        data = validation_batches(valid_ids, int(self.config["model"]["vocab_size"]), self.options.mask_prob, 32)
         task = MlmTask()
         metrics = task.metrics(
             collect(lambda batch: task.eval_step(self.model, batch), data.plan(0), data.collate, self.device)

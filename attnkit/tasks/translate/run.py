@@ -44,7 +44,9 @@ class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Trans
         BOS + the target tokens; without `targets`, the run's own greedy translations are the targets."""
         sources, self.truncated = encode_sources(self.tokenizer, inputs, self.options.max_len)
         if targets is None:
-            targets_ids = translate_ids(self.model, sources, search="greedy", device=self.device)
+            targets_ids = translate_ids(
+                self.model, sources, search="greedy", extra_len=self.options.extra_len, device=self.device
+            )
         else:
             if len(targets) != len(inputs):
                 raise DataError(f"{len(inputs)} source sentences but {len(targets)} targets")

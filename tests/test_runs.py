@@ -1,0 +1,220 @@
+"""The one run interface: `open_run` checks a run directory, every run's `encode`/`forward` agree with
+its `predict`, and the command line shows each run's own flags. Works on copies of the release's
+fixture runs (tests/fixtures/runs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnkit.cli import main
+from attnkit.data.tokenizer import MASK_ID
+from attnkit.errors import UserError
+from attnkit.runs import open_run
+from attnkit.tasks.translate import EOS_ID
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "tests" / "fixtures" / "runs"
+IMAGES = "tests/fixtures/runs/data/vision/test"
+
+
+@pytest.fixture
+def copy_run(tmp_path, monkeypatch):
+    """A function: the task's fixture run copied into tmp_path; the working directory is the repository
+    root, where the data paths saved in the runs point."""
+    monkeypatch.chdir(ROOT)
+    torch.set_num_threads(1)
+
+    def copy(task: str) -> Path:
+        target = tmp_path / task
+        shutil.copytree(RUNS / task, target)
+        return target
+
+    return copy
+
+
+def _edit_config(run: Path, change) -> None:
+    config = json.loads((run / "config.json").read_text())
+    change(config)
+    (run / "config.json").write_text(json.dumps(config))
+
+
+# ------------------------------------------------------------------------- open_run checks the directory
+
+
+def test_unknown_option_in_config_is_an_error_naming_it(copy_run):
+    run = copy_run("classify")
+    _edit_config(run, lambda c: c["options"].update(colour="blue"))
+    with pytest.raises(UserError, match=r"config.json: unknown option\(s\) 'colour'"):
+        open_run(run)
+
+
+def test_option_missing_in_an_older_run_takes_its_recorded_value(copy_run):
+    """SASRec runs saved before `style` existed were the attnkit style (RecommendOptions.SAVED_WITHOUT)."""
+    run = copy_run("recommend")
+    _edit_config(run, lambda c: c["options"].pop("style"))
+    assert open_run(run).options.style == "attnkit"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.update(task="poetry"), "unknown task 'poetry'"),
+        (lambda c: c.pop("model"), "missing or malformed 'model'"),
+        (lambda c: c.update(options=[1, 2]), "missing or malformed 'options'"),
+        (lambda c: c["model"].update(d_model="wide"), "bad 'model'|model"),
+    ],
+)
+def test_damaged_config_is_a_user_error(copy_run, change, message):
+    run = copy_run("classify")
+    _edit_config(run, change)
+    with pytest.raises(UserError, match=message):
+        open_run(run)
+
+
+def test_devices_are_checked(copy_run):
+    run = copy_run("lm")
+    with pytest.raises(UserError, match="not a device"):
+        open_run(run, device="tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            open_run(run, device="cuda")
+
+
+def test_vision_run_without_normalisation_names_the_field(copy_run):
+    run = copy_run("vision")
+    _edit_config(run, lambda c: c.pop("normalize"))
+    with pytest.raises(UserError, match="'normalize'"):
+        open_run(run)
+
+
+# ------------------------------------------------------------------------- encode / forward agree with predict
+
+
+def test_classifier_forward_gives_predict_probabilities(copy_run):
+    run = open_run(copy_run("classify"))
+    texts = ["goal match team striker cup", "stock market shares bank", "cup"]
+    probs = run.forward(run.encode(texts)).float().softmax(dim=-1)  # (B, C)
+    for row, ranked in zip(probs, run.predict(texts, top_k=2), strict=True):
+        top = row.topk(2)
+        assert [label for label, _ in ranked] == [run.classes[int(i)] for i in top.indices]
+        assert [p for _, p in ranked] == pytest.approx(top.values.tolist(), abs=1e-6)
+
+
+def test_vision_forward_gives_predict_probabilities(copy_run):
+    run = open_run(copy_run("vision"))
+    images = [f"{IMAGES}/vertical/0.png", f"{IMAGES}/horizontal/1.png"]
+    probs = run.forward(run.encode(images)).float().softmax(dim=-1)
+    assert run.encode(images)["images"].shape[0] == 2
+    for row, ranked in zip(probs, run.predict(images, top_k=1), strict=True):
+        assert ranked[0][0] == run.classes[int(row.argmax())]
+        assert ranked[0][1] == pytest.approx(float(row.max()), abs=1e-6)
+
+
+def test_recommender_forward_scores_rank_predict_items(copy_run):
+    run = open_run(copy_run("recommend"))
+    history = ["50", "51", "52"]
+    internal = run.parse_history(",".join(history))
+    scores = run.forward(run.encode([internal]))[0]  # (V + 1,)
+    scores[0] = float("-inf")
+    scores[internal] = float("-inf")
+    best = scores.topk(3).indices.tolist()
+    predicted = run.predict([history], top_k=3)[0]
+    assert [item for item, _ in predicted] == [run.data.items[i] for i in best]
+    assert not {item for item, _ in predicted} & set(history)
+
+
+def test_translator_forward_reproduces_its_greedy_translation(copy_run):
+    """Teacher-forced on its own greedy output, the decoder's argmax at each position is the next token:
+    the full forward pass and the cached search agree."""
+    run = open_run(copy_run("translate"))
+    batch = run.encode(["Drei vier.", "Eins zwei acht."])
+    logits = run.forward(batch)  # (B, T, V)
+    for row in range(2):
+        target = [t for t in batch["tgt_in"][row, 1:].tolist() if t != 0]
+        predicted = logits[row].argmax(dim=-1).tolist()
+        assert predicted[: len(target)] == target
+        assert predicted[len(target)] == EOS_ID
+    assert run.predict(["Drei vier."], search="greedy") == run.translate(["Drei vier."], search="greedy")
+
+
+def test_language_model_forward_gives_the_first_greedy_token(copy_run):
+    run = open_run(copy_run("lm"))
+    prompt = "to be or "
+    logits = run.forward(run.encode([prompt]))  # (1, T, V)
+    first = run.codec.decode([int(logits[0, -1].argmax())])
+    assert run.predict([prompt], max_new_tokens=1)[0] == first
+
+
+def test_masked_lm_predict_fills_masks_from_forward(copy_run):
+    run = open_run(copy_run("mlm"))
+    text = "the [MASK] won the match"
+    batch = run.encode([text])
+    masks = (batch["ids"][0] == MASK_ID).nonzero().flatten().tolist()
+    assert len(masks) == 1
+    probs = run.forward(batch)[0, masks[0]].float().softmax(dim=-1)
+    (filled,) = run.predict([text], top_k=3)[0]
+    assert [token for token, _ in filled] == [run.tokenizer.id_to_token(int(i)) for i in probs.topk(3).indices]
+
+
+# ------------------------------------------------------------------------- the command line
+
+
+def _help(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_predict_help_shows_the_runs_own_flags(copy_run, capsys):
+    classify = _help(["predict", str(copy_run("classify"))], capsys)
+    assert "--top-k" in classify and "--output" in classify
+    assert "--beam" not in classify and "--history" not in classify
+    translate = _help(["predict", str(copy_run("translate"))], capsys)
+    assert "--beam" in translate and "--alpha" in translate
+    assert "--history" not in translate and "--protocol" not in translate
+    generic = _help(["predict"], capsys)
+    assert "RUN_DIR --help" in generic and "classify:" in generic and "translate:" in generic
+
+
+def test_a_command_the_task_lacks_is_refused(copy_run, capsys):
+    assert main(["generate", str(copy_run("classify"))]) == 2
+    assert "`attnkit generate` does not apply to classify runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # not a recommend flag: argparse refuses it
+        main(["predict", str(copy_run("recommend")), "--beam", "2"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --beam" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm"])
+def test_evaluate_reproduces_the_validation_figures_of_training(task, copy_run, capsys):
+    """`evaluate` rebuilds the held-out split (and, for mlm, its fixed masks) as training did, so it gives
+    the validation metrics training recorded for the kept checkpoint."""
+    run = copy_run(task)
+    trained = json.loads((run / "metrics.json").read_text())
+    assert main(["evaluate", str(run)]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics == pytest.approx(trained, rel=1e-5)
+    assert json.loads((run / "metrics.json").read_text()) == pytest.approx(metrics)
+
+
+def test_translate_predict_writes_json_lines_and_csv(copy_run, tmp_path, capsys):
+    run = copy_run("translate")
+    sentences = ["Drei vier.", "Eins zwei acht."]
+    assert main(["predict", str(run), *sentences, "--beam", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert main(["predict", str(run), *sentences, "--beam", "1", "--output", str(tmp_path / "out.jsonl")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert records == [{"source": s, "translation": t} for s, t in zip(sentences, printed, strict=True)]
+    assert main(["predict", str(run), *sentences, "--beam", "1", "--output", str(tmp_path / "out.csv")]) == 0
+    import csv
+
+    rows = list(csv.reader((tmp_path / "out.csv").read_text().splitlines()))
+    assert rows == [["source", "translation"], *([s, t] for s, t in zip(sentences, printed, strict=True))]
+    assert main(["predict", str(run), *sentences, "--beam", "1", "--output", str(tmp_path / "out.en")]) == 0
+    assert (tmp_path / "out.en").read_text().splitlines() == printed
