@@ -254,19 +254,21 @@ class MultiHeadAttention(nn.Module):
                 v = self._split_heads(self.v_proj(context))
                 if cache is not None:
                     cache.append(k, v)
-        result = scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            mask,
-            causal=causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            return_weights=return_weights,
-        )
-        out, weights = result if return_weights else (result, None)
+        out, weights = self._attend(q, k, v, mask, causal=causal, cross=context is not None, weights=return_weights)
         out = out.transpose(1, 2).reshape(batch, q_len, self.d_model)  # (B, T, D)
         out = self.out_proj(out)
         return (out, weights) if return_weights else out
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, causal: bool, cross: bool, weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Scaled dot-product attention of the heads: out (B, H, T, Dh), and the weights (B, H, T, S) when
+        `weights` (else None). `cross` says whether keys come from another sequence.
+        `attnkit.viz.capture_attention` replaces this method on a module while it records."""
+        dropout_p = self.dropout if self.training else 0.0
+        if weights:
+            return scaled_dot_product_attention(q, k, v, mask, causal=causal, dropout_p=dropout_p, return_weights=True)
+        return scaled_dot_product_attention(q, k, v, mask, causal=causal, dropout_p=dropout_p), None
 
     def _project_qkv(self, x: Tensor, cache: KVCache | None = None) -> tuple[Tensor, ...]:
         """x (B, T, D) -> q, k, v (B, H, T, Dh) each, from one matrix product with the three weights
