@@ -15,9 +15,13 @@ class DictConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Rebuild from `to_dict`'s output; unknown keys are an error, not ignored."""
+        """Rebuild from `to_dict`'s output; unknown keys are an error, not ignored.
+
+        A field added after configurations were saved takes, when absent, the value its behaviour
+        had before it existed: the class lists those in `SAVED_WITHOUT` (field -> value) where they
+        differ from the field's default; other absent fields take their defaults."""
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{**getattr(cls, "SAVED_WITHOUT", {}), **data})

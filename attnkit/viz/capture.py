@@ -153,7 +153,9 @@ def _recorder(captured: AttentionCapture, name: str, module: MultiHeadAttention,
         q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, causal: bool, cross: bool, weights: bool
     ) -> tuple[Tensor, Tensor | None]:
         out, found = original(q, k, v, mask, causal=causal, cross=cross, weights=True)
-        kind = "cross" if cross else "causal" if causal else "self"
+        # Causal attention is over the same sequence even when keys come from another view of it
+        # (SASRec's reference blocks take keys from the stream before the norm).
+        kind = "causal" if causal else "cross" if cross else "self"
         record = captured.maps.setdefault(name, AttentionMap(name, kind, layer))
         if keep_grad and found.requires_grad:
             found.retain_grad()

@@ -27,7 +27,7 @@ def _model(seed: int = 0, **overrides) -> SASRec:
     return SASRec(SASRecConfig(**{**sizes, **overrides})).eval()
 
 
-STYLES = [{"norm_first": True}, {"norm_first": False}, {"style": "reference"}]
+STYLES = [{"style": "attnkit", "norm_first": True}, {"style": "attnkit", "norm_first": False}, {"style": "reference"}]
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -36,9 +36,10 @@ class RecommendOptions:
         default=None,
         metadata={"help": "dropout on the attention weights (None: the --dropout rate, as the reference code)"},
     )
-    style: Style = field(
-        default="reference",
-        metadata={"help": "reference: the authors' blocks and initialisation; attnkit: attnkit.nn's pre-norm Encoder"},
+    style: Style = model_option(
+        SASRecConfig,
+        "style",
+        "reference: the authors' blocks and initialisation; attnkit: attnkit.nn's pre-norm Encoder",
     )
     loss: Loss = field(
         default="bce",
