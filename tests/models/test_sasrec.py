@@ -213,3 +213,10 @@ def test_old_names_load_strictly_also_when_the_model_is_nested_and_new_names_sti
     again = _model(seed=4)
     again.load_state_dict(old.state_dict())  # weights saved under the new names
     assert all(torch.equal(t, old.state_dict()[k]) for k, t in again.state_dict().items())
+
+
+def test_a_config_saved_before_style_existed_loads_as_the_attnkit_style():
+    saved = SASRecConfig(n_items=7, max_len=9, d_model=8, n_heads=2, n_layers=1, d_ff=4).to_dict()
+    saved.pop("style")
+    assert SASRecConfig.from_dict(saved).style == "attnkit"
+    assert SASRecConfig(n_items=7).style == "reference"  # the default now: the authors' blocks
