@@ -29,6 +29,11 @@ RUN_COMMANDS = {
     "evaluate": ("metrics of a trained run", "Evaluate a run; prints and writes RUN_DIR/metrics.json."),
     "predict": ("predict with a trained run", "Predict with a trained run."),
     "generate": ("sample text from a language-model run", "Continue a prompt with a trained run."),
+    "explain": (
+        "attention maps of inputs to a trained run",
+        "Explain inputs to a run: the attention maps of every layer and head (PNG heatmaps, JSON), the "
+        "prediction, a saliency per input token (classify, vision) and the alignment (translate).",
+    ),
 }
 
 

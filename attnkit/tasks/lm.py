@@ -31,6 +31,7 @@ from attnkit.options import check_model_options, config_from, model_option
 from attnkit.tasks.adapters import HiddenForward
 from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
 from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
+from attnkit.viz.command import explain_command
 
 TokenizerKind = Literal["char", "bytebpe"]
 
@@ -386,6 +387,7 @@ COMMANDS = {
         _generate,
         "lm: continue a prompt token by token on the KV cache; past the model's context the window slides.",
     ),
+    "explain": explain_command("lm"),
 }
 TASK = TaskSpec("lm", HELP, DESCRIPTION, LmOptions, TRAIN_DEFAULTS, train_run, LanguageModelRun, COMMANDS)
 train = TASK.train

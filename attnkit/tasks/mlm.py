@@ -27,6 +27,7 @@ from attnkit.tasks.base import Run, TaskSpec, metrics_command
 from attnkit.tasks.encoder_options import EncoderOptions
 from attnkit.tasks.io import standard_dataset
 from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
+from attnkit.viz.command import explain_command
 
 N_SPECIAL = 5
 
@@ -249,6 +250,9 @@ DESCRIPTION = (
     "Pre-train a text encoder as a masked language model on unlabelled text; start a classifier from "
     "it with `attnkit train classify --init RUN_DIR`."
 )
-COMMANDS = {"evaluate": metrics_command("mlm: masked-token loss and accuracy on the held-out documents.")}
+COMMANDS = {
+    "evaluate": metrics_command("mlm: masked-token loss and accuracy on the held-out documents."),
+    "explain": explain_command("mlm"),
+}
 TASK = TaskSpec("mlm", HELP, DESCRIPTION, MlmOptions, TRAIN_DEFAULTS, train_run, MlmRun, COMMANDS)
 train = TASK.train

@@ -37,6 +37,7 @@ from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
 from attnkit.tasks.classify.objective import ClassifyTask
 from attnkit.tasks.io import add_top_k_argument, checked_top_k, top_labels
 from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
+from attnkit.viz.command import explain_command
 
 Augment = Literal["none", "crop", "crop_flip", "randaug"]
 
@@ -307,6 +308,7 @@ DESCRIPTION = (
 COMMANDS = {
     "evaluate": metrics_command("vision: on the test split of the run's dataset."),
     "predict": Command(_predict_arguments, _predict, "vision: the class of image files."),
+    "explain": explain_command("vision"),
 }
 TASK = TaskSpec("vision", HELP, DESCRIPTION, VisionOptions, TRAIN_DEFAULTS, train_run, VisionRun, COMMANDS)
 train = TASK.train

@@ -13,13 +13,14 @@ from attnkit.tasks.classify.objective import ClassifyTask, MultiLabelTask
 from attnkit.tasks.classify.options import TRAIN_DEFAULTS, ClassifyOptions
 from attnkit.tasks.classify.run import EVALUATE, PREDICT, ClassifierRun
 from attnkit.tasks.classify.train import load_encoder, train_run
+from attnkit.viz.command import explain_command
 
 HELP = "text classification with a Transformer encoder"
 DESCRIPTION = (
     "Train a TextClassifier on labelled texts (files or a standard dataset), keep the best checkpoint "
     "by validation accuracy, and report test metrics."
 )
-COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT}
+COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT, "explain": explain_command("classify")}
 TASK = TaskSpec("classify", HELP, DESCRIPTION, ClassifyOptions, TRAIN_DEFAULTS, train_run, ClassifierRun, COMMANDS)
 
 train = TASK.train

@@ -26,13 +26,14 @@ from attnkit.tasks.recommend.objective import (
 from attnkit.tasks.recommend.options import TRAIN_DEFAULTS, RecommendOptions
 from attnkit.tasks.recommend.run import EVALUATE, PREDICT, RecommenderRun
 from attnkit.tasks.recommend.train import train_run
+from attnkit.viz.command import explain_command
 
 HELP = "sequential recommendation with SASRec"
 DESCRIPTION = (
     "Train SASRec on users' item histories (leave-one-out split), keep the best checkpoint by validation "
     "NDCG@10, and report test HR@10, NDCG@10 and MRR under the sampled (the paper's) and full-ranking protocols."
 )
-COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT}
+COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT, "explain": explain_command("recommend")}
 TASK = TaskSpec("recommend", HELP, DESCRIPTION, RecommendOptions, TRAIN_DEFAULTS, train_run, RecommenderRun, COMMANDS)
 
 train = TASK.train

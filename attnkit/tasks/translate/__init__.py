@@ -18,6 +18,7 @@ from attnkit.tasks.translate.objective import TranslateTask
 from attnkit.tasks.translate.options import TRAIN_DEFAULTS, TranslateOptions
 from attnkit.tasks.translate.run import EVALUATE, PREDICT, TranslatorRun
 from attnkit.tasks.translate.train import train_run
+from attnkit.viz.command import explain_command
 
 HELP = "machine translation with the paper's encoder-decoder"
 DESCRIPTION = (
@@ -26,7 +27,7 @@ DESCRIPTION = (
     "translations of the test set with sacreBLEU and chrF. --batch-size is not used: batches hold "
     "--max-tokens tokens."
 )
-COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT}
+COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT, "explain": explain_command("translate")}
 TASK = TaskSpec("translate", HELP, DESCRIPTION, TranslateOptions, TRAIN_DEFAULTS, train_run, TranslatorRun, COMMANDS)
 
 train = TASK.train

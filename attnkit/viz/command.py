@@ -1,0 +1,89 @@
+"""`attnkit explain RUN_DIR ...`: the command each task registers, with the inputs its runs take."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from attnkit.atomic import atomic_path
+from attnkit.errors import UserError
+from attnkit.tasks.base import Command
+from attnkit.tasks.io import read_inputs
+from attnkit.viz.explain import explain
+
+FORMATS = ("png", "json")
+WHAT = {
+    "classify": "texts to classify",
+    "mlm": "texts with [MASK] tokens",
+    "translate": "sentences to translate",
+    "lm": "prompts",
+    "vision": "image files",
+}
+
+
+def explain_command(task: str) -> Command:
+    """The `explain` command of `task`'s runs."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        if task == "recommend":
+            parser.add_argument("--user", help="a user id of the run's data")
+            parser.add_argument("--history", help="item ids, oldest first: 12,45,7")
+        else:
+            parser.add_argument("inputs", nargs="*", help=WHAT[task])
+            if task != "vision":
+                parser.add_argument("--input", help="file of inputs: one per line, or JSON lines with a 'text' field")
+        if task == "lm":
+            parser.add_argument("--max-new-tokens", type=int, default=20, help="continue the prompt greedily first")
+        parser.add_argument("--layer", type=int, help="only this layer's maps (default: all)")
+        parser.add_argument("--head", type=int, help="only this head (default: all)")
+        parser.add_argument("--format", default="png,json", help="comma-separated: png, json (default both)")
+        parser.add_argument("--out", help="folder to write to (default RUN_DIR/explain; one subfolder per input)")
+
+    return Command(add_arguments, lambda run, args: _run(run, args, task), f"{task}: attention maps of inputs.")
+
+
+def _run(run: Any, args: argparse.Namespace, task: str) -> int:
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(f"--format {args.format}: choose from {', '.join(FORMATS)}")
+    items = _inputs(run, args, task)
+    out = Path(args.out) if args.out else run.run_dir / "explain"
+    options = {"max_new_tokens": args.max_new_tokens} if task == "lm" else {}
+    for index, item in enumerate(items):
+        explanation = explain(run, item, **options)
+        folder = out if len(items) == 1 else out / str(index)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        if "json" in formats:
+            data = explanation.to_json(args.layer, args.head)
+            with atomic_path(folder / "attention.json") as tmp:
+                tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            written.append(folder / "attention.json")
+        if "png" in formats:
+            written += explanation.to_png(folder, args.layer, args.head)
+        print(f"{_shown(item)}: prediction {json.dumps(explanation.prediction, ensure_ascii=False)}")
+        print(f"  fidelity: max |captured - fused output| = {explanation.fidelity:.2e}")
+        print(f"  wrote {len(written)} files to {folder}")
+    return 0
+
+
+def _inputs(run: Any, args: argparse.Namespace, task: str) -> list[Any]:
+    if task == "recommend":
+        if bool(args.user) == bool(args.history):
+            raise UserError("give either --user ID or --history ITEMS")
+        if args.user:
+            return [[run.data.items[i] for i in run.user_history(args.user)]]
+        return [[part.strip() for part in args.history.split(",") if part.strip()]]
+    if task == "vision":
+        if not args.inputs:
+            raise UserError("give image files to explain: attnkit explain RUN_DIR image.png ...")
+        return list(args.inputs)
+    return read_inputs(args.inputs, args.input, what=WHAT[task])
+
+
+def _shown(item: Any) -> str:
+    text = item if isinstance(item, str) else ",".join(map(str, item))
+    return text if len(text) <= 60 else text[:57] + "..."

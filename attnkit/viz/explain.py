@@ -1,0 +1,279 @@
+"""Explain one input of a trained run: its attention maps, a saliency per input token, the prediction.
+
+    from attnkit.runs import open_run
+    from attnkit.viz.explain import explain
+    explanation = explain(open_run("runs/r8"), "Oil prices rose sharply")
+    explanation.to_json()               # the schema below
+    explanation.to_png("out/")          # heatmaps per module (all heads), saliency, alignment
+
+Every task goes through its run's `encode` and the model inside `capture_attention`; the maps are
+those of the one input (the batch dimension dropped). JSON schema (`to_json()`):
+
+    task: str                    the run's task
+    tokens: [str]                the input as the model saw it (classify, mlm, lm: tokens; recommend:
+                                 item ids, oldest first; vision: "cls" and patches "r,c")
+    source_tokens, target_tokens translate only: the source, and per decoder position the token it
+                                 produced (the translation, then the end of sentence)
+    grid: [rows, cols]           vision only: the patch grid
+    prediction: any              the run's prediction for the input
+    saliency: [float] | null     classify and vision: one value per token of `tokens` (patches only)
+    saliency_method: str | null  how it was computed
+    fidelity: float              max |output inside capture - output of the fused path|
+    maps: [{module, kind, layer, weights}]   weights: nested lists H × T × S
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attnkit.errors import UserError
+from attnkit.viz.attention import alignment, gradient_rollout, pooled_row, rollout
+from attnkit.viz.capture import capture_attention
+
+GRADIENT_ROLLOUT = "gradient-weighted attention rollout (Chefer et al. 2021) of the predicted class, identity removed"
+LABELLED_UP_TO = 48  # tokens per axis that a heatmap labels; longer axes are drawn without labels
+
+
+@dataclass
+class MapView:
+    """One attention module's map for the explained input: weights (H, T, S)."""
+
+    module: str
+    kind: str
+    layer: int | None
+    weights: Tensor
+
+
+@dataclass
+class Explanation:
+    """What `explain` found for one input; see the module docstring for the fields' meaning."""
+
+    task: str
+    tokens: list[str]
+    prediction: Any
+    maps: list[MapView]
+    fidelity: float
+    saliency: list[float] | None = None
+    saliency_method: str | None = None
+    source_tokens: list[str] | None = None
+    target_tokens: list[str] | None = None
+    grid: tuple[int, int] | None = None
+    image: Tensor | None = field(default=None, repr=False)  # vision: (C, H, W) in [0, 1], for overlays
+
+    def select(self, layer: int | None = None, head: int | None = None) -> list[MapView]:
+        """The maps of one layer (all when None), with one head kept (all when None); a layer or head
+        the model does not have is a `UserError`."""
+        layers = sorted({m.layer for m in self.maps if m.layer is not None})
+        if layer is not None and layer not in layers:
+            raise UserError(f"--layer {layer}: the model has layers {layers[0]}..{layers[-1]}")
+        heads = self.maps[0].weights.size(0)
+        if head is not None and not 0 <= head < heads:
+            raise UserError(f"--head {head}: the model has heads 0..{heads - 1}")
+        chosen = [m for m in self.maps if layer is None or m.layer == layer]
+        if head is not None:
+            chosen = [MapView(m.module, m.kind, m.layer, m.weights[head : head + 1]) for m in chosen]
+        return chosen
+
+    def to_json(self, layer: int | None = None, head: int | None = None) -> dict[str, Any]:
+        """The explanation as plain JSON-ready data (the schema of the module docstring)."""
+        data: dict[str, Any] = {"task": self.task, "tokens": self.tokens}
+        if self.source_tokens is not None:
+            data.update(source_tokens=self.source_tokens, target_tokens=self.target_tokens)
+        if self.grid is not None:
+            data["grid"] = list(self.grid)
+        data.update(
+            prediction=self.prediction,
+            saliency=self.saliency,
+            saliency_method=self.saliency_method,
+            fidelity=self.fidelity,
+            maps=[
+                {"module": m.module, "kind": m.kind, "layer": m.layer, "weights": m.weights.tolist()}
+                for m in self.select(layer, head)
+            ],
+        )
+        return data
+
+    def to_png(self, directory: str | Path, layer: int | None = None, head: int | None = None) -> list[Path]:
+        """Heatmaps of the chosen maps (one figure per module, a panel per head), the saliency (a strip
+        over the tokens, or an overlay on the image) and, for translation, the alignment. Returns the
+        files written."""
+        from attnkit.viz import figures
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for view in self.select(layer, head):
+            rows, cols = self._axes(view)
+            path = directory / f"{view.module}.png"
+            figures.heads(path, view.weights, rows, cols, f"{view.module} ({view.kind})", LABELLED_UP_TO)
+            written.append(path)
+        if self.saliency is not None and self.image is not None and self.grid is not None:
+            written.append(figures.overlay(directory / "saliency.png", self.image, self.saliency, self.grid))
+        elif self.saliency is not None:
+            written.append(figures.strip(directory / "saliency.png", self.tokens, self.saliency, self.saliency_method))
+        cross = [m for m in self.maps if m.kind == "cross"]
+        if cross:
+            averaged, _ = alignment(cross[-1].weights[None])
+            path = directory / "alignment.png"
+            title = f"alignment: {cross[-1].module}, heads averaged"
+            figures.heads(path, averaged, self.target_tokens, self.source_tokens, title, LABELLED_UP_TO)
+            written.append(path)
+        return written
+
+    def _axes(self, view: MapView) -> tuple[list[str], list[str]]:
+        """Row (query) and column (key) labels of a map."""
+        if self.source_tokens is None:
+            return self.tokens, self.tokens
+        if view.kind == "cross":
+            return self.target_tokens, self.source_tokens
+        if view.module.startswith("encoder"):
+            return self.source_tokens, self.source_tokens
+        return self.target_tokens, self.target_tokens
+
+
+def explain(run: Any, item: Any, **options: Any) -> Explanation:
+    """Explain one input of `run` (an `attnkit.runs.Run`): a text (classify, mlm), a sentence
+    (translate), a prompt (lm; `max_new_tokens` continues it greedily first, default 20), a history of
+    item ids (recommend) or an image file (vision)."""
+    how = _TASKS.get(run.task)
+    if how is None:
+        raise UserError(f"explain does not apply to {run.task} runs")
+    if isinstance(item, str) and not item.strip() and run.task != "vision":
+        raise UserError("the input is empty: give a text to explain")
+    return how(run, item, **options)
+
+
+# ------------------------------------------------------------------------- per task
+
+
+def _captured(run: Any, batch: dict[str, Tensor]) -> tuple[list[MapView], float, Tensor]:
+    """The maps of `batch` (one input), the fidelity (max |captured output - fused output|) and the output."""
+    fused = run.forward(batch)
+    with capture_attention(run.model) as captured:
+        inside = run.forward(batch)
+    fidelity = float((inside.float() - fused.float()).abs().max())
+    return [MapView(m.module, m.kind, m.layer, m.weights[0]) for m in captured], fidelity, inside
+
+
+def _saliency(run: Any, batch: dict[str, Tensor], pooling: str, keep: Tensor | None):
+    """Maps, fidelity, logits and the gradient rollout's pooled row for the predicted class."""
+    fused = run.forward(batch).float()
+    with capture_attention(run.model, keep_grad=True) as captured, torch.enable_grad():
+        logits = run.model(*batch.values()).float()
+        logits[0, int(logits[0].argmax())].backward()
+    maps = list(captured)
+    relevance = gradient_rollout([m.weights.detach() for m in maps], [m.calls[0].grad for m in maps])
+    # Without the identity R starts from: what attention added to each position (Chefer et al. read
+    # the class token's row, where the identity only marks the class token itself).
+    relevance = relevance - torch.eye(relevance.size(-1), dtype=relevance.dtype, device=relevance.device)
+    row = pooled_row(relevance, pooling, keep)[0]  # (T,)
+    views = [MapView(m.module, m.kind, m.layer, m.weights[0].detach()) for m in maps]
+    fidelity = float((logits.detach() - fused).abs().max())
+    return views, fidelity, logits.detach(), row, rollout([m.weights.detach() for m in maps])
+
+
+def _explain_classify(run: Any, text: str) -> Explanation:
+    batch = run.encode([text])
+    ids = batch["ids"][0].tolist()
+    keep = batch["ids"] != 0
+    views, fidelity, logits, row, _ = _saliency(run, batch, run.options.pooling, keep)
+    probs = logits.softmax(dim=-1)[0] if not run.options.multi_label else logits.sigmoid()[0]
+    best = int(probs.argmax())
+    return Explanation(
+        task=run.task,
+        tokens=[run.tokenizer.id_to_token(i) for i in ids],
+        prediction={"label": run.classes[best], "probability": float(probs[best])},
+        maps=views,
+        fidelity=fidelity,
+        saliency=row.tolist(),
+        saliency_method=f"{GRADIENT_ROLLOUT}, {run.options.pooling}-pooled row",
+    )
+
+
+def _explain_vision(run: Any, path: str) -> Explanation:
+    batch = run.encode([path])
+    config = run.model.config
+    views, fidelity, logits, row, _ = _saliency(run, batch, config.pooling, None)
+    grid = config.image_size // config.patch_size
+    patches = row[1:] if config.pooling == "cls" else row  # the class token is not a patch
+    probs = logits.softmax(dim=-1)[0]
+    best = int(probs.argmax())
+    from attnkit.data.images import read_image
+
+    image = read_image(path, channels=config.in_channels, size=(config.image_size, config.image_size)).float() / 255
+    names = [f"{r},{c}" for r in range(grid) for c in range(grid)]
+    return Explanation(
+        task=run.task,
+        tokens=(["cls"] if config.pooling == "cls" else []) + names,
+        prediction={"label": run.classes[best], "probability": float(probs[best])},
+        maps=views,
+        fidelity=fidelity,
+        saliency=patches.tolist(),
+        saliency_method=f"{GRADIENT_ROLLOUT}, {config.pooling}-pooled row, patches only",
+        grid=(grid, grid),
+        image=image,
+    )
+
+
+def _explain_translate(run: Any, sentence: str, search: str = "greedy") -> Explanation:
+    translation = run.translate([sentence], search=search)[0]
+    batch = run.encode([sentence], [translation])
+    views, fidelity, _ = _captured(run, batch)
+    decode = run.tokenizer.decode
+    source = [decode([i]) for i in batch["src"][0].tolist()]
+    produced = [*batch["tgt_in"][0, 1:].tolist(), run.model.eos_id]  # the token each position produces
+    return Explanation(
+        task=run.task,
+        tokens=source,
+        prediction=translation,
+        maps=views,
+        fidelity=fidelity,
+        source_tokens=source,
+        target_tokens=[decode([i]) if i != run.model.eos_id else "</s>" for i in produced],
+    )
+
+
+def _explain_recommend(run: Any, history: list[str], top_k: int = 10) -> Explanation:
+    internal = run._internal([str(item) for item in history], run.item_index())
+    if not internal:
+        raise UserError("the history is empty: give item ids")
+    internal = internal[-run.options.max_len :]
+    batch = run.encode([internal])
+    views, fidelity, _ = _captured(run, batch)
+    width = batch["ids"].size(1)
+    items = [""] * (width - len(internal)) + [run.data.items[i] for i in internal]  # left padding unnamed
+    top = [
+        {"item": item, "score": score} for item, score in run.predict([[run.data.items[i] for i in internal]], top_k)[0]
+    ]
+    return Explanation(task=run.task, tokens=items, prediction=top, maps=views, fidelity=fidelity)
+
+
+def _explain_lm(run: Any, prompt: str, max_new_tokens: int = 20) -> Explanation:
+    continuation = run.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0)[0] if max_new_tokens else ""
+    batch = run.encode([prompt + continuation])
+    views, fidelity, _ = _captured(run, batch)
+    tokens = [run.codec.decode([i]) for i in batch["ids"][0].tolist()]
+    return Explanation(task=run.task, tokens=tokens, prediction=continuation, maps=views, fidelity=fidelity)
+
+
+def _explain_mlm(run: Any, text: str, top_k: int = 5) -> Explanation:
+    batch = run.encode([text])
+    views, fidelity, _ = _captured(run, batch)
+    tokens = [run.tokenizer.id_to_token(i) for i in batch["ids"][0].tolist()]
+    fills = [[{"token": t, "probability": p} for t, p in mask] for mask in run.predict([text], top_k)[0]]
+    return Explanation(task=run.task, tokens=tokens, prediction=fills, maps=views, fidelity=fidelity)
+
+
+_TASKS = {
+    "classify": _explain_classify,
+    "vision": _explain_vision,
+    "translate": _explain_translate,
+    "recommend": _explain_recommend,
+    "lm": _explain_lm,
+    "mlm": _explain_mlm,
+}
