@@ -13,7 +13,7 @@ from attnkit.tasks.base import Command
 from attnkit.tasks.io import read_inputs
 from attnkit.viz.explain import explain
 
-FORMATS = ("png", "json")
+FORMATS = ("png", "json", "html")
 WHAT = {
     "classify": "texts to classify",
     "mlm": "texts with [MASK] tokens",
@@ -38,7 +38,9 @@ def explain_command(task: str) -> Command:
             parser.add_argument("--max-new-tokens", type=int, default=20, help="continue the prompt greedily first")
         parser.add_argument("--layer", type=int, help="only this layer's maps (default: all)")
         parser.add_argument("--head", type=int, help="only this head (default: all)")
-        parser.add_argument("--format", default="png,json", help="comma-separated: png, json (default both)")
+        parser.add_argument(
+            "--format", default="png,json,html", help="comma-separated: png, json, html (default all three)"
+        )
         parser.add_argument("--out", help="folder to write to (default RUN_DIR/explain; one subfolder per input)")
 
     return Command(add_arguments, lambda run, args: _run(run, args, task), f"{task}: attention maps of inputs.")
@@ -53,7 +55,7 @@ def _run(run: Any, args: argparse.Namespace, task: str) -> int:
     out = Path(args.out) if args.out else run.run_dir / "explain"
     options = {"max_new_tokens": args.max_new_tokens} if task == "lm" else {}
     for index, item in enumerate(items):
-        explanation = explain(run, item, **options)
+        explanation = explain(run, item, step_layer=args.layer, **options)
         folder = out if len(items) == 1 else out / str(index)
         folder.mkdir(parents=True, exist_ok=True)
         written = []
@@ -62,6 +64,9 @@ def _run(run: Any, args: argparse.Namespace, task: str) -> int:
             with atomic_path(folder / "attention.json") as tmp:
                 tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
             written.append(folder / "attention.json")
+        if "html" in formats:
+            explanation.to_html(folder / "attention.html")
+            written.append(folder / "attention.html")
         if "png" in formats:
             written += explanation.to_png(folder, args.layer, args.head)
         print(f"{_shown(item)}: prediction {json.dumps(explanation.prediction, ensure_ascii=False)}")

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from attnkit.errors import UserError
-from attnkit.viz.attention import alignment, gradient_rollout, pooled_row, rollout
-from attnkit.viz.capture import capture_attention
+from attnkit.viz.attention import alignment, gradient_rollout, pooled_row
+from attnkit.viz.capture import _LAYER, AttentionCapture, attention_modules, capture_attention
 
 GRADIENT_ROLLOUT = "gradient-weighted attention rollout (Chefer et al. 2021) of the predicted class, identity removed"
 LABELLED_UP_TO = 48  # tokens per axis that a heatmap labels; longer axes are drawn without labels
@@ -64,6 +64,26 @@ class Explanation:
     target_tokens: list[str] | None = None
     grid: tuple[int, int] | None = None
     image: Tensor | None = field(default=None, repr=False)  # vision: (C, H, W) in [0, 1], for overlays
+    step: dict[str, Any] | None = field(default=None, repr=False)  # module, q (H,T,Dh), k, v (H,S,Dh), keep (T,S)
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        """One self-contained HTML page (no network request); written to `path` when given."""
+        from attnkit.atomic import atomic_path
+        from attnkit.viz.html import render
+
+        page = render(self)
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_text(page, encoding="utf-8")
+        return page
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the page in a frame of its own."""
+        import html
+
+        return f'<iframe srcdoc="{html.escape(self.to_html())}" style="width:100%;height:720px;border:0"></iframe>'
 
     def select(self, layer: int | None = None, head: int | None = None) -> list[MapView]:
         """The maps of one layer (all when None), with one head kept (all when None); a layer or head
@@ -136,34 +156,57 @@ class Explanation:
         return self.target_tokens, self.target_tokens
 
 
-def explain(run: Any, item: Any, **options: Any) -> Explanation:
+def explain(run: Any, item: Any, *, step_layer: int | None = None, **options: Any) -> Explanation:
     """Explain one input of `run` (an `attnkit.runs.Run`): a text (classify, mlm), a sentence
     (translate), a prompt (lm; `max_new_tokens` continues it greedily first, default 20), a history of
-    item ids (recommend) or an image file (vision)."""
+    item ids (recommend) or an image file (vision).
+
+    The q, k and v of one module are kept for the step-by-step view: the last attention module of
+    layer `step_layer` (default: of the model)."""
     how = _TASKS.get(run.task)
     if how is None:
         raise UserError(f"explain does not apply to {run.task} runs")
     if isinstance(item, str) and not item.strip() and run.task != "vision":
         raise UserError("the input is empty: give a text to explain")
-    return how(run, item, **options)
+    names = [name for name, _ in attention_modules(run.model)]
+    if step_layer is not None:
+        names = [name for name in names if _LAYER.findall(name)[-1:] == [str(step_layer)]] or names
+    return how(run, item, names[-1], **options)
 
 
 # ------------------------------------------------------------------------- per task
 
 
-def _captured(run: Any, batch: dict[str, Tensor]) -> tuple[list[MapView], float, Tensor]:
-    """The maps of `batch` (one input), the fidelity (max |captured output - fused output|) and the output."""
+def _captured(run: Any, batch: dict[str, Tensor], step: str) -> tuple[list[MapView], float, dict[str, Any]]:
+    """The maps of `batch` (one input), the fidelity (max |captured output - fused output|) and the
+    q, k, v and mask of module `step`."""
     fused = run.forward(batch)
-    with capture_attention(run.model) as captured:
+    with capture_attention(run.model, keep_qkv=[step]) as captured:
         inside = run.forward(batch)
     fidelity = float((inside.float() - fused.float()).abs().max())
-    return [MapView(m.module, m.kind, m.layer, m.weights[0]) for m in captured], fidelity, inside
+    return [MapView(m.module, m.kind, m.layer, m.weights[0]) for m in captured], fidelity, _step(captured, step)
 
 
-def _saliency(run: Any, batch: dict[str, Tensor], pooling: str, keep: Tensor | None):
-    """Maps, fidelity, logits and the gradient rollout's pooled row for the predicted class."""
+def _step(captured: AttentionCapture, name: str) -> dict[str, Any]:
+    """The first input's q (H, T, Dh), k and v (H, S, Dh) of module `name`, and which keys each query
+    may attend to, keep (T, S): the mask it was given and, when causal, nothing after the query."""
+    record = captured[name]
+    q, k, v = record.q[0][0].float(), record.k[0][0].float(), record.v[0][0].float()
+    length, width = q.size(1), k.size(1)
+    keep = torch.ones(length, width, dtype=torch.bool)
+    if record.masks[0] is not None:
+        mask = record.masks[0].cpu()
+        keep = keep & mask.expand(*mask.shape[:-2], length, width).reshape(-1, length, width)[0]
+    if record.kind == "causal":  # queries are the last positions: query i sits at width - length + i
+        keep = keep & torch.ones(length, width, dtype=torch.bool).tril(diagonal=width - length)
+    return {"module": name, "q": q.cpu(), "k": k.cpu(), "v": v.cpu(), "keep": keep}
+
+
+def _saliency(run: Any, batch: dict[str, Tensor], pooling: str, keep: Tensor | None, step: str):
+    """Maps, fidelity, logits, the gradient rollout's pooled row for the predicted class, and the
+    step-by-step module's q, k, v and mask."""
     fused = run.forward(batch).float()
-    with capture_attention(run.model, keep_grad=True) as captured, torch.enable_grad():
+    with capture_attention(run.model, keep_grad=True, keep_qkv=[step]) as captured, torch.enable_grad():
         logits = run.model(*batch.values()).float()
         logits[0, int(logits[0].argmax())].backward()
     maps = list(captured)
@@ -174,14 +217,14 @@ def _saliency(run: Any, batch: dict[str, Tensor], pooling: str, keep: Tensor | N
     row = pooled_row(relevance, pooling, keep)[0]  # (T,)
     views = [MapView(m.module, m.kind, m.layer, m.weights[0].detach()) for m in maps]
     fidelity = float((logits.detach() - fused).abs().max())
-    return views, fidelity, logits.detach(), row, rollout([m.weights.detach() for m in maps])
+    return views, fidelity, logits.detach(), row, _step(captured, step)
 
 
-def _explain_classify(run: Any, text: str) -> Explanation:
+def _explain_classify(run: Any, text: str, step: str) -> Explanation:
     batch = run.encode([text])
     ids = batch["ids"][0].tolist()
     keep = batch["ids"] != 0
-    views, fidelity, logits, row, _ = _saliency(run, batch, run.options.pooling, keep)
+    views, fidelity, logits, row, steps = _saliency(run, batch, run.options.pooling, keep, step)
     probs = logits.softmax(dim=-1)[0] if not run.options.multi_label else logits.sigmoid()[0]
     best = int(probs.argmax())
     return Explanation(
@@ -192,13 +235,14 @@ def _explain_classify(run: Any, text: str) -> Explanation:
         fidelity=fidelity,
         saliency=row.tolist(),
         saliency_method=f"{GRADIENT_ROLLOUT}, {run.options.pooling}-pooled row",
+        step=steps,
     )
 
 
-def _explain_vision(run: Any, path: str) -> Explanation:
+def _explain_vision(run: Any, path: str, step: str) -> Explanation:
     batch = run.encode([path])
     config = run.model.config
-    views, fidelity, logits, row, _ = _saliency(run, batch, config.pooling, None)
+    views, fidelity, logits, row, steps = _saliency(run, batch, config.pooling, None, step)
     grid = config.image_size // config.patch_size
     patches = row[1:] if config.pooling == "cls" else row  # the class token is not a patch
     probs = logits.softmax(dim=-1)[0]
@@ -217,13 +261,14 @@ def _explain_vision(run: Any, path: str) -> Explanation:
         saliency_method=f"{GRADIENT_ROLLOUT}, {config.pooling}-pooled row, patches only",
         grid=(grid, grid),
         image=image,
+        step=steps,
     )
 
 
-def _explain_translate(run: Any, sentence: str, search: str = "greedy") -> Explanation:
+def _explain_translate(run: Any, sentence: str, step: str, search: str = "greedy") -> Explanation:
     translation = run.translate([sentence], search=search)[0]
     batch = run.encode([sentence], [translation])
-    views, fidelity, _ = _captured(run, batch)
+    views, fidelity, steps = _captured(run, batch, step)
     decode = run.tokenizer.decode
     source = [decode([i]) for i in batch["src"][0].tolist()]
     produced = [*batch["tgt_in"][0, 1:].tolist(), run.model.eos_id]  # the token each position produces
@@ -235,38 +280,39 @@ def _explain_translate(run: Any, sentence: str, search: str = "greedy") -> Expla
         fidelity=fidelity,
         source_tokens=source,
         target_tokens=[decode([i]) if i != run.model.eos_id else "</s>" for i in produced],
+        step=steps,
     )
 
 
-def _explain_recommend(run: Any, history: list[str], top_k: int = 10) -> Explanation:
+def _explain_recommend(run: Any, history: list[str], step: str, top_k: int = 10) -> Explanation:
     internal = run._internal([str(item) for item in history], run.item_index())
     if not internal:
         raise UserError("the history is empty: give item ids")
     internal = internal[-run.options.max_len :]
     batch = run.encode([internal])
-    views, fidelity, _ = _captured(run, batch)
+    views, fidelity, steps = _captured(run, batch, step)
     width = batch["ids"].size(1)
     items = [""] * (width - len(internal)) + [run.data.items[i] for i in internal]  # left padding unnamed
     top = [
         {"item": item, "score": score} for item, score in run.predict([[run.data.items[i] for i in internal]], top_k)[0]
     ]
-    return Explanation(task=run.task, tokens=items, prediction=top, maps=views, fidelity=fidelity)
+    return Explanation(task=run.task, tokens=items, prediction=top, maps=views, fidelity=fidelity, step=steps)
 
 
-def _explain_lm(run: Any, prompt: str, max_new_tokens: int = 20) -> Explanation:
+def _explain_lm(run: Any, prompt: str, step: str, max_new_tokens: int = 20) -> Explanation:
     continuation = run.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0)[0] if max_new_tokens else ""
     batch = run.encode([prompt + continuation])
-    views, fidelity, _ = _captured(run, batch)
+    views, fidelity, steps = _captured(run, batch, step)
     tokens = [run.codec.decode([i]) for i in batch["ids"][0].tolist()]
-    return Explanation(task=run.task, tokens=tokens, prediction=continuation, maps=views, fidelity=fidelity)
+    return Explanation(task=run.task, tokens=tokens, prediction=continuation, maps=views, fidelity=fidelity, step=steps)
 
 
-def _explain_mlm(run: Any, text: str, top_k: int = 5) -> Explanation:
+def _explain_mlm(run: Any, text: str, step: str, top_k: int = 5) -> Explanation:
     batch = run.encode([text])
-    views, fidelity, _ = _captured(run, batch)
+    views, fidelity, steps = _captured(run, batch, step)
     tokens = [run.tokenizer.id_to_token(i) for i in batch["ids"][0].tolist()]
     fills = [[{"token": t, "probability": p} for t, p in mask] for mask in run.predict([text], top_k)[0]]
-    return Explanation(task=run.task, tokens=tokens, prediction=fills, maps=views, fidelity=fidelity)
+    return Explanation(task=run.task, tokens=tokens, prediction=fills, maps=views, fidelity=fidelity, step=steps)
 
 
 _TASKS = {

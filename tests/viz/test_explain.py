@@ -96,7 +96,7 @@ def test_translation_explanation_rows_are_the_produced_tokens(copy_run):
         ("classify", ["text", "--layer", "7"], "--layer 7: the model has layers 0..0"),
         ("classify", ["text", "--head", "5"], "--head 5: the model has heads 0..1"),
         ("classify", ["   "], "the input is empty"),
-        ("classify", ["text", "--format", "png,html"], "--format png,html: choose from png, json"),
+        ("classify", ["text", "--format", "png,svg"], "--format png,svg: choose from png, json, html"),
         ("recommend", ["--user", "999"], "user '999' is not in this run's data"),
         ("recommend", [], "give either --user ID or --history ITEMS"),
         ("vision", ["/nonexistent.png"], "nonexistent.png"),
