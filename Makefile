@@ -36,8 +36,8 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 lint: install
-	$(VENV)/bin/ruff check attnkit tests benchmarks
-	$(VENV)/bin/ruff format --check attnkit tests benchmarks
+	$(VENV)/bin/ruff check attnkit tests benchmarks docs
+	$(VENV)/bin/ruff format --check attnkit tests benchmarks docs
 
 bench-attention: install
 	$(PY) benchmarks/attention.py
