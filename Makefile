@@ -9,7 +9,7 @@ export ATTNKIT_DATA
 DEMO_RUN ?= runs/demo-reuters-r8
 
 .PHONY: install demo demo-core test test-slow lint bench-attention bench-classify bench-recommend bench-translate \
-	bench-lm bench-vision bench-bf16 bench-cpu-train
+	bench-lm bench-vision bench-bf16 bench-cpu-train bench-explain
 
 install: $(STAMP)
 
@@ -64,3 +64,6 @@ bench-bf16: install
 
 bench-cpu-train: install
 	$(PY) benchmarks/cpu_train.py
+
+bench-explain: install
+	$(PY) benchmarks/explain.py

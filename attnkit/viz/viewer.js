@@ -9,17 +9,25 @@ function bytes(text) {
   return out;
 }
 
-// Little-endian float16 (as Python wrote them) to float32.
+// Little-endian float16 (as Python wrote them) to float32, through a table of all 65,536 values.
+let HALF = null;
+function halfTable() {
+  const table = new Float32Array(65536);
+  for (let x = 0; x < 65536; x++) {
+    const exponent = (x >> 10) & 31, mantissa = x & 1023, sign = x >> 15 ? -1 : 1;
+    if (exponent === 0) table[x] = sign * Math.pow(2, -14) * (mantissa / 1024);
+    else if (exponent === 31) table[x] = mantissa ? NaN : sign * Infinity;
+    else table[x] = sign * Math.pow(2, exponent - 15) * (1 + mantissa / 1024);
+  }
+  return table;
+}
+
 function halves(text) {
+  if (!HALF) HALF = halfTable();
   const raw = bytes(text);
   const half = new Uint16Array(raw.buffer, 0, raw.length >> 1);
   const out = new Float32Array(half.length);
-  for (let i = 0; i < half.length; i++) {
-    const x = half[i], exponent = (x >> 10) & 31, mantissa = x & 1023, sign = x >> 15 ? -1 : 1;
-    if (exponent === 0) out[i] = sign * Math.pow(2, -14) * (mantissa / 1024);
-    else if (exponent === 31) out[i] = mantissa ? NaN : sign * Infinity;
-    else out[i] = sign * Math.pow(2, exponent - 15) * (1 + mantissa / 1024);
-  }
+  for (let i = 0; i < half.length; i++) out[i] = HALF[half[i]];
   return out;
 }
 
@@ -33,22 +41,25 @@ function at(m, h, i, j) {
 }
 window.attnkit = { data: D, state: state, weight: at };
 
-function colour(w) {
-  const v = Math.round(255 * (1 - Math.min(1, Math.max(0, w))));
-  return "rgb(" + v + "," + v + ",255)";
-}
-
+// One pixel per cell into an image of the map's size, scaled to the canvas without smoothing.
 function draw(canvas, m, h) {
-  const shape = D.maps[m].shape, ctx = canvas.getContext("2d");
-  const cw = canvas.width / shape[2], ch = canvas.height / shape[1];
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, canvas.width, canvas.height);
-  for (let i = 0; i < shape[1]; i++) {
-    for (let j = 0; j < shape[2]; j++) {
-      ctx.fillStyle = colour(at(m, h, i, j));
-      ctx.fillRect(j * cw, i * ch, Math.ceil(cw), Math.ceil(ch));
-    }
+  const shape = D.maps[m].shape, rows = shape[1], cols = shape[2];
+  const image = new ImageData(cols, rows), px = image.data, base = D.maps[m].offset + h * rows * cols;
+  for (let n = 0; n < rows * cols; n++) {
+    const v = Math.round(255 * (1 - Math.min(1, Math.max(0, W[base + n]))));
+    px[4 * n] = v;
+    px[4 * n + 1] = v;
+    px[4 * n + 2] = 255;
+    px[4 * n + 3] = 255;
   }
+  const buffer = document.createElement("canvas");
+  buffer.width = cols;
+  buffer.height = rows;
+  buffer.getContext("2d").putImageData(image, 0, 0);
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(buffer, 0, 0, canvas.width, canvas.height);
 }
 
 function summary() {
