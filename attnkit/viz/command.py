@@ -42,6 +42,13 @@ def explain_command(task: str) -> Command:
             "--format", default="png,json,html", help="comma-separated: png, json, html (default all three)"
         )
         parser.add_argument("--out", help="folder to write to (default RUN_DIR/explain; one subfolder per input)")
+        parser.add_argument(
+            "--summary",
+            action="store_true",
+            help="instead of single inputs, summarise attention over the run's own evaluation data: by offset, "
+            "entropy, mass on the first token and on padding (SASRec: by recency; ViT: distance in pixels)",
+        )
+        parser.add_argument("--limit", type=int, default=200, help="--summary: how many inputs (default 200)")
 
     return Command(add_arguments, lambda run, args: _run(run, args, task), f"{task}: attention maps of inputs.")
 
@@ -51,8 +58,10 @@ def _run(run: Any, args: argparse.Namespace, task: str) -> int:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise UserError(f"--format {args.format}: choose from {', '.join(FORMATS)}")
-    items = _inputs(run, args, task)
     out = Path(args.out) if args.out else run.run_dir / "explain"
+    if args.summary:
+        return _summary(run, args, out)
+    items = _inputs(run, args, task)
     options = {"max_new_tokens": args.max_new_tokens} if task == "lm" else {}
     for index, item in enumerate(items):
         explanation = explain(run, item, step_layer=args.layer, **options)
@@ -72,6 +81,19 @@ def _run(run: Any, args: argparse.Namespace, task: str) -> int:
         print(f"{_shown(item)}: prediction {json.dumps(explanation.prediction, ensure_ascii=False)}")
         print(f"  fidelity: max |captured - fused output| = {explanation.fidelity:.2e}")
         print(f"  wrote {len(written)} files to {folder}")
+    return 0
+
+
+def _summary(run: Any, args: argparse.Namespace, out: Path) -> int:
+    from attnkit.viz.summary import plot, summarise
+
+    summary = summarise(run, args.limit)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary), encoding="utf-8")
+    written = [out / "summary.json", *plot(summary, out)]
+    print(f"summarised {summary['inputs']} inputs over {len(summary['modules'])} attention modules")
+    print(f"  wrote {len(written)} files to {out}")
     return 0
 
 
