@@ -3,12 +3,19 @@
 Each field of an options dataclass becomes `--field-name` with the field's help; booleans get
 `--name/--no-name`. Values come, in rising priority, from the dataclass defaults, the task's
 defaults, a `--config` YAML preset, and the command line.
+
+A field's valid values are declared beside its type and default, in its metadata: `ge`, `gt`,
+`le`, `lt` bound a number (floats must also be finite), a `Literal` type lists the choices.
+`build` checks every given value against its field before anything is constructed, so a bad
+option from the command line or a preset is one line naming the option, the value and what is
+allowed, before any data is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -81,11 +88,13 @@ def load_preset(path: str | None) -> dict[str, Any]:
 
 
 def build(cls: type, *layers: dict[str, Any]) -> Any:
-    """Instantiate dataclass `cls` from merged layers (later wins), taking only its own fields."""
+    """Instantiate dataclass `cls` from merged layers (later wins), taking only its own fields, after
+    checking each value against its field's type and bounds (`check_values`)."""
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for layer in layers:
         values.update({k: v for k, v in layer.items() if k in names})
+    check_values(cls, values)
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
@@ -125,3 +134,71 @@ def config_from(options: Any, config_cls: type, **given: Any) -> Any:
     names = {f.name for f in dataclasses.fields(config_cls)}
     shared = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in names}
     return config_cls(**{**shared, **given})
+
+
+BOUNDS = ("ge", "gt", "le", "lt")
+
+
+def bounds(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None):
+    """Field metadata bounding a number: `field(default=..., metadata={"help": ..., **bounds(ge=0)})`."""
+    given = {"ge": ge, "gt": gt, "le": le, "lt": lt}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def check_values(cls: type, values: dict[str, Any]) -> None:
+    """Each value against its field of dataclass `cls`: its type (None where the type allows it, a
+    `Literal`'s choices, no text where a number belongs, finite floats) and its metadata bounds.
+    The first problem is a `UserError`: "--lr must be greater than 0, got -1.0"."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        problem = _type_problem(hints[f.name], values[f.name]) or _bound_problem(f.metadata, values[f.name])
+        if problem:
+            raise UserError(f"--{f.name.replace('_', '-')} must be {problem}, got {values[f.name]!r}")
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        problems = [_type_problem(a, value) for a in args if a is not type(None)]
+        return None if any(p is None for p in problems) else problems[0]
+    if origin is typing.Literal:
+        return None if value in args else "one of " + ", ".join(map(str, args))
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "a number"
+        return None if math.isfinite(value) else "a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "text"
+    return None
+
+
+def _bound_problem(metadata: Any, value: Any) -> str | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    ge, gt, le, lt = (metadata.get(k) for k in BOUNDS)
+    if (
+        (ge is not None and value < ge)
+        or (gt is not None and value <= gt)
+        or (le is not None and value > le)
+        or (lt is not None and value >= lt)
+    ):
+        return _describe(ge, gt, le, lt)
+    return None
+
+
+def _describe(ge: Any, gt: Any, le: Any, lt: Any) -> str:
+    low, high = (ge, "[") if ge is not None else (gt, "(")
+    top, close = (le, "]") if le is not None else (lt, ")")
+    if low is not None and top is not None:
+        return f"in {high}{low:g}, {top:g}{close}"
+    if low is not None:
+        return f"at least {low:g}" if ge is not None else f"greater than {low:g}"
+    return f"at most {top:g}" if le is not None else f"less than {top:g}"

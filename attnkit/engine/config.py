@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from attnkit.engine.optim import Schedule
 from attnkit.nn.config import DictConfig
+from attnkit.options import bounds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,28 +39,28 @@ class TrainConfig(DictConfig):
         progress: show progress bars.
     """
 
-    epochs: int = 10
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    beta2: float = 0.999
+    epochs: int = field(default=10, metadata=bounds(ge=1))
+    max_steps: int | None = field(default=None, metadata=bounds(ge=1))
+    max_minutes: float | None = field(default=None, metadata=bounds(gt=0))
+    batch_size: int = field(default=32, metadata=bounds(ge=1))
+    lr: float = field(default=5e-4, metadata=bounds(gt=0))
+    weight_decay: float = field(default=0.01, metadata=bounds(ge=0))
+    beta2: float = field(default=0.999, metadata=bounds(ge=0, lt=1))
     schedule: Schedule = "cosine"
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
-    grad_accum: int = 1
+    warmup_steps: int = field(default=100, metadata=bounds(ge=0))
+    min_lr_ratio: float = field(default=0.0, metadata=bounds(ge=0, le=1))
+    grad_clip: float = field(default=1.0, metadata=bounds(ge=0))
+    grad_accum: int = field(default=1, metadata=bounds(ge=1))
     bf16: bool = False
     compile: bool = False
-    eval_every: int = 0
-    save_every: int = 0
-    keep_checkpoints: int = 0
+    eval_every: int = field(default=0, metadata=bounds(ge=0))
+    save_every: int = field(default=0, metadata=bounds(ge=0))
+    keep_checkpoints: int = field(default=0, metadata=bounds(ge=0))
     metric: str = "val_loss"
     metric_mode: Literal["max", "min"] = "min"
-    patience: int = 0
+    patience: int = field(default=0, metadata=bounds(ge=0))
     seed: int = 0
-    threads: int | None = None
+    threads: int | None = field(default=None, metadata=bounds(ge=1))
     device: str = "auto"
     progress: bool = True
 

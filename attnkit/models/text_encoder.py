@@ -66,6 +66,9 @@ class TextEncoderConfig(DictConfig):
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         if self.positional not in ("learned", "sinusoidal"):
             raise ValueError(f"positional must be learned or sinusoidal, got {self.positional!r}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class TextEncoder(nn.Module):

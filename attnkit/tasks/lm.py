@@ -27,7 +27,7 @@ from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.nn import linear_cross_entropy
-from attnkit.options import check_model_options, config_from, model_option
+from attnkit.options import bounds, check_model_options, config_from, model_option
 from attnkit.tasks.adapters import HiddenForward
 from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
 from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
@@ -44,7 +44,7 @@ class LmOptions:
     text: str | None = field(default=None, metadata={"help": "plain-text file to model (.gz accepted)"})
     valid_fraction: float = field(default=0.1, metadata={"help": "the last share of the text held out"})
     tokenizer: TokenizerKind = field(default="char", metadata={"help": "char or bytebpe"})
-    vocab_size: int = field(default=4096, metadata={"help": "bytebpe vocabulary size"})
+    vocab_size: int = field(default=4096, metadata={**bounds(ge=261), "help": "bytebpe vocabulary size"})
     max_len: int = field(default=256, metadata={"help": "context length in tokens (nanoGPT's block_size)"})
     d_model: int = model_option(GPTConfig, "d_model", "model width")
     n_heads: int = model_option(GPTConfig, "n_heads", "attention heads")
@@ -57,7 +57,8 @@ class LmOptions:
     )
     bias: bool = model_option(GPTConfig, "bias", "biases in linear layers")
     steps_per_epoch: int | None = field(
-        default=None, metadata={"help": "random windows batches per 'epoch' (default: the text's size once)"}
+        default=None,
+        metadata={**bounds(ge=1), "help": "random windows batches per 'epoch' (default: the text's size once)"},
     )
 
     def __post_init__(self) -> None:

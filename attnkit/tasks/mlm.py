@@ -47,6 +47,7 @@ class MlmOptions(EncoderOptions):
     mask_prob: float = field(default=0.15, metadata={"help": "share of tokens to predict"})
 
     def __post_init__(self) -> None:
+        self.check_encoder()
         if not (self.text or self.dataset) or (self.text and self.dataset):
             raise UserError("give either --text FILE or --dataset NAME")
         if not 0 < self.mask_prob < 1:

@@ -32,7 +32,7 @@ from attnkit.engine import Batches, Trainer, load_weights
 from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.models.vit import ViT, ViTConfig
-from attnkit.options import check_model_options, config_from, model_option
+from attnkit.options import bounds, check_model_options, config_from, model_option
 from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
 from attnkit.tasks.classify.objective import ClassifyTask
 from attnkit.tasks.io import add_top_k_argument, checked_top_k, top_labels
@@ -54,8 +54,12 @@ class VisionOptions:
             "help": "the dataset's folder (default $ATTNKIT_DATA/<name>); for folder: root with train/ and test/"
         },
     )
-    valid_size: int = field(default=5000, metadata={"help": "training images held out for validation (0 = none)"})
-    image_size: int | None = field(default=None, metadata={"help": "resize images to this side (default: native)"})
+    valid_size: int = field(
+        default=5000, metadata={**bounds(ge=0), "help": "training images held out for validation (0 = none)"}
+    )
+    image_size: int | None = field(
+        default=None, metadata={**bounds(ge=4), "help": "resize images to this side (default: native)"}
+    )
     patch_size: int = model_option(ViTConfig, "patch_size", "patch side P")
     d_model: int = model_option(ViTConfig, "d_model", "model width")
     n_heads: int = model_option(ViTConfig, "n_heads", "attention heads")
@@ -80,10 +84,13 @@ class VisionOptions:
     augment: Augment = field(
         default="crop", metadata={"help": "none, crop (pad + random crop), crop_flip, or randaug (crop_flip + RA)"}
     )
-    crop_padding: int = field(default=2, metadata={"help": "zero padding before the random crop"})
-    magnitude: float = field(default=0.3, metadata={"help": "RandAugment-lite magnitude in [0, 1]"})
+    crop_padding: int = field(default=2, metadata={**bounds(ge=0), "help": "zero padding before the random crop"})
+    magnitude: float = field(
+        default=0.3, metadata={**bounds(ge=0, le=1), "help": "RandAugment-lite magnitude in [0, 1]"}
+    )
     rotate: float = field(
-        default=0.0, metadata={"help": "rotate training images by up to this many degrees either way (0 = never)"}
+        default=0.0,
+        metadata={**bounds(ge=0), "help": "rotate training images by up to this many degrees either way (0 = never)"},
     )
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
 

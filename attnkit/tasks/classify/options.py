@@ -83,6 +83,7 @@ class ClassifyOptions(EncoderOptions):
     )
 
     def __post_init__(self) -> None:
+        self.check_encoder()
         if not (self.train or self.dataset):
             raise UserError("give --train FILE or --dataset NAME")
         if self.train and self.dataset:

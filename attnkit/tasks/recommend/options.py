@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from attnkit.errors import UserError
 from attnkit.models.sasrec import SASRecConfig, Style
-from attnkit.options import check_model_options, config_from, model_option
+from attnkit.options import bounds, check_model_options, config_from, model_option
 from attnkit.tasks.recommend.objective import Loss, RecommendTask
 
 Protocol = Literal["sampled", "full", "both"]
@@ -22,7 +22,7 @@ class RecommendOptions:
         default=None,
         metadata={"help": "interactions: SASRec 'user item' text, user,item[,rating][,timestamp] CSV, or ratings.dat"},
     )
-    min_count: int = field(default=0, metadata={"help": "k-core filter on users and items (0 = off)"})
+    min_count: int = field(default=0, metadata={**bounds(ge=0), "help": "k-core filter on users and items (0 = off)"})
     duplicates: Literal["error", "drop", "keep"] = field(
         default="error", metadata={"help": "what a repeated interaction line is: error, drop or keep"}
     )
@@ -72,7 +72,7 @@ class RecommendOptions:
     )
     negatives: int = field(default=100, metadata={"help": "negatives per user of the sampled protocol"})
     eval_seed: int = field(default=0, metadata={"help": "seed of the sampled protocol's negatives"})
-    eval_batch_size: int = field(default=256, metadata={"help": "users per evaluation batch"})
+    eval_batch_size: int = field(default=256, metadata={**bounds(ge=1), "help": "users per evaluation batch"})
 
     # What runs saved before these options existed did (see tasks.rundir.saved_options).
     SAVED_WITHOUT: ClassVar[dict[str, object]] = {"style": "attnkit", "attention_dropout": 0.0, "length_buckets": True}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from attnkit.data.tokenizer import PAD_ID
 from attnkit.errors import UserError
 from attnkit.nn import TransformerConfig
-from attnkit.options import check_model_options, config_from, model_option
+from attnkit.options import bounds, check_model_options, config_from, model_option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,8 +37,10 @@ class TranslateOptions:
     test_pairs: str | None = field(default=None, metadata={"help": "test pairs as TSV"})
     src_lang: str = field(default="de", metadata={"help": "source language code (for Moses tokenization)"})
     tgt_lang: str = field(default="en", metadata={"help": "target language code"})
-    valid_size: int = field(default=500, metadata={"help": "pairs held out of training when no validation set"})
-    vocab_size: int = field(default=8000, metadata={"help": "joint byte-level BPE vocabulary"})
+    valid_size: int = field(
+        default=500, metadata={**bounds(ge=1), "help": "pairs held out of training when no validation set"}
+    )
+    vocab_size: int = field(default=8000, metadata={**bounds(ge=261), "help": "joint byte-level BPE vocabulary"})
     tokenizer_file: str | None = field(default=None, metadata={"help": "use this tokenizer.json instead"})
     bpe_dropout: float = field(
         default=0.0,
@@ -57,11 +59,15 @@ class TranslateOptions:
     attention_dropout: float = model_option(TransformerConfig, "attention_dropout", "dropout on attention weights")
     norm_first: bool = model_option(TransformerConfig, "norm_first", "pre-norm (the paper is post-norm)")
     label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing ε (the paper: 0.1)"})
-    max_tokens: int = field(default=4096, metadata={"help": "source + target tokens per batch, padding included"})
+    max_tokens: int = field(
+        default=4096, metadata={**bounds(ge=16), "help": "source + target tokens per batch, padding included"}
+    )
     average_last: int = field(default=5, metadata={"help": "average the last k evaluation checkpoints (1 = off)"})
     beam: int = field(default=4, metadata={"help": "beam size of the final evaluation (the paper: 4)"})
     alpha: float = field(default=0.6, metadata={"help": "length penalty α (the paper: 0.6)"})
-    extra_len: int = field(default=50, metadata={"help": "longest output = source length + this (the paper: 50)"})
+    extra_len: int = field(
+        default=50, metadata={**bounds(ge=0), "help": "longest output = source length + this (the paper: 50)"}
+    )
 
     def __post_init__(self) -> None:
         given = [bool(self.train_src or self.train_tgt), bool(self.train_pairs), bool(self.dataset)]

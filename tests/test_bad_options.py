@@ -1,0 +1,73 @@
+"""Bad option values, from the command line or a preset, end in one line naming the option, the value and
+what is allowed, with exit code 2, before any data is read or any run directory is made. Adding a case
+is one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnkit.cli import main
+
+DATA = {  # data options that name files which do not exist: a checked option must fail first
+    "classify": ["--train", "missing.csv"],
+    "mlm": ["--text", "missing.txt"],
+    "recommend": ["--data", "missing.txt"],
+    "translate": ["--train-src", "missing.de", "--train-tgt", "missing.en"],
+    "lm": ["--text", "missing.txt"],
+    "vision": ["--dataset", "mnist", "--data-dir", "missing"],
+}
+
+CASES = [
+    ("classify", ["--lr", "nan"], "--lr must be a finite number, got nan"),
+    ("classify", ["--lr", "inf"], "--lr must be a finite number, got inf"),
+    ("classify", ["--lr", "-1"], "--lr must be greater than 0, got -1.0"),
+    ("classify", ["--beta2", "2"], "--beta2 must be in [0, 1), got 2.0"),
+    ("classify", ["--grad-clip", "-1"], "--grad-clip must be at least 0, got -1.0"),
+    ("classify", ["--weight-decay", "-1"], "--weight-decay must be at least 0, got -1.0"),
+    ("classify", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    ("classify", ["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    ("classify", ["--max-minutes", "0"], "--max-minutes must be greater than 0, got 0.0"),
+    ("classify", ["--min-lr-ratio", "1.5"], "--min-lr-ratio must be in [0, 1], got 1.5"),
+    ("classify", ["--threads", "0"], "--threads must be at least 1, got 0"),
+    ("classify", ["--vocab-size", "0"], "--vocab-size must be at least 16, got 0"),
+    ("mlm", ["--patience", "-2"], "--patience must be at least 0, got -2"),
+    ("recommend", ["--eval-batch-size", "0"], "--eval-batch-size must be at least 1, got 0"),
+    ("recommend", ["--min-count", "-1"], "--min-count must be at least 0, got -1"),
+    ("translate", ["--vocab-size", "10"], "--vocab-size must be at least 261, got 10"),
+    ("translate", ["--max-tokens", "1"], "--max-tokens must be at least 16, got 1"),
+    ("translate", ["--valid-size", "-1"], "--valid-size must be at least 1, got -1"),
+    ("translate", ["--alpha", "nan"], "--alpha must be a finite number, got nan"),
+    ("lm", ["--steps-per-epoch", "-5"], "--steps-per-epoch must be at least 1, got -5"),
+    ("vision", ["--crop-padding", "-3"], "--crop-padding must be at least 0, got -3"),
+    ("vision", ["--magnitude", "5"], "--magnitude must be in [0, 1], got 5.0"),
+    ("vision", ["--image-size", "2"], "--image-size must be at least 4, got 2"),
+]
+
+
+@pytest.mark.parametrize(("task", "args", "message"), CASES, ids=[f"{t}{' '.join(a)}" for t, a, _ in CASES])
+def test_bad_option_value(task, args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", task, *DATA[task], *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n"
+    assert not out.exists()  # nothing was made
+
+
+PRESET_CASES = [
+    ("patience: ten\n", "--patience must be a whole number, got 'ten'"),
+    ("lr: 1e-3\n", "--lr must be a number, got '1e-3'"),  # YAML 1.1 reads 1e-3 (no dot) as text
+    ("bf16: maybe\n", "--bf16 must be true or false, got 'maybe'"),
+    ("schedule: wavy\n", "--schedule must be one of cosine, linear, inverse_sqrt, constant, got 'wavy'"),
+    ("dropout: 2\n", "dropout must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize(("preset", "message"), PRESET_CASES)
+def test_bad_preset_value(preset, message, tmp_path, capsys):
+    path = tmp_path / "preset.yaml"
+    path.write_text(preset)
+    out = tmp_path / "run"
+    assert main(["train", "classify", *DATA["classify"], "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
