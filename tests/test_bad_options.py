@@ -4,6 +4,8 @@ is one line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from attnkit.cli import main
@@ -41,6 +43,9 @@ CASES = [
     ("vision", ["--crop-padding", "-3"], "--crop-padding must be at least 0, got -3"),
     ("vision", ["--magnitude", "5"], "--magnitude must be in [0, 1], got 5.0"),
     ("vision", ["--image-size", "2"], "--image-size must be at least 4, got 2"),
+    ("classify", ["--metric", "bogus"], "--metric must be one of accuracy, macro_f1, micro_f1, loss for classify"),
+    ("translate", ["--metric", "accuracy"], "--metric must be one of loss, ppl for translate, got 'accuracy'"),
+    ("classify", ["--device", "tpu9"], "--device must be auto, cpu, cuda or cuda:N, got 'tpu9'"),
 ]
 
 
@@ -49,8 +54,24 @@ def test_bad_option_value(task, args, message, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", task, *DATA[task], *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: {message}\n"
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
     assert not out.exists()  # nothing was made
+
+
+def test_cuda_asked_for_without_cuda(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["train", "classify", *DATA["classify"], "--device", "cuda", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == "error: --device cuda was asked for but no CUDA device is available\n"
+
+
+def test_init_from_a_run_of_another_task(tmp_path, capsys, monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    train = "tests/fixtures/runs/data/classify/train.csv"
+    args = ["train", "classify", "--train", train, "--init", "tests/fixtures/runs/lm", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "is a lm run; start from an mlm or classify run" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 PRESET_CASES = [

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from attnkit.errors import UserError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -40,12 +42,17 @@ def setup(device: str = "auto") -> Dist:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    chosen = torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if chosen.type == "cuda" and chosen.index is None:
         chosen = torch.device("cuda", local_rank if world_size > 1 else 0)
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+            raise UserError("--device cuda was asked for but no CUDA device is available")
         torch.cuda.set_device(chosen)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")

@@ -143,6 +143,7 @@ class TaskSpec:
             and returns its final metrics; extra keyword arguments are the task's own.
         run_class: the `Run` subclass that opens its runs.
         commands: command name -> `Command`, for the commands its runs support.
+        metrics: the validation metrics `--metric` may name (each also with a `val_` prefix).
     """
 
     name: str
@@ -153,6 +154,7 @@ class TaskSpec:
     train_run: Callable[..., dict[str, float]]
     run_class: type[Run]
     commands: dict[str, Command] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ("loss",)
 
     def train(
         self,
@@ -168,5 +170,8 @@ class TaskSpec:
         continued from its last checkpoint (options and training settings from its config.json;
         only the device, threads and progress display of `train_config` apply). Returns the final
         metrics (empty on processes other than rank 0)."""
+        metric = train_config.metric.removeprefix("val_")
+        if metric not in self.metrics:
+            raise UserError(f"--metric must be one of {', '.join(self.metrics)} for {self.name}, got {metric!r}")
         start = start_run(options, self.options, train_config, resume=resume, run_dir=run_dir, log=log)
         return self.train_run(start, **extra)

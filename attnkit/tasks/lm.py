@@ -390,5 +390,7 @@ COMMANDS = {
     ),
     "explain": explain_command("lm"),
 }
-TASK = TaskSpec("lm", HELP, DESCRIPTION, LmOptions, TRAIN_DEFAULTS, train_run, LanguageModelRun, COMMANDS)
+TASK = TaskSpec(
+    "lm", HELP, DESCRIPTION, LmOptions, TRAIN_DEFAULTS, train_run, LanguageModelRun, COMMANDS, ("loss", "ppl")
+)
 train = TASK.train

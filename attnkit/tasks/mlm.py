@@ -255,5 +255,7 @@ COMMANDS = {
     "evaluate": metrics_command("mlm: masked-token loss and accuracy on the held-out documents."),
     "explain": explain_command("mlm"),
 }
-TASK = TaskSpec("mlm", HELP, DESCRIPTION, MlmOptions, TRAIN_DEFAULTS, train_run, MlmRun, COMMANDS)
+TASK = TaskSpec(
+    "mlm", HELP, DESCRIPTION, MlmOptions, TRAIN_DEFAULTS, train_run, MlmRun, COMMANDS, ("loss", "masked_accuracy")
+)
 train = TASK.train

@@ -317,5 +317,15 @@ COMMANDS = {
     "predict": Command(_predict_arguments, _predict, "vision: the class of image files."),
     "explain": explain_command("vision"),
 }
-TASK = TaskSpec("vision", HELP, DESCRIPTION, VisionOptions, TRAIN_DEFAULTS, train_run, VisionRun, COMMANDS)
+TASK = TaskSpec(
+    "vision",
+    HELP,
+    DESCRIPTION,
+    VisionOptions,
+    TRAIN_DEFAULTS,
+    train_run,
+    VisionRun,
+    COMMANDS,
+    ("accuracy", "macro_f1", "loss"),
+)
 train = TASK.train

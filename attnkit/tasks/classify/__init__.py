@@ -21,7 +21,17 @@ DESCRIPTION = (
     "by validation accuracy, and report test metrics."
 )
 COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT, "explain": explain_command("classify")}
-TASK = TaskSpec("classify", HELP, DESCRIPTION, ClassifyOptions, TRAIN_DEFAULTS, train_run, ClassifierRun, COMMANDS)
+TASK = TaskSpec(
+    "classify",
+    HELP,
+    DESCRIPTION,
+    ClassifyOptions,
+    TRAIN_DEFAULTS,
+    train_run,
+    ClassifierRun,
+    COMMANDS,
+    ("accuracy", "macro_f1", "micro_f1", "loss"),
+)
 
 train = TASK.train
 

@@ -151,6 +151,8 @@ def _model_setup(
         return TextEncoderConfig.from_dict(saved["model"]), load_tokenizer(run_dir / "tokenizer.json")
     if options.init:
         init_dir, init_config = read_config(options.init)
+        if init_config["task"] not in ("mlm", "classify"):
+            raise UserError(f"--init {init_dir}: is a {init_config['task']} run; start from an mlm or classify run")
         if "model" not in init_config:
             raise UserError(f"{init_dir}: has no model configuration to start from")
         base = TextEncoderConfig.from_dict(init_config["model"])

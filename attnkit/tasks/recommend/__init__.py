@@ -34,7 +34,17 @@ DESCRIPTION = (
     "NDCG@10, and report test HR@10, NDCG@10 and MRR under the sampled (the paper's) and full-ranking protocols."
 )
 COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT, "explain": explain_command("recommend")}
-TASK = TaskSpec("recommend", HELP, DESCRIPTION, RecommendOptions, TRAIN_DEFAULTS, train_run, RecommenderRun, COMMANDS)
+TASK = TaskSpec(
+    "recommend",
+    HELP,
+    DESCRIPTION,
+    RecommendOptions,
+    TRAIN_DEFAULTS,
+    train_run,
+    RecommenderRun,
+    COMMANDS,
+    tuple(f"{p}_{m}" for p in ("sampled", "full") for m in ("hr@10", "ndcg@10", "mrr")),
+)
 
 train = TASK.train
 

@@ -28,7 +28,17 @@ DESCRIPTION = (
     "--max-tokens tokens."
 )
 COMMANDS = {"evaluate": EVALUATE, "predict": PREDICT, "explain": explain_command("translate")}
-TASK = TaskSpec("translate", HELP, DESCRIPTION, TranslateOptions, TRAIN_DEFAULTS, train_run, TranslatorRun, COMMANDS)
+TASK = TaskSpec(
+    "translate",
+    HELP,
+    DESCRIPTION,
+    TranslateOptions,
+    TRAIN_DEFAULTS,
+    train_run,
+    TranslatorRun,
+    COMMANDS,
+    ("loss", "ppl"),
+)
 
 train = TASK.train
 
