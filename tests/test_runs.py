@@ -5,6 +5,7 @@ fixture runs (tests/fixtures/runs)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -218,3 +219,51 @@ def test_translate_predict_writes_json_lines_and_csv(copy_run, tmp_path, capsys)
     assert rows == [["source", "translation"], *([s, t] for s, t in zip(sentences, printed, strict=True))]
     assert main(["predict", str(run), *sentences, "--beam", "1", "--output", str(tmp_path / "out.en")]) == 0
     assert (tmp_path / "out.en").read_text().splitlines() == printed
+
+
+# ------------------------------------------------------------------------- damaged run directories
+
+
+def _damage_json(name: str, change):
+    def damage(run: Path) -> None:
+        data = json.loads((run / name).read_text())
+        change(data)
+        (run / name).write_text(json.dumps(data))
+
+    return damage
+
+
+DAMAGED = [
+    ("classify", _damage_json("config.json", lambda c: c.update(colour=1)), "config.json: unknown key(s) 'colour'"),
+    ("classify", _damage_json("config.json", lambda c: c.update(classes=5)), "'classes' must be a list of class names"),
+    ("classify", _damage_json("config.json", lambda c: c.pop("classes")), "config.json: missing 'classes'"),
+    ("classify", _damage_json("config.json", lambda c: c["options"].update(max_len="256")), "max-len must be a whole"),
+    (
+        "translate",
+        _damage_json("config.json", lambda c: c["options"].update(beam="four")),
+        "beam must be a whole number",
+    ),
+    ("translate", _damage_json("config.json", lambda c: c.pop("options")), "missing or malformed 'options'"),
+    ("vision", _damage_json("config.json", lambda c: c.pop("normalize")), "config.json: missing 'normalize'"),
+    ("recommend", _damage_json("ids.json", lambda c: c.pop("users")), "ids.json: missing or malformed 'users'"),
+    ("recommend", lambda run: (run / "interactions.safetensors").write_bytes(b"\x00" * 40), "interactions.safetensors"),
+    ("recommend", lambda run: (run / "ids.json").write_text("{"), "ids.json: cannot read"),
+    ("lm", lambda run: (run / "model.safetensors").write_bytes(b"junk"), "model.safetensors"),
+    ("lm", lambda run: (run / "config.json").write_text("[]"), "not an attnkit run configuration"),
+]
+
+
+@pytest.mark.parametrize(("task", "damage", "message"), DAMAGED, ids=[f"{t}-{m[:30]}" for t, _, m in DAMAGED])
+def test_a_damaged_run_directory_is_one_clear_line(task, damage, message, copy_run, capsys):
+    run = copy_run(task)
+    damage(run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match=re.escape(message)):
+        open_run(run)
+    command = {"lm": ["generate", str(run)], "recommend": ["predict", str(run), "--history", "50"]}.get(
+        task, ["evaluate", str(run)]
+    )
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing changed

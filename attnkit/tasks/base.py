@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from attnkit.engine import load_weights
 from attnkit.errors import UserError
+from attnkit.options import check_values
 from attnkit.tasks.rundir import saved_options, start_run
 
 
@@ -41,6 +42,8 @@ class Run:
     options_class: ClassVar[type]
     model_class: ClassVar[type[nn.Module]]
     config_class: ClassVar[Any]
+    # What config.json may hold besides task, options, model and train: the task's own records.
+    extra_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, *, task: str, options: type, model: type[nn.Module], config: Any, **kwargs: Any) -> None:
         """A task's run class names its task, options, model and model configuration classes:
@@ -58,9 +61,26 @@ class Run:
     @classmethod
     def open(cls, run_dir: Path, config: dict[str, Any], device: torch.device | str = "cpu") -> Run:
         """The run in `run_dir` (config.json already read and checked to be this task's)."""
+        cls.check_config(run_dir / "config.json", config)
         model = cls.build_model(run_dir, config)
         load_weights(model, run_dir / "model.safetensors")
         return cls(run_dir, config, model, device)
+
+    @classmethod
+    def check_config(cls, path: Path, config: dict[str, Any]) -> None:
+        """config.json's keys and the types and bounds of its options, each problem naming the field."""
+        unknown = sorted(set(config) - {"task", "options", "model", "train", *cls.extra_keys})
+        if unknown:
+            raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}")
+        missing = [key for key in cls.extra_keys if key not in config]
+        if missing:
+            raise UserError(f"{path}: missing {', '.join(map(repr, missing))}")
+        options = config.get("options")
+        if isinstance(options, dict):
+            try:
+                check_values(cls.options_class, options)
+            except UserError as error:
+                raise UserError(f"{path}: in 'options', {str(error).removeprefix('--')}") from None
 
     @classmethod
     def build_model(cls, run_dir: Path, config: dict[str, Any]) -> nn.Module:

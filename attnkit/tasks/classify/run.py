@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,15 @@ from attnkit.tasks.io import add_top_k_argument, checked_top_k, output_format, r
 
 class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextClassifier, config=TextEncoderConfig):
     """A trained `TextClassifier` with its tokenizer and classes."""
+
+    extra_keys = ("classes",)
+
+    @classmethod
+    def check_config(cls, path: Path, config: dict[str, Any]) -> None:
+        super().check_config(path, config)
+        classes = config["classes"]
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            raise UserError(f"{path}: 'classes' must be a list of class names, got {classes!r}")
 
     options: ClassifyOptions
 

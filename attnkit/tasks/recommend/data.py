@@ -118,12 +118,24 @@ def load_interactions(run_dir: Path) -> Interactions:
 
     try:
         tensors = load_file(str(run_dir / "interactions.safetensors"))
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise UserError(
+            f"{run_dir / 'interactions.safetensors'}: cannot read the run's interactions ({error})"
+        ) from None
+    try:
         ids = json.loads((run_dir / "ids.json").read_text())
     except (OSError, ValueError) as error:
-        raise UserError(f"{run_dir}: cannot read the run's interactions ({error})") from None
-    flat = tensors["items"].tolist()
+        raise UserError(f"{run_dir / 'ids.json'}: cannot read the run's ids ({error})") from None
+    for key in ("users", "items"):
+        if not isinstance(ids, dict) or not isinstance(ids.get(key), list):
+            raise UserError(f"{run_dir / 'ids.json'}: missing or malformed {key!r} (a list of ids)")
+    if set(tensors) != {"items", "lengths"}:
+        raise UserError(f"{run_dir / 'interactions.safetensors'}: expected tensors 'items' and 'lengths'")
+    flat, lengths = tensors["items"].tolist(), tensors["lengths"].tolist()
+    if sum(lengths) != len(flat) or len(lengths) != len(ids["users"]):
+        raise UserError(f"{run_dir}: interactions.safetensors and ids.json do not agree (users or item counts)")
     sequences, start = [], 0
-    for length in tensors["lengths"].tolist():
+    for length in lengths:
         sequences.append(flat[start : start + length])
         start += length
     return Interactions(sequences, ids["users"], ids["items"], ids.get("source", ""))
