@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -35,28 +34,6 @@ CHECKS = [
     for task, items in EXPECTED["tasks"].items()
     for index, item in enumerate(items)
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def copy_run(tmp_path, monkeypatch):
-    """A function: the task's fixture run, copied into tmp_path; the working directory is the repository root."""
-    monkeypatch.chdir(ROOT)
-
-    def copy(task: str) -> Path:
-        target = tmp_path / task
-        shutil.copytree(RUNS / task, target)
-        return target
-
-    return copy
 
 
 def _printed(out: str) -> tuple[str, list[float]]:

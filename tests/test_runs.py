@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,6 @@ from attnkit.tasks.translate import EOS_ID
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "tests" / "fixtures" / "runs"
 IMAGES = "tests/fixtures/runs/data/vision/test"
-
-
-@pytest.fixture
-def copy_run(tmp_path, monkeypatch):
-    """A function: the task's fixture run copied into tmp_path; the working directory is the repository
-    root, where the data paths saved in the runs point."""
-    monkeypatch.chdir(ROOT)
-    torch.set_num_threads(1)
-
-    def copy(task: str) -> Path:
-        target = tmp_path / task
-        shutil.copytree(RUNS / task, target)
-        return target
-
-    return copy
 
 
 def _edit_config(run: Path, change) -> None:

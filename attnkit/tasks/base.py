@@ -75,6 +75,9 @@ class Run:
         missing = [key for key in cls.extra_keys if key not in config]
         if missing:
             raise UserError(f"{path}: missing {', '.join(map(repr, missing))}")
+        classes = config.get("classes", [""])
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            raise UserError(f"{path}: 'classes' must be a list of class names, got {classes!r}")
         options = config.get("options")
         if isinstance(options, dict):
             try:

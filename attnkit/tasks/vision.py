@@ -256,13 +256,6 @@ class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViT
 
     extra_keys = ("classes", "normalize")
 
-    @classmethod
-    def check_config(cls, path: Path, config: dict[str, Any]) -> None:
-        super().check_config(path, config)
-        classes = config["classes"]
-        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-            raise UserError(f"{path}: 'classes' must be a list of class names, got {classes!r}")
-
     options: VisionOptions
 
     def setup(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,19 +24,6 @@ INPUTS = {
     "vision": [IMAGE],
     "recommend": ["--history", "50,51,52"],
 }
-
-
-@pytest.fixture
-def copy_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    torch.set_num_threads(1)
-
-    def copy(task: str) -> Path:
-        target = tmp_path / task
-        shutil.copytree(RUNS / task, target)
-        return target
-
-    return copy
 
 
 @pytest.mark.parametrize("task", list(INPUTS))

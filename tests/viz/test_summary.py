@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from attnkit.cli import main
 from attnkit.viz.summary import Accumulator
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-RUNS = ROOT / "tests" / "fixtures" / "runs"
 
 
 def test_accumulated_statistics_by_hand():
@@ -46,10 +41,8 @@ def test_recency_and_distance_by_hand():
 
 
 @pytest.mark.parametrize("task", ["classify", "mlm", "recommend", "translate", "lm", "vision"])
-def test_explain_summary_on_every_task(task, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(ROOT)
-    run_dir = tmp_path / task
-    shutil.copytree(RUNS / task, run_dir)
+def test_explain_summary_on_every_task(task, copy_run, tmp_path, capsys):
+    run_dir = copy_run(task)
     out = tmp_path / "summary"
     assert main(["explain", str(run_dir), "--summary", "--limit", "12", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -69,8 +62,6 @@ def test_explain_summary_on_every_task(task, tmp_path, monkeypatch, capsys):
     assert "summarised" in capsys.readouterr().out
 
 
-def test_summary_limit_is_checked(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(ROOT)
-    shutil.copytree(RUNS / "classify", tmp_path / "run")
-    assert main(["explain", str(tmp_path / "run"), "--summary", "--limit", "0"]) == 2
+def test_summary_limit_is_checked(copy_run, capsys):
+    assert main(["explain", str(copy_run("classify")), "--summary", "--limit", "0"]) == 2
     assert "--limit must be at least 1" in capsys.readouterr().err

@@ -16,9 +16,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-RUNS = ROOT / "tests" / "fixtures" / "runs"
-
 
 @pytest.fixture(scope="module")
 def browser():
@@ -53,11 +50,8 @@ def _pixels(page) -> str:
 
 
 @pytest.fixture
-def classifier_page(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    run_dir = tmp_path / "classify"
-    shutil.copytree(RUNS / "classify", run_dir)
-    explanation = explain(open_run(run_dir), "goal match team striker cup stock")
+def classifier_page(copy_run, tmp_path):
+    explanation = explain(open_run(copy_run("classify")), "goal match team striker cup stock")
     path = tmp_path / "attention.html"
     explanation.to_html(path)
     return explanation, path
@@ -95,11 +89,8 @@ def test_viewer_works_offline_and_shows_the_captured_numbers(browser, classifier
     assert not errors, errors
 
 
-def test_vision_viewer_draws_the_image_overlay(browser, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    run_dir = tmp_path / "vision"
-    shutil.copytree(RUNS / "vision", run_dir)
-    explanation = explain(open_run(run_dir), "tests/fixtures/runs/data/vision/test/vertical/0.png")
+def test_vision_viewer_draws_the_image_overlay(browser, copy_run, tmp_path):
+    explanation = explain(open_run(copy_run("vision")), "tests/fixtures/runs/data/vision/test/vertical/0.png")
     path = tmp_path / "vision.html"
     explanation.to_html(path)
     page, errors, requests = _open(browser, path)

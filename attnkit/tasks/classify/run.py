@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,13 +26,6 @@ class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextCla
     """A trained `TextClassifier` with its tokenizer and classes."""
 
     extra_keys = ("classes",)
-
-    @classmethod
-    def check_config(cls, path: Path, config: dict[str, Any]) -> None:
-        super().check_config(path, config)
-        classes = config["classes"]
-        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-            raise UserError(f"{path}: 'classes' must be a list of class names, got {classes!r}")
 
     options: ClassifyOptions
 
