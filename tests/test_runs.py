@@ -251,3 +251,24 @@ def test_a_damaged_run_directory_is_one_clear_line(task, damage, message, copy_r
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing changed
+
+
+@pytest.mark.parametrize("target", ["folder", "file-under-a-file"])
+def test_an_output_that_cannot_be_written_is_one_line(target, copy_run, tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    output = tmp_path if target == "folder" else blocker / "out.jsonl"
+    args = ["predict", str(copy_run("classify")), "some text", "--output", str(output)]
+    if target == "folder":
+        args[-1] = str(tmp_path / "dir.jsonl")
+        (tmp_path / "dir.jsonl").mkdir()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output ") and err.count("\n") == 1
+
+
+def test_download_into_a_file_is_one_line(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert main(["data", "download", "reuters21578", "--data-dir", str(target)]) == 2
+    assert capsys.readouterr().err == f"error: --data-dir {target}: is a file, not a folder\n"

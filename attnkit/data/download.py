@@ -118,7 +118,12 @@ def download(
     if name not in sources:
         raise DataError(f"unknown dataset {name!r}; can download: {', '.join(sorted(sources))}")
     target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise DataError(f"--data-dir {target}: is a file, not a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"--data-dir {target}: cannot create the folder ({error.strerror})") from None
     for remote in sources[name]:
         url = f"{mirror.rstrip('/')}/{remote.url.rsplit('/', 1)[1]}" if mirror else remote.url
         log(f"fetching {url}")

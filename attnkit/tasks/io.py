@@ -120,6 +120,11 @@ def write_records(
             writer.writerow([record[c] for c in columns])
     else:
         buffer.write("".join(f"{record[text_key]}\n" for record in records))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    if path.is_dir():
+        raise UserError(f"--output {path}: is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"--output {path}: cannot be written ({error.strerror})") from None
