@@ -26,6 +26,7 @@ from attnkit.engine.distributed import Dist, all_gather_rows, barrier
 from attnkit.engine.evaluation import collect, to_device
 from attnkit.engine.history import plot_curves, read_history, write_history
 from attnkit.engine.optim import build_optimizer, build_scheduler
+from attnkit.errors import UserError
 
 Batch = dict[str, Tensor]
 
@@ -55,6 +56,10 @@ class Task(Protocol):
 
     def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
         """Metrics from the concatenated per-example results of a whole evaluation set."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite; training stopped before the weights were updated."""
 
 
 class Trainer:
@@ -133,7 +138,7 @@ class Trainer:
             while position["batch"] < len(batches):
                 group = groups[position["batch"]]
                 self.wrapped.train()
-                loss_sum, tokens = self._accumulate(batches, group)
+                loss_sum, tokens = self._accumulate(batches, group, position["step"] + 1)
                 position["loss_sum"] += loss_sum
                 position["loss_count"] += 1
                 position["batch"] = group.stop
@@ -189,8 +194,9 @@ class Trainer:
         barrier(self.where)
         return position["best_metrics"] or {"train_loss": position["last_train_loss"]}
 
-    def _accumulate(self, batches: list[list[int]], group: range) -> tuple[float, int]:
-        """Forward/backward over the micro-batches of one optimizer step, then step."""
+    def _accumulate(self, batches: list[list[int]], group: range, step: int) -> tuple[float, int]:
+        """Forward/backward over the micro-batches of one optimizer step, then step; a loss that is not
+        finite stops training before the weights are touched (`TrainingDiverged`)."""
         config, tokens, loss_total = self.config, 0, 0.0
         for index in group:
             batch = to_device(self.train.collate(batches[index]), self.where.device)
@@ -199,7 +205,15 @@ class Trainer:
             with sync, self._autocast():
                 loss, count = self.task.loss(self.wrapped, batch)
                 (loss / len(group)).backward()
-            loss_total += loss.item() / len(group)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"training stopped at step {step}: the loss became {value}. The weights are those of the last "
+                    f"step; {self.run_dir / 'last'} holds the last saved checkpoint (continue from it with --resume "
+                    "after a change). The usual causes are a learning rate too high for the model (lower --lr or "
+                    "lengthen --warmup-steps) and --bf16 on a processor without bfloat16 support."
+                )
+            loss_total += value / len(group)
             tokens += count
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)

@@ -145,3 +145,27 @@ def test_compiled_model_trains_and_checkpoints_load(tmp_path):
     trainer.fit()
     fresh = toy_model()
     load_weights(fresh, tmp_path / "model.safetensors")
+
+
+def test_a_loss_that_becomes_nan_stops_training_with_a_clear_error(tmp_path):
+    """The loss turns NaN at the third step: training stops there, before the weights change, and the
+    checkpoint of the last evaluation stays on disk."""
+    from attnkit.engine.trainer import TrainingDiverged
+
+    class Diverging(ToyTask):
+        calls = 0
+
+        def loss(self, model, batch):
+            Diverging.calls += 1
+            loss, count = super().loss(model, batch)
+            return (loss * float("nan") if Diverging.calls >= 3 else loss), count
+
+    model = toy_model()
+    config = TrainConfig(epochs=3, batch_size=8, lr=1e-2, warmup_steps=0, eval_every=2, metric="mse", progress=False)
+    trainer = Trainer(
+        model, Diverging(), config, tmp_path, toy_batches(64, shuffle=True), toy_batches(16, shuffle=False), Dist()
+    )
+    with pytest.raises(TrainingDiverged, match=r"training stopped at step 3: the loss became nan"):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert (tmp_path / "last").is_dir()
