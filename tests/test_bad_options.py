@@ -92,3 +92,24 @@ def test_bad_preset_value(preset, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_too_little_training_data_names_the_split_and_the_directory_can_be_reused(tmp_path, capsys):
+    """One short document: the held-out share takes it, nothing is left to train on. The run directory
+    that start made holds no weights, so the next start may use it."""
+    text = tmp_path / "one.txt"
+    text.write_text("a b c\n")
+    out = tmp_path / "run"
+    args = ["train", "mlm", "--text", str(text), "--vocab-size", "16", "--d-model", "8", "--n-heads", "2"]
+    args += ["--n-layers", "1", "--d-ff", "8", "--max-len", "16", "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    assert "the training data has 0 example(s)" in capsys.readouterr().err
+    assert (out / "config.json").exists() and not (out / "model.safetensors").exists()
+    text.write_text("".join(f"document {i} has a few words in it\n" for i in range(20)))
+    assert main([*args, "--max-steps", "1", "--valid-fraction", "0.2"]) == 0  # the same --out, reused
+    assert (out / "model.safetensors").exists()
+
+
+def test_mlm_valid_fraction_must_leave_training_data(tmp_path, capsys):
+    assert main(["train", "mlm", *DATA["mlm"], "--valid-fraction", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "--valid-fraction must be in (0, 1), got 1.0" in capsys.readouterr().err

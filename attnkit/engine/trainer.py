@@ -94,9 +94,16 @@ class Trainer:
         self.log = log if where.is_main else (lambda _msg: None)
         self.model = model.to(where.device)
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, (0.9, config.beta2))
-        self.micro_batches = len(self._shard(train.plan(0)))
+        plan = train.plan(0)
+        self.micro_batches = len(self._shard(plan))
         if self.micro_batches == 0:
-            raise ValueError("the training data is smaller than one batch per process")
+            raise UserError(
+                f"the training data has {sum(map(len, plan))} example(s) in {len(plan)} batch(es) for "
+                f"{where.world_size} process(es): too few to train on; give more training data (or hold out "
+                "less of it for validation)"
+            )
+        if valid is not None and not valid.plan(0):
+            raise UserError("the validation data is empty: give validation data, or hold out part of the training data")
         self.steps_per_epoch = math.ceil(self.micro_batches / config.grad_accum)
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
         self.scheduler = build_scheduler(

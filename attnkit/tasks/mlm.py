@@ -23,6 +23,7 @@ from attnkit.engine import Batches, Dist, Trainer
 from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.models import MaskedLanguageModel, TextEncoderConfig
+from attnkit.options import bounds
 from attnkit.tasks.base import Run, TaskSpec, metrics_command
 from attnkit.tasks.encoder_options import EncoderOptions
 from attnkit.tasks.io import standard_dataset
@@ -43,7 +44,7 @@ class MlmOptions(EncoderOptions):
         metadata={"help": "use a classification dataset's unlabelled text (never its test split): reuters_r8, ..."},
     )
     data_dir: str | None = field(default=None, metadata={"help": "the dataset's folder"})
-    valid_fraction: float = field(default=0.02, metadata={"help": "share of documents held out"})
+    valid_fraction: float = field(default=0.02, metadata={**bounds(gt=0, lt=1), "help": "share of documents held out"})
     mask_prob: float = field(default=0.15, metadata={"help": "share of tokens to predict"})
 
     def __post_init__(self) -> None:

@@ -51,9 +51,13 @@ def run_config(task: str, options: Any, model: Any, train: TrainConfig, **extra:
 
 
 def prepare_new_run(run_dir: str | Path) -> Path:
-    """Create `run_dir` for a new run; refuse one that already holds a run."""
+    """Create `run_dir` for a new run; refuse one that already holds a run.
+
+    A directory whose run never saved weights or a checkpoint (it failed after its config.json was
+    written, e.g. on data too small to train on) holds no work to lose, and is reused."""
     run_dir = Path(run_dir)
-    if (run_dir / "config.json").exists():
+    trained = any((run_dir / name).exists() for name in ("model.safetensors", "last", "checkpoints"))
+    if (run_dir / "config.json").exists() and trained:
         raise UserError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
