@@ -25,7 +25,7 @@ def run_task(run_dir: str | Path) -> str:
     """The task of the run in `run_dir`, read from its config.json (checked to be a known task)."""
     path, config = read_config(run_dir)
     task = config["task"]
-    if task not in MODULES:
+    if not isinstance(task, str) or task not in MODULES:
         raise UserError(f"{path / 'config.json'}: unknown task {task!r} (known: {', '.join(MODULES)})")
     return task
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -125,17 +126,25 @@ def _parse_fields(path: Path, records, *, timed: bool | None) -> tuple[list[tupl
             raise DataError(f"{path}: line {number} has {len(fields)} columns, the first line has {width}")
         user, item = fields[0], fields[1]
         for what, value in (("user", user), ("item", item)):
-            if not value.isdigit():
+            if not is_integer_id(value):
                 raise DataError(f"{path}: line {number}: {what} id {value!r} is not a non-negative integer")
         time = None
         if timed:
             try:
                 time = float(fields[-1])
             except ValueError:
-                raise DataError(f"{path}: line {number}: timestamp {fields[-1]!r} is not a number") from None
+                time = math.nan
+            if not math.isfinite(time):
+                raise DataError(f"{path}: line {number}: timestamp {fields[-1]!r} is not a finite number")
         rows.append((str(int(user)), str(int(item)), time))
         lines.append(number)
     return rows, lines
+
+
+def is_integer_id(text: str) -> bool:
+    """Whether `text` is a non-negative integer in ASCII digits ("²" and "٣" are digits to Python's
+    `isdigit` but not to `int`)."""
+    return text.isascii() and text.isdigit()
 
 
 def _is_number(fields: list[str]) -> bool:
@@ -192,7 +201,7 @@ def _k_core(sequences: dict[str, list[str]], k: int, notes: list[str]) -> dict[s
 
 def _sorted_ids(ids) -> list[str]:
     keys = list(ids)
-    return sorted(keys, key=int) if all(k.isdigit() for k in keys) else sorted(keys)
+    return sorted(keys, key=int) if all(is_integer_id(k) for k in keys) else sorted(keys)
 
 
 @dataclass
@@ -249,5 +258,5 @@ def read_item_names(path: str | Path) -> dict[str, str]:
         if len(fields) < 2:
             raise DataError(f"{path}: line {number} has no name column")
         key = fields[0].strip()
-        names[str(int(key)) if key.isdigit() else key] = fields[1].strip()
+        names[str(int(key)) if is_integer_id(key) else key] = fields[1].strip()
     return names

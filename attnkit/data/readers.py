@@ -91,6 +91,9 @@ def read_labeled(
     return result
 
 
+FIELD_LIMIT = 64 * 1024 * 1024  # characters in one CSV/TSV field
+
+
 def _read_delimited(
     path: Path,
     lines: list[str],
@@ -99,9 +102,20 @@ def _read_delimited(
     label_column: str | None,
     header: bool | None,
 ) -> LabeledTexts:
-    rows = list(csv.reader([line for line in lines], delimiter=delimiter))
+    rows = []
+    # A long text (an article in one field) may exceed csv's default 128 KB field limit.
+    limit = csv.field_size_limit(FIELD_LIMIT)
+    try:
+        for row in csv.reader(lines, delimiter=delimiter):
+            rows.append(row)
+    except csv.Error as error:
+        raise DataError(f"{path}: line {len(rows) + 1} cannot be read as {_format_of(path)} ({error})") from None
+    finally:
+        csv.field_size_limit(limit)
     numbered = [(i + 1, row) for i, row in enumerate(rows) if any(cell.strip() for cell in row)]
     blank = len(rows) - len(numbered)
+    if not numbered:
+        raise DataError(f"{path}: the file holds no rows")
     first = [cell.strip() for cell in numbered[0][1]]
     if header is None:
         wanted = {label_column or "label", *(text_columns or ["text"])}

@@ -78,21 +78,20 @@ class Run:
         classes = config.get("classes", [""])
         if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
             raise UserError(f"{path}: 'classes' must be a list of class names, got {classes!r}")
-        options = config.get("options")
-        if isinstance(options, dict):
-            try:
-                check_values(cls.options_class, options)
-            except UserError as error:
-                raise UserError(f"{path}: in 'options', {str(error).removeprefix('--')}") from None
+        for key, declared in (("options", cls.options_class), ("model", cls.config_class)):
+            if isinstance(config.get(key), dict):
+                try:
+                    check_values(declared, config[key])
+                except UserError as error:
+                    raise UserError(f"{path}: in {key!r}, {str(error).removeprefix('--')}") from None
 
     @classmethod
     def build_model(cls, run_dir: Path, config: dict[str, Any]) -> nn.Module:
         """The untrained model config.json describes: its "model" as `config_class`, given to `new_model`."""
         try:
-            model_config = cls.config_class.from_dict(config["model"])
+            return cls.new_model(cls.config_class.from_dict(config["model"]), config)
         except (TypeError, ValueError) as error:
             raise UserError(f"{run_dir / 'config.json'}: bad 'model' ({error})") from None
-        return cls.new_model(model_config, config)
 
     @classmethod
     def new_model(cls, model_config: Any, config: dict[str, Any]) -> nn.Module:

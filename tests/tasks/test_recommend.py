@@ -649,3 +649,8 @@ def test_duplicates_option_on_the_command_line(tmp_path, capsys):
 def test_bad_predict_arguments(cycle, capsys, extra, expected):
     _, _, run = cycle
     _fails(["predict", str(run("ce")), *extra], capsys, expected)
+
+
+def test_a_superscript_digit_in_history_is_a_clear_error(cycle, capsys):
+    _, _, run = cycle
+    _fails(["predict", str(run("ce")), "--history", "3,²"], capsys, "item(s) ² are not in this run's data")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.data.interactions import leave_one_out, read_item_names
+from attnkit.data.interactions import is_integer_id, leave_one_out, read_item_names
 from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
 from attnkit.models.sasrec import SASRec, SASRecConfig
@@ -76,7 +76,7 @@ class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASR
     def user_history(self, user: str) -> list[int]:
         """All items of a known user (original id), oldest first."""
         try:
-            index = self.data.users.index(str(int(user)) if user.strip().isdigit() else user)
+            index = self.data.users.index(str(int(user)) if is_integer_id(user.strip()) else user)
         except ValueError:
             raise UserError(f"user {user!r} is not in this run's data; give --history ITEMS for a new user") from None
         return self.data.sequences[index]
@@ -96,7 +96,7 @@ class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASR
         history, unknown = [], []
         for item in items:
             key = str(item).strip()
-            key = str(int(key)) if key.isdigit() else key
+            key = str(int(key)) if is_integer_id(key) else key
             if key in index:
                 history.append(index[key])
             elif key:
