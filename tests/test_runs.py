@@ -272,3 +272,16 @@ def test_download_into_a_file_is_one_line(tmp_path, capsys):
     target.write_text("x")
     assert main(["data", "download", "reuters21578", "--data-dir", str(target)]) == 2
     assert capsys.readouterr().err == f"error: --data-dir {target}: is a file, not a folder\n"
+
+
+def test_predictions_that_deserve_doubt_say_so(copy_run, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    long = " ".join(["goal"] * 300)
+    assert main(["predict", str(copy_run("classify")), "", "☃☃☃ ☃☃", long, "goal match", "--output", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[0]["warning"].startswith("no token after tokenization")
+    assert records[1]["warning"] == "2 of 2 tokens are unknown to the tokenizer"
+    assert records[2]["warning"].startswith("cut to ")
+    assert "warning" not in records[3]
+    err = capsys.readouterr().err
+    assert err.count("warning: text ") == 3 and "warning: text 4" not in err

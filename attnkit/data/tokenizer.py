@@ -123,6 +123,24 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, *, cls: b
     return Encoded(ids, truncated)
 
 
+def doubts(tokenizer: Tokenizer, texts: list[str], max_len: int, *, cls: bool = True) -> list[str | None]:
+    """For each text, why a prediction from it deserves doubt, or None: nothing left after
+    tokenization, cut to `max_len` tokens, or mostly tokens the tokenizer never saw ([UNK])."""
+    room = max_len - int(cls)
+    found: list[str | None] = []
+    for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
+        tokens = encoding.ids
+        if not tokens:
+            found.append("no token after tokenization: the prediction rests on nothing")
+        elif sum(t == UNK_ID for t in tokens) * 2 > len(tokens):
+            found.append(f"{sum(t == UNK_ID for t in tokens)} of {len(tokens)} tokens are unknown to the tokenizer")
+        elif len(tokens) > room:
+            found.append(f"cut to {max_len} tokens of {len(tokens) + int(cls)}")
+        else:
+            found.append(None)
+    return found
+
+
 def decode_text(tokenizer: Tokenizer, ids: list[int]) -> str:
     """Text of token ids, special tokens dropped (for bytebpe, exactly the text that was encoded)."""
     return tokenizer.decode(ids, skip_special_tokens=True)

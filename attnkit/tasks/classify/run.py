@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from attnkit.data.batching import pad
 from attnkit.data.readers import read_class_names, read_labeled
-from attnkit.data.tokenizer import PAD_ID, encode_texts, load_tokenizer
+from attnkit.data.tokenizer import PAD_ID, doubts, encode_texts, load_tokenizer
 from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
 from attnkit.models import TextClassifier, TextEncoderConfig
@@ -120,9 +121,17 @@ def _predict(run: ClassifierRun, args: argparse.Namespace) -> int:
         output_format(args.output)
     texts = read_inputs(args.texts, args.input, what="texts to classify")
     predictions = run.predict(texts, top_k)
+    warnings = doubts(run.tokenizer, texts, run.options.max_len)
+    for number, (text, warning) in enumerate(zip(texts, warnings, strict=True), start=1):
+        if warning:
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            print(f"warning: text {number} ({shown!r}): {warning}", file=sys.stderr)
     if args.output:
         multi = run.options.multi_label and top_k is None
-        write_records(args.output, _records(args.output, texts, predictions, multi, run.options.label_separator))
+        records = _records(args.output, texts, predictions, multi, run.options.label_separator)
+        if args.output.endswith(".jsonl"):  # JSON lines carry each text's warning; CSV keeps its columns
+            records = [{**r, "warning": w} if w else r for r, w in zip(records, warnings, strict=True)]
+        write_records(args.output, records)
         print(f"wrote {len(texts)} predictions to {args.output}")
         return 0
     for text, ranked in zip(texts, predictions, strict=True):
