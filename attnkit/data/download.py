@@ -174,10 +174,15 @@ def _unpack(archive: Path, target: Path, remote: RemoteFile, url: str) -> None:
                 raise DataError(f"{url}: the archive has no {member}")
             if _sha256(path) != expected:
                 raise DataError(f"{url}: {member} fails its checksum; nothing was kept")
-        for item in staging.rglob("*"):
-            if item.is_file():
-                destination = target / item.name
-                os.replace(item, destination)
+        files = [item for item in staging.rglob("*") if item.is_file()]
+        by_name: dict[str, Path] = {}
+        for item in files:  # the data folder is flat: two members of one name would overwrite each other
+            if item.name in by_name:
+                first, second = (p.relative_to(staging) for p in (by_name[item.name], item))
+                raise DataError(f"{url}: the archive holds both {first} and {second}; nothing was kept")
+            by_name[item.name] = item
+        for name, item in by_name.items():
+            os.replace(item, target / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -129,3 +129,14 @@ def test_train_downloads_a_missing_dataset_first(server, tmp_path, capsys, monke
     assert (folder / "reut2-000.sgm").is_file()
     # The two-story fixture has a single R8 training class, which is then a clear error.
     assert code == 2 and "only one class" in captured.err
+
+
+def test_archive_members_of_one_name_are_refused_not_overwritten(server, tmp_path):
+    base, www = server
+    files = {"pack/reut2-000.sgm": b"<REUTERS>one</REUTERS>", "extra/reut2-000.sgm": b"<REUTERS>evil</REUTERS>"}
+    (www / "pack.tar.gz").write_bytes(_tarball(files))
+    member_sha = (("pack/reut2-000.sgm", _sha(files["pack/reut2-000.sgm"])),)
+    sources = {"toy": [RemoteFile(f"{base}/pack.tar.gz", "pack.tar.gz", unpack="tar", members_sha256=member_sha)]}
+    with pytest.raises(DataError, match="holds both .*reut2-000.sgm and .*reut2-000.sgm; nothing was kept"):
+        download("toy", tmp_path / "data", sources=sources, log=lambda _m: None)
+    assert list((tmp_path / "data").iterdir()) == []
