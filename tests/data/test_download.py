@@ -137,6 +137,6 @@ def test_archive_members_of_one_name_are_refused_not_overwritten(server, tmp_pat
     (www / "pack.tar.gz").write_bytes(_tarball(files))
     member_sha = (("pack/reut2-000.sgm", _sha(files["pack/reut2-000.sgm"])),)
     sources = {"toy": [RemoteFile(f"{base}/pack.tar.gz", "pack.tar.gz", unpack="tar", members_sha256=member_sha)]}
-    with pytest.raises(DataError, match="holds both .*reut2-000.sgm and .*reut2-000.sgm; nothing was kept"):
+    with pytest.raises(DataError, match=r"holds both .*reut2-000\.sgm and .*reut2-000\.sgm; nothing was kept"):
         download("toy", tmp_path / "data", sources=sources, log=lambda _m: None)
     assert list((tmp_path / "data").iterdir()) == []
