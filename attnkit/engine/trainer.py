@@ -58,6 +58,9 @@ class Task(Protocol):
         """Metrics from the concatenated per-example results of a whole evaluation set."""
 
 
+WARMUP_SHARE = 4  # the warm-up takes at most 1 / WARMUP_SHARE of the planned steps
+
+
 class TrainingDiverged(UserError):
     """The training loss became NaN or infinite; training stopped before the weights were updated."""
 
@@ -106,10 +109,18 @@ class Trainer:
             raise UserError("the validation data is empty: give validation data, or hold out part of the training data")
         self.steps_per_epoch = math.ceil(self.micro_batches / config.grad_accum)
         self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
+        # A warm-up longer than a quarter of the run would leave a short run on small data far below its
+        # peak rate for most of its steps; presets' warm-ups are shorter and unaffected.
+        self.warmup_steps = min(config.warmup_steps, self.total_steps // WARMUP_SHARE)
+        if self.warmup_steps < config.warmup_steps:
+            self.log(
+                f"note: warm-up of {self.warmup_steps} steps instead of {config.warmup_steps}: at most a "
+                f"quarter of the {self.total_steps} planned"
+            )
         self.scheduler = build_scheduler(
             self.optimizer,
             schedule=config.schedule,
-            warmup_steps=config.warmup_steps,
+            warmup_steps=self.warmup_steps,
             total_steps=self.total_steps,
             min_ratio=config.min_lr_ratio,
         )

@@ -169,3 +169,17 @@ def test_a_loss_that_becomes_nan_stops_training_with_a_clear_error(tmp_path):
         trainer.fit()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert (tmp_path / "last").is_dir()
+
+
+def test_warm_up_takes_at_most_a_quarter_of_a_short_run(tmp_path):
+    logged = []
+    config = TrainConfig(epochs=3, batch_size=8, lr=1e-2, warmup_steps=100, metric="mse", progress=False)
+    trainer = Trainer(
+        toy_model(), ToyTask(), config, tmp_path, toy_batches(64, shuffle=True), None, Dist(), log=logged.append
+    )
+    assert trainer.total_steps == 24 and trainer.warmup_steps == 6
+    assert any("warm-up of 6 steps instead of 100" in line for line in logged)
+    long = TrainConfig(epochs=3, batch_size=8, lr=1e-2, warmup_steps=5, metric="mse", progress=False)
+    assert (
+        Trainer(toy_model(), ToyTask(), long, tmp_path, toy_batches(64, shuffle=True), None, Dist()).warmup_steps == 5
+    )

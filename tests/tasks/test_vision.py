@@ -107,3 +107,16 @@ def test_bad_input(folder_run, tmp_path, capsys):
     assert "patch" in _error(capsys, ["train", "vision", "--image-size", "30", "--patch-size", "4"])
     assert "--rotate" in _error(capsys, ["train", "vision", "--dataset", "mnist", "--rotate", "-5"])
     assert "stem_depth" in _error(capsys, ["train", "vision", "--dataset", "mnist", "--stem-depth", "1"])
+
+
+def test_the_hold_out_is_at_most_a_tenth_of_a_small_training_set():
+    from attnkit.data.images import ImageSet
+    from attnkit.tasks.vision import hold_out
+
+    data = ImageSet(torch.zeros(50, 1, 8, 8, dtype=torch.uint8), torch.arange(50) % 2, ["a", "b"], "toy")
+    notes = []
+    train, valid = hold_out(data, 5000, seed=0, log=notes.append)
+    assert (len(train), len(valid)) == (45, 5)
+    assert notes == ["note: held out 5 images for validation, a tenth of the 50, instead of --valid-size 5000"]
+    train, valid = hold_out(data, 3, seed=0, log=notes.append)
+    assert (len(train), len(valid)) == (47, 3) and len(notes) == 1
