@@ -140,8 +140,9 @@ class Explanation:
         if cross:
             averaged, _ = alignment(cross[-1].weights[None])
             path = directory / "alignment.png"
-            title = f"alignment: {cross[-1].module}, heads averaged"
-            figures.heads(path, averaged, self.target_tokens, self.source_tokens, title, LABELLED_UP_TO)
+            title = f"alignment: {cross[-1].module}"
+            panel = ["all heads averaged"]
+            figures.heads(path, averaged, self.target_tokens, self.source_tokens, title, LABELLED_UP_TO, panel)
             written.append(path)
         return written
 

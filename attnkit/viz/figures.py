@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import torch
@@ -20,10 +21,20 @@ def _pyplot():
     return plt
 
 
-def heads(path: Path, weights: Tensor, rows: list[str], cols: list[str], title: str, labelled_up_to: int) -> Path:
-    """One panel per head of weights (H, T, S): queries down, keys across, darker = more weight.
+def heads(
+    path: Path,
+    weights: Tensor,
+    rows: list[str],
+    cols: list[str],
+    title: str,
+    labelled_up_to: int,
+    panels: list[str] | None = None,
+) -> Path:
+    """One panel per head of weights (H, T, S): queries down, keys across, darker = more weight, from 0
+    (white) to the largest weight of the figure.
 
-    Axes longer than `labelled_up_to` tokens are drawn without labels, and the title says so."""
+    Axes longer than `labelled_up_to` tokens are drawn without labels, and the title says so.
+    `panels` names the panels (default "head 0", "head 1", ...)."""
     plt = _pyplot()
     count = weights.size(0)
     across = min(count, 4)
@@ -31,20 +42,21 @@ def heads(path: Path, weights: Tensor, rows: list[str], cols: list[str], title: 
     side = max(2.5, min(0.18 * max(len(rows), len(cols)) + 1.5, 9.0))
     fig, axes = plt.subplots(down, across, figsize=(side * across, side * down), squeeze=False)
     labelled = len(rows) <= labelled_up_to and len(cols) <= labelled_up_to
+    top = max(float(weights.max()), 1e-6)  # the darkest blue: the largest weight shown, said in the title
     for index, axis in enumerate(axes.flat):
         if index >= count:
             axis.axis("off")
             continue
-        axis.imshow(weights[index].float().cpu().numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
-        axis.set_title(f"head {index}", fontsize=9)
+        axis.imshow(weights[index].float().cpu().numpy(), cmap="Blues", vmin=0, vmax=top, aspect="auto")
+        axis.set_title(panels[index] if panels else f"head {index}", fontsize=9)
         if labelled:
             axis.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
             axis.set_yticks(range(len(rows)), rows, fontsize=7)
         else:
             axis.set_xticks([])
             axis.set_yticks([])
-    note = "" if labelled else f" ({len(rows)} x {len(cols)} tokens: labels left out)"
-    fig.suptitle(title + note, fontsize=10)
+    note = f" (darkest: {top:.2f})" + ("" if labelled else f" ({len(rows)} x {len(cols)} tokens: labels left out)")
+    fig.suptitle(textwrap.fill(title + note, width=max(40, int(14 * side * across / 2.5))), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
