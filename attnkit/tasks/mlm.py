@@ -231,7 +231,11 @@ class MlmRun(Run, task="mlm", options=MlmOptions, model=MaskedLanguageModel, con
     def predict(self, inputs: list[str], top_k: int = 5) -> list[list[list[tuple[str, float]]]]:
         """For each text, for each [MASK] in it (in order), the `top_k` likeliest tokens with their probabilities."""
         ids = self.encode(inputs)["ids"]
-        probs = self.forward({"ids": ids}).float().softmax(dim=-1)  # (B, L, V)
+        return self.fills(ids, self.forward({"ids": ids}), top_k)
+
+    def fills(self, ids: Tensor, logits: Tensor, top_k: int = 5) -> list[list[list[tuple[str, float]]]]:
+        """`predict`'s answer from ids (B, L) and the model's logits (B, L, V) for them."""
+        probs = logits.float().softmax(dim=-1)  # (B, L, V)
         out = []
         for row in range(ids.size(0)):
             masks = (ids[row] == MASK_ID).nonzero().flatten().tolist()

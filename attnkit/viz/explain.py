@@ -178,14 +178,15 @@ def explain(run: Any, item: Any, *, step_layer: int | None = None, **options: An
 # ------------------------------------------------------------------------- per task
 
 
-def _captured(run: Any, batch: dict[str, Tensor], step: str) -> tuple[list[MapView], float, dict[str, Any]]:
-    """The maps of `batch` (one input), the fidelity (max |captured output - fused output|) and the
-    q, k, v and mask of module `step`."""
+def _captured(run: Any, batch: dict[str, Tensor], step: str) -> tuple[list[MapView], float, dict[str, Any], Tensor]:
+    """The maps of `batch` (one input), the fidelity (max |captured output - fused output|), the q, k, v
+    and mask of module `step`, and the fused output (the prediction is made from it, not recomputed)."""
     fused = run.forward(batch)
     with capture_attention(run.model, keep_qkv=[step]) as captured:
         inside = run.forward(batch)
     fidelity = float((inside.float() - fused.float()).abs().max())
-    return [MapView(m.module, m.kind, m.layer, m.weights[0]) for m in captured], fidelity, _step(captured, step)
+    views = [MapView(m.module, m.kind, m.layer, m.weights[0]) for m in captured]
+    return views, fidelity, _step(captured, step), fused
 
 
 def _step(captured: AttentionCapture, name: str) -> dict[str, Any]:
@@ -269,7 +270,7 @@ def _explain_vision(run: Any, path: str, step: str) -> Explanation:
 def _explain_translate(run: Any, sentence: str, step: str, search: str = "greedy") -> Explanation:
     translation = run.translate([sentence], search=search)[0]
     batch = run.encode([sentence], [translation])
-    views, fidelity, steps = _captured(run, batch, step)
+    views, fidelity, steps, _ = _captured(run, batch, step)
     decode = run.tokenizer.decode
     source = [decode([i]) for i in batch["src"][0].tolist()]
     produced = [*batch["tgt_in"][0, 1:].tolist(), run.model.eos_id]  # the token each position produces
@@ -291,28 +292,26 @@ def _explain_recommend(run: Any, history: list[str], step: str, top_k: int = 10)
         raise UserError("the history is empty: give item ids")
     internal = internal[-run.options.max_len :]
     batch = run.encode([internal])
-    views, fidelity, steps = _captured(run, batch, step)
+    views, fidelity, steps, scores = _captured(run, batch, step)
     width = batch["ids"].size(1)
     items = [""] * (width - len(internal)) + [run.data.items[i] for i in internal]  # left padding unnamed
-    top = [
-        {"item": item, "score": score} for item, score in run.predict([[run.data.items[i] for i in internal]], top_k)[0]
-    ]
+    top = [{"item": run.data.items[i], "score": s} for i, s in run.top_items(internal, scores[0], top_k)]
     return Explanation(task=run.task, tokens=items, prediction=top, maps=views, fidelity=fidelity, step=steps)
 
 
 def _explain_lm(run: Any, prompt: str, step: str, max_new_tokens: int = 20) -> Explanation:
     continuation = run.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0)[0] if max_new_tokens else ""
     batch = run.encode([prompt + continuation])
-    views, fidelity, steps = _captured(run, batch, step)
+    views, fidelity, steps, _ = _captured(run, batch, step)
     tokens = [run.codec.decode([i]) for i in batch["ids"][0].tolist()]
     return Explanation(task=run.task, tokens=tokens, prediction=continuation, maps=views, fidelity=fidelity, step=steps)
 
 
 def _explain_mlm(run: Any, text: str, step: str, top_k: int = 5) -> Explanation:
     batch = run.encode([text])
-    views, fidelity, steps = _captured(run, batch, step)
+    views, fidelity, steps, logits = _captured(run, batch, step)
     tokens = [run.tokenizer.id_to_token(i) for i in batch["ids"][0].tolist()]
-    fills = [[{"token": t, "probability": p} for t, p in mask] for mask in run.predict([text], top_k)[0]]
+    fills = [[{"token": t, "probability": p} for t, p in mask] for mask in run.fills(batch["ids"], logits, top_k)[0]]
     return Explanation(task=run.task, tokens=tokens, prediction=fills, maps=views, fidelity=fidelity, step=steps)
 
 

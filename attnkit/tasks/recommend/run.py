@@ -66,7 +66,12 @@ class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASR
 
     def recommend(self, history: list[int], k: int) -> list[tuple[int, float]]:
         """Top-k (internal item id, score) for a history of internal ids, never an item in it."""
-        scores = self.forward(self.encode([history]))[0]  # (V + 1,)
+        return self.top_items(history, self.forward(self.encode([history]))[0], k)
+
+    def top_items(self, history: list[int], scores: Tensor, k: int) -> list[tuple[int, float]]:
+        """Top-k (internal item id, score) from the scores (V + 1,) of all items after `history`,
+        never padding or an item of the history."""
+        scores = scores.clone()
         scores[0] = float("-inf")
         scores[torch.tensor(history, device=self.device)] = float("-inf")
         k = min(k, int(torch.isfinite(scores).sum()))
