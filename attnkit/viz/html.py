@@ -7,7 +7,8 @@ per-patch overlay (vision), and the step-by-step panel: for one query and head o
 scores q·kᵀ, their scaling by 1/√d_k, the mask (blocked keys as −∞), the softmax and the first
 dimensions of the weighted sum of v, computed in the page from the checkpoint's own q, k and v.
 
-Weights and q, k, v are stored as float16, base64-encoded.
+Weights and q, k, v are stored as float16, base64-encoded, one block per map, decoded when the map is
+first opened; the thumbnails of the model view are max-pooled uint8 copies, drawn at once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 HEAD_VIEW_TOKENS = 128
+THUMBNAIL = 40  # cells per side of a model-view thumbnail
 
 
 def _half(tensor: Tensor) -> str:
@@ -44,12 +46,23 @@ def _png(image: Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _thumbnails(weights: Tensor) -> tuple[str, list[int]]:
+    """weights (H, T, S) -> each head max-pooled to at most THUMBNAIL x THUMBNAIL cells (the largest
+    weight of each block, so that a sharp peak stays visible), as uint8 (255 = weight 1), base64."""
+    size = (min(THUMBNAIL, weights.size(1)), min(THUMBNAIL, weights.size(2)))
+    pooled = torch.nn.functional.adaptive_max_pool2d(weights.float()[None], size)[0]  # (H, t, s)
+    data = (pooled.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes()
+    return base64.b64encode(data).decode(), list(size)
+
+
 def page_data(explanation: Any) -> dict[str, Any]:
-    """What the page's script reads: the maps' layout and their weights in one float16 block."""
-    maps, blocks, offset = [], [], 0
+    """What the page's script reads: each map's layout, its weights (float16, decoded when the map is
+    opened) and its thumbnails (uint8, drawn at once)."""
+    maps = []
     for view in explanation.maps:
         rows, cols = explanation._axes(view)
         heads, length, width = view.weights.shape
+        thumbs, thumb_shape = _thumbnails(view.weights)
         maps.append(
             {
                 "module": view.module,
@@ -58,12 +71,12 @@ def page_data(explanation: Any) -> dict[str, Any]:
                 "heads": heads,
                 "rows": rows,
                 "cols": cols,
-                "offset": offset,
                 "shape": [heads, length, width],
+                "weights": _half(view.weights),
+                "thumbs": thumbs,
+                "thumb_shape": thumb_shape,
             }
         )
-        blocks.append(view.weights.reshape(-1))
-        offset += view.weights.numel()
     data: dict[str, Any] = {
         "task": explanation.task,
         "prediction": explanation.prediction,
@@ -73,7 +86,6 @@ def page_data(explanation: Any) -> dict[str, Any]:
         "grid": list(explanation.grid) if explanation.grid else None,
         "maps": maps,
         "head_view_tokens": HEAD_VIEW_TOKENS,
-        "weights": _half(torch.cat(blocks)) if blocks else "",
     }
     if explanation.image is not None:
         data["image"] = _png(explanation.image)

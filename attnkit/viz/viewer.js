@@ -31,22 +31,28 @@ function halves(text) {
   return out;
 }
 
-const W = D.weights ? halves(D.weights) : new Float32Array(0);
 const state = { map: 0, head: 0, query: 0 };
+const decoded = [];
+
+// The weights of map m, float32 (H * T * S), decoded the first time they are needed.
+function weightsOf(m) {
+  if (!decoded[m]) decoded[m] = halves(D.maps[m].weights);
+  return decoded[m];
+}
 
 // The weight of map m, head h, query i, key j.
 function at(m, h, i, j) {
   const shape = D.maps[m].shape;
-  return W[D.maps[m].offset + (h * shape[1] + i) * shape[2] + j];
+  return weightsOf(m)[(h * shape[1] + i) * shape[2] + j];
 }
 window.attnkit = { data: D, state: state, weight: at };
 
-// One pixel per cell into an image of the map's size, scaled to the canvas without smoothing.
-function draw(canvas, m, h) {
-  const shape = D.maps[m].shape, rows = shape[1], cols = shape[2];
-  const image = new ImageData(cols, rows), px = image.data, base = D.maps[m].offset + h * rows * cols;
+// values(n) -> weight in [0, 1] of cell n of a rows x cols image, drawn one pixel per cell and
+// scaled to the canvas without smoothing.
+function paint(canvas, rows, cols, values) {
+  const image = new ImageData(cols, rows), px = image.data;
   for (let n = 0; n < rows * cols; n++) {
-    const v = Math.round(255 * (1 - Math.min(1, Math.max(0, W[base + n]))));
+    const v = Math.round(255 * (1 - Math.min(1, Math.max(0, values(n)))));
     px[4 * n] = v;
     px[4 * n + 1] = v;
     px[4 * n + 2] = 255;
@@ -60,6 +66,19 @@ function draw(canvas, m, h) {
   ctx.imageSmoothingEnabled = false;
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.drawImage(buffer, 0, 0, canvas.width, canvas.height);
+}
+
+function draw(canvas, m, h) {
+  const shape = D.maps[m].shape, W = weightsOf(m), base = h * shape[1] * shape[2];
+  paint(canvas, shape[1], shape[2], (n) => W[base + n]);
+}
+
+const thumbs = [];
+
+function drawThumb(canvas, m, h) {
+  if (!thumbs[m]) thumbs[m] = bytes(D.maps[m].thumbs);
+  const [rows, cols] = D.maps[m].thumb_shape, base = h * rows * cols;
+  paint(canvas, rows, cols, (n) => thumbs[m][base + n] / 255);
 }
 
 function summary() {
@@ -84,7 +103,7 @@ function modelView() {
       thumb.dataset.map = m;
       thumb.dataset.head = h;
       thumb.title = map.module + ", head " + h;
-      draw(thumb, m, h);
+      drawThumb(thumb, m, h);
       thumb.onclick = () => select(m, h);
       row.appendChild(thumb);
     }
