@@ -139,9 +139,12 @@ def _read_delimited(
             text_indices = [i for i in range(width) if i != label_index]
     texts, labels = [], []
     needed = max([label_index, *text_indices])
+    width = len(numbered[0][1]) if not header else len(names)
     for line_no, row in numbered:
         if len(row) <= needed:
             raise DataError(f"{path}: line {line_no} has {len(row)} fields, expected at least {needed + 1}")
+        if len(row) != width:  # a stray delimiter or broken quoting shifts the columns
+            raise DataError(f"{path}: line {line_no} has {len(row)} fields, the first line has {width}")
         texts.append(". ".join(row[i].strip() for i in text_indices if row[i].strip()))
         labels.append(row[label_index].strip())
     return _finish(path, texts, labels, blank)

@@ -126,3 +126,17 @@ def test_reuters_modapte_subsets(tmp_path):
 def test_reuters_missing_folder(tmp_path):
     with pytest.raises(DataError, match="no Reuters-21578 files"):
         read_reuters(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text,label\nhello,a\nbroken, row,b\n", "line 3 has 3 fields, the first line has 2"),
+        ("hello,a\nworld,b,extra\n", "line 2 has 3 fields, the first line has 2"),
+    ],
+)
+def test_ragged_rows_are_refused_by_line(tmp_path, content, message):
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_labeled(path)
