@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from attnkit.engine.distributed import parse_device
 from attnkit.errors import UserError
 from attnkit.tasks.base import Run
 from attnkit.tasks.registry import MODULES, get_task
@@ -23,7 +24,10 @@ __all__ = ["Run", "open_run", "run_task"]
 
 def run_task(run_dir: str | Path) -> str:
     """The task of the run in `run_dir`, read from its config.json (checked to be a known task)."""
-    path, config = read_config(run_dir)
+    return _known_task(*read_config(run_dir))
+
+
+def _known_task(path: Path, config: dict) -> str:
     task = config["task"]
     if not isinstance(task, str) or task not in MODULES:
         raise UserError(f"{path / 'config.json'}: unknown task {task!r} (known: {', '.join(MODULES)})")
@@ -38,21 +42,9 @@ def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     weights must fit the model it describes, and `device` must exist.
     """
     path, config = read_config(run_dir)
-    task = run_task(path)
-    device = _device(device)
+    task = _known_task(path, config)
+    device = parse_device(device)
     for key in ("options", "model"):
         if not isinstance(config.get(key), dict):
             raise UserError(f"{path / 'config.json'}: missing or malformed {key!r}")
     return get_task(task).run_class.open(path, config, device)
-
-
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"--device: {device!r} is not a device (cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device: {device} is not supported (cpu or cuda)")
-    return device

@@ -63,10 +63,10 @@ def test_damaged_config_is_a_user_error(copy_run, change, message):
 
 def test_devices_are_checked(copy_run):
     run = copy_run("lm")
-    with pytest.raises(UserError, match="not a device"):
+    with pytest.raises(UserError, match="--device must be auto, cpu, cuda or cuda:N"):
         open_run(run, device="tpu9")
     if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="CUDA is not available"):
+        with pytest.raises(UserError, match="no CUDA device is available"):
             open_run(run, device="cuda")
 
 

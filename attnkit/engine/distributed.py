@@ -35,11 +35,9 @@ class Dist:
         return self.world_size > 1
 
 
-def setup(device: str = "auto") -> Dist:
-    """Join torchrun's process group if there is one and pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+def parse_device(device: str | torch.device) -> torch.device:
+    """--device as a torch device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"; anything
+    else, or CUDA asked for where there is none, is a `UserError`."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -48,11 +46,20 @@ def setup(device: str = "auto") -> Dist:
         raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
     if chosen.type not in ("cpu", "cuda"):
         raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available")
+    return chosen
+
+
+def setup(device: str = "auto") -> Dist:
+    """Join torchrun's process group if there is one and pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = parse_device(device)
     if chosen.type == "cuda" and chosen.index is None:
         chosen = torch.device("cuda", local_rank if world_size > 1 else 0)
     if chosen.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA device is available")
         torch.cuda.set_device(chosen)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")

@@ -94,6 +94,7 @@ def summarise(run: Any, limit: int = 200, batch_size: int = 16, reach: int = 16)
     kinds: dict[str, tuple[str, int | None]] = {}
     inputs = 0
     vision = run.task == "vision"
+    first, centres = _patch_centres(run) if vision else (0, None)
     for batch, masks in _batches(run, limit, batch_size):
         with capture_attention(run.model) as captured:
             run.forward(batch)
@@ -107,7 +108,6 @@ def summarise(run: Any, limit: int = 200, batch_size: int = 16, reach: int = 16)
             if run.task == "recommend":
                 acc.add_recency(weights[:, :, -1], keys)
             if vision:
-                first, centres = _patch_centres(run)
                 acc.add_distance(weights, centres, first)
     if not sums:
         raise UserError("the run's evaluation data gave no input to summarise")

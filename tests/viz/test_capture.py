@@ -46,24 +46,26 @@ def _ids(batch: int, length: int, vocab: int, seed: int = 0, pad_from: list[int]
     return ids
 
 
+def _translator() -> Translator:
+    """A 2 + 2-layer translator over 30 tokens (bos 2, eos 3), random weights from the current seed."""
+    config = TransformerConfig(
+        src_vocab_size=30,
+        d_model=16,
+        n_heads=2,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=32,
+        dropout=0.0,
+        max_len=20,
+    )
+    return Translator(config, bos_id=2, eos_id=3)
+
+
 def _models():
     """(name, model, inputs, expected {module: (kind, T, S)}) for every model kind."""
     torch.manual_seed(0)
     ids = _ids(2, 7, 30, pad_from=[7, 4])
-    translator = Translator(
-        TransformerConfig(
-            src_vocab_size=30,
-            d_model=16,
-            n_heads=2,
-            n_encoder_layers=2,
-            n_decoder_layers=2,
-            d_ff=32,
-            dropout=0.0,
-            max_len=20,
-        ),
-        bos_id=2,
-        eos_id=3,
-    )
+    translator = _translator()
     tgt = _ids(2, 5, 30, seed=1)
     gpt = GPT(GPTConfig(vocab_size=30, max_len=16, d_model=16, n_heads=2, n_layers=2, dropout=0.0))
     sasrec = SASRec(SASRecConfig(n_items=40, max_len=10, d_model=16, n_heads=2, n_layers=2, d_ff=16, dropout=0.0))
@@ -198,17 +200,7 @@ def test_captured_cached_gpt_decoding_equals_one_forward_over_the_sequence():
 
 def test_captured_cached_translation_equals_one_teacher_forced_forward():
     torch.manual_seed(2)
-    config = TransformerConfig(
-        src_vocab_size=30,
-        d_model=16,
-        n_heads=2,
-        n_encoder_layers=2,
-        n_decoder_layers=2,
-        d_ff=32,
-        dropout=0.0,
-        max_len=20,
-    )
-    model = Translator(config, bos_id=2, eos_id=3).eval()
+    model = _translator().eval()
     src = _ids(2, 6, 30, seed=4, pad_from=[6, 3])
     bos = torch.full((2,), 2)
     with capture_attention(model) as captured:

@@ -55,15 +55,14 @@ def read_splits(
     if options.dataset:
         splits = standard_dataset(options.dataset, options.data_dir, where, log)
         return splits.train, splits.valid, splits.test
+    return tuple(read_file(options, path) if path else None for path in (options.train, options.valid, options.test))
+
+
+def read_file(options: ClassifyOptions, path: str) -> LabeledTexts:
+    """A labelled file in the format the options describe (text and label columns, class names)."""
     names = read_class_names(options.class_names) if options.class_names else None
     columns = options.text_columns.split(",") if options.text_columns else None
-
-    def read(path: str | None) -> LabeledTexts | None:
-        if path is None:
-            return None
-        return read_labeled(path, text_columns=columns, label_column=options.label_column, class_names=names)
-
-    return read(options.train), read(options.valid), read(options.test)
+    return read_labeled(path, text_columns=columns, label_column=options.label_column, class_names=names)
 
 
 def stratified_split(data: LabeledTexts, fraction: float, seed: int) -> tuple[LabeledTexts, LabeledTexts]:

@@ -10,13 +10,12 @@ import torch
 from torch import Tensor
 
 from attnkit.data.batching import pad
-from attnkit.data.readers import read_class_names, read_labeled
 from attnkit.data.tokenizer import PAD_ID, doubts, encode_texts, load_tokenizer
 from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
 from attnkit.models import TextClassifier, TextEncoderConfig
 from attnkit.tasks.base import Command, Run, metrics_command
-from attnkit.tasks.classify.data import check_labels
+from attnkit.tasks.classify.data import check_labels, read_file
 from attnkit.tasks.classify.objective import prediction_rows
 from attnkit.tasks.classify.options import ClassifyOptions
 from attnkit.tasks.classify.report import report
@@ -70,9 +69,7 @@ class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextCla
         if not data:
             raise UserError("evaluating a classify run needs --data FILE (labelled texts)")
         options = self.options
-        columns = options.text_columns.split(",") if options.text_columns else None
-        names = read_class_names(options.class_names) if options.class_names else None
-        labelled = read_labeled(data, text_columns=columns, label_column=options.label_column, class_names=names)
+        labelled = read_file(options, data)
         check_labels(self.classes, labelled, "evaluation", options)
         probs = self.probabilities(labelled.texts)
         index = {c: i for i, c in enumerate(self.classes)}
