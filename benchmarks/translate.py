@@ -7,7 +7,7 @@ the convention of the published Multi30k results). Then decoding speed on the tr
 alternating rounds: sentences per second for greedy and beam search with and without the KV cache,
 batched and at batch 1.
 
-    ATTNKIT_DATA=../shared/data python benchmarks/translate.py [--directions de-en,en-de] [--minutes 59]
+    ATTNKIT_DATA=../shared/data python benchmarks/translate.py [--directions de-en,en-de] [--minutes 59 | --epochs 16]
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attnkit.data.datasets import multi30k_files
 from attnkit.data.parallel import read_parallel
+from attnkit.data.readers import read_lines
 from attnkit.decode import Seq2SeqStepper, greedy_decode
 from attnkit.engine import TrainConfig
 from attnkit.engine.history import read_history
+from attnkit.metrics import bleu, moses_tokenize, tokenized_bleu
 from attnkit.options import build, load_preset
 from attnkit.runs import open_run
 from attnkit.tasks import translate
@@ -46,11 +48,14 @@ PUBLISHED = {
 }
 
 
-def train_direction(src: str, tgt: str, minutes: float, out: Path) -> dict[str, object]:
+def train_direction(src: str, tgt: str, minutes: float, out: Path, epochs: int | None = None) -> dict[str, object]:
+    """Train one direction with the preset (for `minutes`, or for exactly `epochs` with no time limit) and
+    score test2016 greedy and with beam search."""
     preset = load_preset(str(PRESET))
     given = {"dataset": "multi30k", "src_lang": src, "tgt_lang": tgt, "out": str(out)}
     options = build(translate.TranslateOptions, preset, given)
-    train_config = build(TrainConfig, translate.TRAIN_DEFAULTS, preset, {"max_minutes": minutes, "progress": False})
+    budget = {"max_minutes": None, "epochs": epochs} if epochs else {"max_minutes": minutes}
+    train_config = build(TrainConfig, translate.TRAIN_DEFAULTS, preset, {**budget, "progress": False})
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     metrics = translate.train(options, train_config, log=lambda m: print(f"  {m}", flush=True))
@@ -65,7 +70,23 @@ def train_direction(src: str, tgt: str, minutes: float, out: Path) -> dict[str, 
         "val_loss": row["val_loss"],
         "total_seconds": total,
         "parameters": sum(p.numel() for p in open_run(out).model.parameters()),
+        "brevity_penalty": brevity_penalties(out, src, tgt),
     }
+
+
+def brevity_penalties(run_dir: Path, src: str, tgt: str) -> dict[str, float]:
+    """BLEU's brevity penalty on test2016 for each search: "greedy_tok_bleu", "tok_bleu" (beam), "greedy_bleu",
+    "bleu" (sacreBLEU): below 1 when the output is shorter than the references."""
+    run = open_run(run_dir)
+    files = multi30k_files(src, tgt)
+    pairs = read_parallel(files["test_src"], files["test_tgt"])
+    ref_tok = read_lines(files["test_ref_tok"])
+    found = {}
+    for search, prefix in (("greedy", "greedy_"), ("beam", "")):
+        hypotheses = run.translate(pairs.src, search=search)
+        found[f"{prefix}tok_bleu"] = tokenized_bleu(moses_tokenize(hypotheses, tgt), ref_tok)["bp"]
+        found[f"{prefix}bleu"] = bleu(hypotheses, pairs.tgt)["bp"]
+    return found
 
 
 DECODING_SETTINGS = [(search, batch) for search in ("greedy", "beam") for batch in (64, 1)]  # timed pairs
@@ -173,20 +194,25 @@ def cached_step_megabytes(run: Path) -> float:
     return (decoder + model.lm_head.weight.numel()) * model.lm_head.weight.element_size() / 1e6
 
 
+def budget_flag(results: dict[str, object]) -> str:
+    """The training budget flag that reproduces `results`: `--epochs N` or `--minutes M`."""
+    return f"--epochs {results['epochs']}" if results.get("epochs") else f"--minutes {results['minutes']:g}"
+
+
 def render(results: dict[str, object]) -> str:
     m = results["machine"]
     lines = [
         "## Machine translation: Multi30k (issue #5)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}. Reproduce: `ATTNKIT_DATA=../shared/data "
-        f"python benchmarks/translate.py --minutes {results['minutes']:g}`. Preset `configs/translate/multi30k.yaml`:"
+        f"python benchmarks/translate.py {budget_flag(results)}`. Preset `configs/translate/multi30k.yaml`:"
         " post-norm, d_model 256, 3 + 3 layers, 4 heads, d_ff 1024, one joint 8k byte-level BPE vocabulary with"
         " three-way tied embeddings, label smoothing 0.1, inverse-square-root schedule (warm-up 800), ~4k-token"
         " batches, last 5 epoch checkpoints averaged; test2016 (1,000 sentences).",
         "",
         "| direction | params | training (2 CPU cores) | epochs | tokenized BLEU, beam 4 | greedy | sacreBLEU beam 4 |"
-        " greedy | chrF beam 4 | target (tok. BLEU) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " greedy | chrF beam 4 | greedy | target (tok. BLEU) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["runs"]:
         x = r["metrics"]
@@ -195,8 +221,23 @@ def render(results: dict[str, object]) -> str:
             f"| {r['direction']} | {r['parameters'] / 1e6:.1f}M | {r['train_seconds'] / 60:.1f} min |"
             f" {r['epochs']:.0f} |"
             f" **{x['tok_bleu']:.2f}** | {x['greedy_tok_bleu']:.2f} | {x['bleu']:.2f} | {x['greedy_bleu']:.2f} |"
-            f" {x['chrf']:.1f} | ≥ {target} ({name}: {published}) |"
+            f" {x['chrf']:.1f} | {x['greedy_chrf']:.1f} | ≥ {target} ({name}: {published}) |"
         )
+    penalties = [r for r in results["runs"] if "brevity_penalty" in r]
+    if penalties:
+        lines += [
+            "",
+            "Brevity penalties (below 1: the output is shorter than the references; BLEU is multiplied by it):",
+            "",
+            "| direction | tokenized, beam 4 | greedy | sacreBLEU, beam 4 | greedy |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in penalties:
+            bp = r["brevity_penalty"]
+            lines.append(
+                f"| {r['direction']} | {bp['tok_bleu']:.3f} | {bp['greedy_tok_bleu']:.3f} | {bp['bleu']:.3f} |"
+                f" {bp['greedy_bleu']:.3f} |"
+            )
     lines += [
         "",
         "Tokenized BLEU: hypotheses lowercased and Moses-tokenized exactly as the `tok/` references were made"
@@ -274,6 +315,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--directions", default="de-en,en-de", help="comma-separated, e.g. de-en")
     parser.add_argument("--minutes", type=float, default=59.0, help="training budget per direction")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="train exactly this many epochs instead, with no time limit, so that other load on the machine"
+        " cannot change the result (the preset's hour gives 16 on an AMD EPYC with 2 cores)",
+    )
     parser.add_argument("--sentences", type=int, default=200, help="test sentences timed per decoding variant")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (cache on and off back to back)")
     parser.add_argument("--out", default="runs/bench-translate", help="where the runs go")
@@ -308,8 +355,10 @@ def main() -> None:
         return
     if not args.render_only:
         results.update(machine=machine(), rounds=args.rounds)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be at least 1")
     if not args.speed_only:
-        results["minutes"] = args.minutes
+        results["minutes"], results["epochs"] = (None, args.epochs) if args.epochs else (args.minutes, None)
     if args.render_only:
         for entry in results["runs"]:
             if entry.get("decoding") and "weights_mb_per_step" not in entry:
@@ -327,8 +376,9 @@ def main() -> None:
             if entry is None:
                 parser.error(f"{direction}: no figures recorded in {path}; run this script without --speed-only first")
         else:
-            print(f"{direction}: training for up to {args.minutes:g} minutes", flush=True)
-            entry = train_direction(src, tgt, args.minutes, run_dir)
+            budget = f"{args.epochs} epochs" if args.epochs else f"up to {args.minutes:g} minutes"
+            print(f"{direction}: training for {budget}", flush=True)
+            entry = train_direction(src, tgt, args.minutes, run_dir, args.epochs)
             results["runs"] = [r for r in results["runs"] if r["direction"] != direction] + [entry]
         if not args.no_speed:
             torch.manual_seed(0)
