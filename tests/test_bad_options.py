@@ -46,6 +46,14 @@ CASES = [
     ("classify", ["--metric", "bogus"], "--metric must be one of accuracy, macro_f1, micro_f1, loss for classify"),
     ("translate", ["--metric", "accuracy"], "--metric must be one of loss, ppl for translate, got 'accuracy'"),
     ("classify", ["--device", "tpu9"], "--device must be auto, cpu, cuda or cuda:N, got 'tpu9'"),
+    ("classify", ["--valid-fraction", "-0.5"], "--valid-fraction must be in [0, 1), got -0.5"),
+    ("classify", ["--d-model", "30", "--n-heads", "4"], "bad model options: n_heads=4 must divide d_model=30"),
+    ("classify", ["--n-layers", "0"], "bad model options: n_layers must be >= 1, got 0"),
+    ("mlm", ["--dropout", "2"], "bad model options: dropout must be in [0, 1), got 2.0"),
+    ("recommend", ["--d-model", "30", "--n-heads", "4"], "bad model options: n_heads=4 must divide d_model=30"),
+    ("translate", ["--d-model", "30", "--n-heads", "4"], "bad model options: TransformerConfig: n_heads=4 must"),
+    ("lm", ["--n-layers", "0"], "bad model options: n_layers must be >= 1, got 0"),
+    ("vision", ["--patch-size", "0"], "bad model options: patch_size must be >= 1, got 0"),
 ]
 
 
@@ -113,3 +121,17 @@ def test_too_little_training_data_names_the_split_and_the_directory_can_be_reuse
 def test_mlm_valid_fraction_must_leave_training_data(tmp_path, capsys):
     assert main(["train", "mlm", *DATA["mlm"], "--valid-fraction", "1", "--out", str(tmp_path / "r")]) == 2
     assert "--valid-fraction must be in (0, 1), got 1.0" in capsys.readouterr().err
+
+
+def test_patch_size_that_does_not_divide_the_images(tmp_path, capsys, monkeypatch):
+    """The image side is known only once the images are read: still one line, and no run is left."""
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    out = tmp_path / "run"
+    args = ["train", "vision", "--dataset", "folder", "--data-dir", "tests/fixtures/runs/data/vision"]
+    assert main([*args, "--patch-size", "3", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "error: --patch-size 3 does not divide the 8-pixel images; use one of its divisors (2, 4),"
+        " or resize the images with --image-size\n"
+    )
+    assert not (out / "model.safetensors").exists()

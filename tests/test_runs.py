@@ -253,6 +253,35 @@ def test_a_damaged_run_directory_is_one_clear_line(task, damage, message, copy_r
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing changed
 
 
+BAD_COMMANDS = [  # (task, the command with RUN for the run directory, the start of the one error line)
+    ("lm", ["generate", "RUN", "--temperature", "nan"], "--temperature must be a finite number >= 0, got nan"),
+    ("lm", ["generate", "RUN", "--temperature", "-1"], "--temperature must be a finite number >= 0, got -1.0"),
+    ("lm", ["generate", "RUN", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+    ("lm", ["generate", "RUN", "--top-k", "0"], "--top-k must be at least 1, got 0"),
+    ("lm", ["generate", "RUN", "--top-p", "nan"], "--top-p must be in (0, 1], got nan"),
+    ("classify", ["predict", "RUN", "hello", "--top-k", "0"], "--top-k must be at least 1"),
+    ("translate", ["predict", "RUN", "Hallo", "--beam", "0"], "--beam must be at least 1"),
+    ("translate", ["predict", "RUN", "Hallo", "--alpha", "nan"], "--alpha must be a finite number >= 0, got nan"),
+    ("classify", ["explain", "RUN", "hello", "--layer", "99"], "--layer 99: the model has layers 0..0"),
+    ("classify", ["explain", "RUN", "hello", "--head", "99"], "--head 99: the model has heads 0..1"),
+    ("recommend", ["predict", "RUN", "--history", "1,2", "--top-k", "-1"], "--top-k must be at least 1"),
+    ("vision", ["predict", "RUN", "nothere.png"], "nothere.png: no such file"),
+    ("translate", ["evaluate", "RUN", "--src", "nothere.de", "--ref", "x"], "nothere.de: no such file"),
+]
+
+
+@pytest.mark.parametrize(
+    ("task", "command", "message"), BAD_COMMANDS, ids=[f"{t}-{' '.join(c[2:])}" for t, c, _ in BAD_COMMANDS]
+)
+def test_a_bad_command_argument_is_one_clear_line(task, command, message, copy_run, capsys):
+    run = copy_run(task)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main([str(run) if part == "RUN" else part for part in command]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing changed
+
+
 @pytest.mark.parametrize("target", ["folder", "file-under-a-file"])
 def test_an_output_that_cannot_be_written_is_one_line(target, copy_run, tmp_path, capsys):
     blocker = tmp_path / "blocker"

@@ -30,7 +30,8 @@ class LabeledTexts:
 
 
 def read_lines(path: Path | str, encoding: str = "utf-8") -> list[str]:
-    """All lines of a text file, without line ends; a DataError names the line that fails to decode."""
+    """All lines of a text file, without line ends; a DataError names the line that fails to decode or
+    holds a NUL byte."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -45,6 +46,9 @@ def read_lines(path: Path | str, encoding: str = "utf-8") -> list[str]:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise DataError(f"{path}: line {line} is not valid {encoding} ({error.reason})") from None
+    if "\x00" in text:  # valid UTF-8, but no text file holds it: a binary file, or one in UTF-16
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise DataError(f"{path}: line {line} holds a NUL byte; this looks like a binary or UTF-16 file, not text")
     lines = text.split("\n")  # not splitlines(): it also splits at \x1c, \x85, \u2028 and kin inside fields
     if lines and lines[-1] == "":
         lines.pop()
@@ -120,6 +124,12 @@ def _read_delimited(
     if header is None:
         wanted = {label_column or "label", *(text_columns or ["text"])}
         header = bool(wanted & set(first))
+        if not header and label_column is None and text_columns is None and _looks_like_header(numbered):
+            raise DataError(
+                f"{path}: line 1 looks like a header ({', '.join(first)}) but names no 'text' and 'label' columns;"
+                " name the columns with --text-columns and --label-column, or give them by number"
+                f" (e.g. --label-column {len(first) - 1}) if line 1 is data"
+            )
     if header:
         names = first
         numbered = numbered[1:]
@@ -148,6 +158,17 @@ def _read_delimited(
         texts.append(". ".join(row[i].strip() for i in text_indices if row[i].strip()))
         labels.append(row[label_index].strip())
     return _finish(path, texts, labels, blank)
+
+
+def _looks_like_header(numbered: list[tuple[int, list[str]]]) -> bool:
+    """Whether a first row that names none of the default columns is still a header: every cell a short
+    name of at most three words, and its last cell (the default label column) a value no other row has,
+    while the other rows' labels repeat (so a file of unique labels is not mistaken for one)."""
+    first = [cell.strip() for cell in numbered[0][1]]
+    if len(numbered) < 3 or any(not cell or len(cell) > 40 or len(cell.split()) > 3 for cell in first):
+        return False
+    labels = [row[-1].strip() for _, row in numbered[1:] if row]
+    return first[-1] not in labels and len(set(labels)) < len(labels)
 
 
 def _column_index(path: Path, column: str | None, width: int, default: int) -> int:

@@ -59,6 +59,8 @@ class Task(Protocol):
 
 
 WARMUP_SHARE = 4  # the warm-up takes at most 1 / WARMUP_SHARE of the planned steps
+TIMED_STEPS = 5  # steps timed (after the first, which pays one-off costs) for the run's time estimate
+LONG_RUN_MINUTES = 20  # a run estimated to take longer says so once it has timed TIMED_STEPS steps
 
 
 class TrainingDiverged(UserError):
@@ -76,6 +78,8 @@ class Trainer:
         train: training batches; valid: validation batches (None = no evaluation during training).
         where: this process's rank and device (from `distributed.setup`).
         log: prints a line (rank 0 only); default print.
+        long_run_hint: added to the note printed when the run's estimated time exceeds LONG_RUN_MINUTES,
+            e.g. a pointer to a preset sized for a CPU.
     """
 
     def __init__(
@@ -88,8 +92,10 @@ class Trainer:
         valid: Batches | None,
         where: Dist,
         log: Callable[[str], None] = print,
+        long_run_hint: str = "",
     ) -> None:
         self.config, self.task, self.where = config, task, where
+        self.long_run_hint = long_run_hint
         self.run_dir = Path(run_dir)
         if where.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +169,10 @@ class Trainer:
                 position["step"] += 1
                 tokens_window += tokens
                 step = position["step"]
+                if step == 1:
+                    timing_start = time.perf_counter()
+                elif not resume and step == 1 + TIMED_STEPS:
+                    self._estimate_time((time.perf_counter() - timing_start) / TIMED_STEPS, step, started)
                 if progress is not None:
                     rate = tokens_window / max(time.perf_counter() - window_start, 1e-9)
                     shown = {
@@ -239,6 +249,21 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_total, tokens
+
+    def _estimate_time(self, seconds_per_step: float, step: int, started: float) -> None:
+        """Say once, early, when the planned steps will take longer than LONG_RUN_MINUTES (evaluation not
+        counted), so that a user who meant a quick run can stop and choose a smaller one."""
+        left = seconds_per_step * (self.total_steps - step)
+        if self.config.max_minutes:
+            left = min(left, 60 * self.config.max_minutes - (time.perf_counter() - started))
+        if left <= 60 * LONG_RUN_MINUTES:
+            return
+        hint = f"; {self.long_run_hint}" if self.long_run_hint else ""
+        self.log(
+            f"note: at {seconds_per_step:.2f} s per step on {self.where.device.type}, the {self.total_steps:,} planned"
+            f" steps take about {round(left / 60):,} more minutes (--max-steps, --max-minutes or a smaller model"
+            f" finish sooner{hint})"
+        )
 
     def _step_groups(self, n_batches: int) -> list[range]:
         """For each micro-batch index, the range of micro-batches of its optimizer step."""

@@ -73,6 +73,8 @@ class LmOptions:
         return config_from(self, GPTConfig, vocab_size=vocab_size)
 
 
+CPU_PRESET = "--config configs/lm/shakespeare_char.yaml"  # the defaults are nanoGPT's GPU-sized model
+
 TRAIN_DEFAULTS = {
     "metric": "loss",
     "metric_mode": "min",
@@ -230,7 +232,10 @@ def train_run(start: RunStart) -> dict[str, float]:
     torch.manual_seed(train_config.seed)
     model = GPT(model_config)
     log(f"model: GPT, {model.num_parameters():,} parameters")
-    trainer = Trainer(HiddenForward(model), LmTask(), train_config, run_dir, train_batches, valid_batches, where, log)
+    hint = f"{CPU_PRESET} trains a CPU-sized model in minutes" if where.device.type == "cpu" else ""
+    trainer = Trainer(
+        HiddenForward(model), LmTask(), train_config, run_dir, train_batches, valid_batches, where, log, hint
+    )
     trainer.fit(resume=resume)
     load_weights(model, run_dir / "model.safetensors")
     metrics = trainer.evaluate(valid_batches)
@@ -305,11 +310,11 @@ class LanguageModelRun(Run, task="lm", options=LmOptions, model=GPT, config=GPTC
         `CausalLMStepper`): worth its start-up time (tens of seconds on a CPU) for long generations."""
         if max_new_tokens < 1:
             raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise UserError(f"--temperature must be >= 0, got {temperature}")
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise UserError(f"--temperature must be a finite number >= 0, got {temperature}")
         if top_k is not None and top_k < 1:
             raise UserError(f"--top-k must be at least 1, got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
+        if top_p is not None and not 0 < top_p <= 1:  # also false for nan
             raise UserError(f"--top-p must be in (0, 1], got {top_p}")
         if not prompt:
             raise UserError("give a --prompt (at least one character)")
@@ -379,7 +384,8 @@ HELP = "GPT-style language modelling on a plain-text file"
 DESCRIPTION = (
     "Train a GPT (pre-norm causal blocks, tied output layer) on random windows of a text file tokenized by "
     "characters or byte-level BPE; the last --valid-fraction of the text is held out. Sample from it with "
-    "`attnkit generate RUN_DIR`. Use --max-steps for nanoGPT-style iteration budgets."
+    "`attnkit generate RUN_DIR`. Use --max-steps for nanoGPT-style iteration budgets. The default model is "
+    "nanoGPT's GPU-sized one; on a CPU, --config configs/lm/shakespeare_char.yaml trains in minutes."
 )
 COMMANDS = {
     "evaluate": metrics_command("lm: validation loss and perplexity on the held-out end of the run's text."),

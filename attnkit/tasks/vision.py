@@ -103,7 +103,7 @@ class VisionOptions:
             raise UserError(f"--rotate must be in [0, 180] degrees, got {self.rotate}")
         if self.valid_size < 0:
             raise UserError(f"--valid-size must be >= 0, got {self.valid_size}")
-        size = self.image_size or self.patch_size
+        size = self.image_size or max(self.patch_size, 1)  # so that a bad --patch-size is named as such
         check_model_options(lambda: self.model_config(image_size=size, in_channels=1, n_classes=2))
 
     def model_config(self, image_size: int, in_channels: int, n_classes: int) -> ViTConfig:
@@ -219,6 +219,12 @@ def train_run(start: RunStart) -> dict[str, float]:
     train_data, valid = hold_out(train_all, options.valid_size, train_config.seed, log)
     mean, std = channel_stats(train_data.images)
     size = options.image_size or train_data.images.shape[-1]
+    if size % options.patch_size:  # only now is the image side known when --image-size is not given
+        divisors = ", ".join(str(d) for d in range(2, size) if size % d == 0) or "none but 1"
+        raise UserError(
+            f"--patch-size {options.patch_size} does not divide the {size}-pixel images; use one of its divisors"
+            f" ({divisors}), or resize the images with --image-size"
+        )
     model_config = options.model_config(size, train_data.images.shape[1], len(train_data.classes))
     pipeline = Pipeline(mean, std, size, options.augment, options.crop_padding, options.magnitude, options.rotate)
     if not resume:

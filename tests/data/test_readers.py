@@ -140,3 +140,31 @@ def test_ragged_rows_are_refused_by_line(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         read_labeled(path)
+
+
+def test_a_header_naming_none_of_the_default_columns_is_not_read_as_data(tmp_path):
+    path = tmp_path / "news.csv"
+    rows = ["sentence,category", "stocks rallied today,finance", "a late winner,sports", "rates held,finance"]
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"line 1 looks like a header \(sentence, category\).*--label-column 1"):
+        read_labeled(path)
+    data = read_labeled(path, text_columns=["sentence"], label_column="category")  # the fix the message gives
+    assert data.labels == ["finance", "sports", "finance"]
+    numbered = read_labeled(path, text_columns=["0"], label_column="1")  # or: line 1 is data after all
+    assert numbered.labels[0] == "category" and len(numbered) == 4
+
+
+def test_a_first_row_of_data_is_still_data(tmp_path):
+    """Short rows whose first label repeats, or whose labels are all unique, are not taken for a header."""
+    path = tmp_path / "short.csv"
+    path.write_text("good,pos\nbad,neg\nfine,pos\n")
+    assert read_labeled(path).texts == ["good", "bad", "fine"]
+    path.write_text("one,a\ntwo,b\nthree,c\n")
+    assert read_labeled(path).labels == ["a", "b", "c"]
+
+
+def test_a_nul_byte_is_refused_by_line(tmp_path):
+    path = tmp_path / "data.tsv"
+    path.write_bytes(b"first\ta\n" + "second\tb\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match="line 2 holds a NUL byte; this looks like a binary or UTF-16 file"):
+        read_labeled(path)

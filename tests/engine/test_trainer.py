@@ -183,3 +183,19 @@ def test_warm_up_takes_at_most_a_quarter_of_a_short_run(tmp_path):
     assert (
         Trainer(toy_model(), ToyTask(), long, tmp_path, toy_batches(64, shuffle=True), None, Dist()).warmup_steps == 5
     )
+
+
+def test_a_long_run_says_how_long_it_will_take(tmp_path, monkeypatch):
+    """Timed over its first steps, a run longer than LONG_RUN_MINUTES prints one note with the estimate and
+    the hint; a short one prints none."""
+    for limit, expected in ((0.0, 1), (1e6, 0)):
+        monkeypatch.setattr("attnkit.engine.trainer.LONG_RUN_MINUTES", limit)
+        messages: list[str] = []
+        trainer = _trainer(tmp_path / str(limit), epochs=1)  # 8 steps
+        trainer.log, trainer.long_run_hint = messages.append, "try the small preset"
+        trainer.fit()
+        notes = [m for m in messages if m.startswith("note: at ")]
+        assert len(notes) == expected
+        if notes:
+            assert "s per step on cpu, the 8 planned steps take about" in notes[0]
+            assert notes[0].endswith("finish sooner; try the small preset)")

@@ -331,4 +331,6 @@ def test_evaluate_and_predict_errors(toy, tmp_path, capsys):
     short = write_lines(tmp_path / "short.en", ["One."])
     assert "lines" in _error(capsys, ["evaluate", str(run), "--src", files["test"][0], "--ref", short])
     assert "--beam" in _error(capsys, ["predict", str(run), "Eins.", "--beam", "0"])
-    assert "--alpha must be at least 0" in _error(capsys, ["predict", str(run), "Eins.", "--alpha", "-1"])
+    assert "--alpha must be a finite number >= 0, got -1.0" in _error(
+        capsys, ["predict", str(run), "Eins.", "--alpha", "-1"]
+    )

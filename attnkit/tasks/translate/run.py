@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Any
@@ -144,8 +145,8 @@ def _search(args: argparse.Namespace) -> Search:
     """Check --beam and --alpha; the search they ask for: greedy for --beam 1, else beam."""
     if args.beam is not None and args.beam < 1:
         raise UserError("--beam must be at least 1")
-    if args.alpha is not None and args.alpha < 0:
-        raise UserError(f"--alpha must be at least 0, got {args.alpha}")
+    if args.alpha is not None and not (math.isfinite(args.alpha) and args.alpha >= 0):
+        raise UserError(f"--alpha must be a finite number >= 0, got {args.alpha}")
     return "greedy" if args.beam == 1 else "beam"
 
 
