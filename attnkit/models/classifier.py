@@ -23,7 +23,7 @@ from attnkit.models.mlm import MaskedLanguageModel as MaskedLanguageModel
 from attnkit.models.text_encoder import TextEncoder, TextEncoderConfig
 from attnkit.nn.dropout import Dropout
 
-Pooling = Literal["cls", "mean"]
+Pooling = Literal["cls", "mean", "pooler"]
 
 
 def drop_tokens(ids: Tensor, p: float, pad_id: int) -> Tensor:
@@ -44,7 +44,8 @@ class TextClassifier(nn.Module):
         config: the encoder's configuration.
         n_classes: number of classes C.
         pooling: "cls" takes the first position's state (inputs must start with [CLS]); "mean"
-            averages the states of real tokens only.
+            averages the states of real tokens only; "pooler" is BERT's: a dense layer and tanh on
+            the [CLS] state (`self.pooler`).
         head_dropout: dropout before the output layer.
         token_dropout: in training, `drop_tokens` with this probability: a regulariser for small
             text datasets that a model otherwise memorises in a few epochs.
@@ -60,8 +61,8 @@ class TextClassifier(nn.Module):
         token_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be cls or mean, got {pooling!r}")
+        if pooling not in ("cls", "mean", "pooler"):
+            raise ValueError(f"pooling must be cls, mean or pooler, got {pooling!r}")
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
         if not 0.0 <= token_dropout < 1.0:
@@ -69,15 +70,20 @@ class TextClassifier(nn.Module):
         self.pooling = pooling
         self.token_dropout = token_dropout
         self.body = TextEncoder(config)
+        self.pooler = (
+            nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.Tanh()) if pooling == "pooler" else None
+        )
         self.dropout = Dropout(head_dropout)
         self.head = nn.Linear(config.d_model, n_classes)
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """ids (B, L) -> logits (B, C)."""
+    def forward(self, ids: Tensor, segments: Tensor | None = None) -> Tensor:
+        """ids (B, L) -> logits (B, C); segments (B, L) as `TextEncoder`."""
         if self.training and self.token_dropout > 0:
             ids = drop_tokens(ids, self.token_dropout, self.body.config.pad_id)
-        hidden, keep = self.body(ids)  # (B, L, D), (B, L)
-        if self.pooling == "cls":
+        hidden, keep = self.body(ids, segments)  # (B, L, D), (B, L)
+        if self.pooler is not None:
+            pooled = self.pooler(hidden[:, 0])  # (B, D)
+        elif self.pooling == "cls":
             pooled = hidden[:, 0]  # (B, D)
         else:
             weights = keep.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)

@@ -40,6 +40,7 @@ class GPTConfig(DictConfig):
         positional: "learned" (GPT-2) or "rotary" (RoPE on queries and keys).
         activation: "gelu" (exact, as nanoGPT) or "gelu_tanh" (GPT-2's approximation).
         bias: biases in linear layers and norms' shift.
+        eps: the layer norms' epsilon.
     """
 
     vocab_size: int
@@ -52,6 +53,7 @@ class GPTConfig(DictConfig):
     positional: Literal["learned", "rotary"] = "learned"
     activation: Literal["gelu", "gelu_tanh"] = "gelu"
     bias: bool = True
+    eps: float = 1e-5
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_len", "d_model", "n_heads", "n_layers"):
@@ -98,6 +100,7 @@ class GPT(nn.Module):
             activation=config.activation,
             norm_first=True,
             bias=config.bias,
+            eps=config.eps,
             rope=rope,
             final_norm=True,
         )

@@ -36,17 +36,18 @@ class MaskedLanguageModel(nn.Module):
         super().__init__()
         self.body = TextEncoder(config)
         self.transform = nn.Sequential(
-            nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.LayerNorm(config.d_model)
+            nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.LayerNorm(config.d_model, eps=config.eps)
         )
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         self.lm_head.weight = self.body.embed.weight
 
-    def forward(self, ids: Tensor, chosen: Tensor | None = None) -> Tensor:
-        """ids (B, L) -> logits (B, L, V); with `chosen` (B, L) bool, only there: (N, V).
+    def forward(self, ids: Tensor, chosen: Tensor | None = None, segments: Tensor | None = None) -> Tensor:
+        """ids (B, L) -> logits (B, L, V); with `chosen` (B, L) bool, only there: (N, V); segments
+        (B, L) as `TextEncoder`.
 
         Scoring only the masked positions (15% of tokens) saves most of the output layer's work.
         """
-        hidden, _ = self.body(ids)  # (B, L, D)
+        hidden, _ = self.body(ids, segments)  # (B, L, D)
         if chosen is not None:
             hidden = hidden[chosen]  # (N, D)
         return self.lm_head(self.transform(hidden))

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from attnkit.nn import Encoder, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
@@ -42,6 +43,9 @@ class TextEncoderConfig(DictConfig):
         activation, norm: feed-forward activation and norm kind.
         positional: "learned" or "sinusoidal".
         pad_id: padding id.
+        eps: the layer norms' epsilon (BERT: 1e-12).
+        type_vocab_size: segment (token type) embeddings, as BERT's sentence A/B; 0 = none.
+        embed_norm: a LayerNorm on the summed embeddings, before dropout (BERT).
     """
 
     vocab_size: int
@@ -57,6 +61,9 @@ class TextEncoderConfig(DictConfig):
     norm: NormKind = "layer"
     positional: Literal["learned", "sinusoidal"] = "learned"
     pad_id: int = 0
+    eps: float = 1e-5
+    type_vocab_size: int = 0
+    embed_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
@@ -97,15 +104,26 @@ class TextEncoder(nn.Module):
             activation=config.activation,
             norm=config.norm,
             norm_first=config.norm_first,
+            eps=config.eps,
         )
+        self.type_embed = nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
+        self.embed_norm = nn.LayerNorm(config.d_model, eps=config.eps) if config.embed_norm else None
         nn.init.normal_(self.embed.weight, std=0.02)
         self.embed.weight.data[config.pad_id].zero_()
 
-    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        """ids (B, L) -> (hidden (B, L, D), keep (B, L) True at real tokens)."""
-        keep = ids != self.config.pad_id  # (B, L)
+    def forward(self, ids: Tensor, segments: Tensor | None = None, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """ids (B, L) -> (hidden (B, L, D), keep (B, L) True at real tokens).
+
+        segments: (B, L) token type ids (0 = first sentence) when the config has `type_vocab_size`;
+            None = all 0. keep: (B, L) bool, the real tokens, when padding is not `pad_id` alone."""
+        if keep is None:
+            keep = ids != self.config.pad_id  # (B, L)
         x = self.embed(ids)
         if self.config.positional == "sinusoidal":
             x = x * math.sqrt(self.config.d_model)
-        x = self.dropout(self.pos(x))  # (B, L, D)
-        return self.encoder(x, keep=keep), keep
+        x = self.pos(x)  # (B, L, D)
+        if self.type_embed is not None:
+            x = x + self.type_embed(torch.zeros_like(ids) if segments is None else segments)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        return self.encoder(self.dropout(x), keep=keep), keep

@@ -50,6 +50,7 @@ class ViTConfig(DictConfig):
         pooling: "cls" (the paper) or "mean" over patch states.
         stem: "patch" (the paper: one linear map per patch) or "conv" (log2 P stride-2 3 x 3
             convolutions with BatchNorm and ReLU, then a 1 x 1 convolution; P must be a power of 2).
+        eps: the layer norms' epsilon (1e-12 in Google's and Hugging Face's ViT checkpoints).
         stem_depth: with the conv stem, how many scales, from full resolution down, also get a
             stride-1 3 x 3 convolution (with BatchNorm and ReLU); 0 = none (Xiao et al.'s stem).
     """
@@ -66,6 +67,7 @@ class ViTConfig(DictConfig):
     pooling: Literal["cls", "mean"] = "cls"
     stem: Literal["patch", "conv"] = "patch"
     stem_depth: int = 0
+    eps: float = 1e-5
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size", "in_channels", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -125,6 +127,7 @@ class ViT(nn.Module):
             dropout=config.dropout,
             activation="gelu",
             norm_first=True,
+            eps=config.eps,
             final_norm=True,
         )
         self.head = nn.Linear(d, config.n_classes)
