@@ -4,6 +4,7 @@
     attnkit evaluate RUN_DIR --data FILE
     attnkit predict RUN_DIR "some text" [--top-k 3]
     attnkit predict RUN_DIR --input texts.txt --output predictions.jsonl
+    attnkit import hf path/to/save_pretrained/folder --out runs/gpt2
     attnkit demo
 
 The tasks, their flags and what each command does with their runs come from the task registry
@@ -84,6 +85,26 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
     download.add_argument("name", help="reuters21578, ag_news or thucnews_title")
     download.add_argument("--data-dir", help="folder to put the files in")
     download.add_argument("--mirror", help="fetch the same file names from this base URL instead")
+
+    importer = commands.add_parser(
+        "import",
+        help="pretrained weights in: a Hugging Face checkpoint as a run directory",
+        description="Import a pretrained checkpoint into attnkit's own modules as an ordinary run directory "
+        "(config.json, model.safetensors, the tokenizer or image preprocessing), so that predict, evaluate, "
+        "generate and explain work on it. Reads config.json and safetensors only, never a pickle.",
+    )
+    sources = importer.add_subparsers(dest="source_kind", metavar="FORMAT")
+    sources.required = True
+    hf = sources.add_parser(
+        "hf",
+        help="a Hugging Face save_pretrained folder: GPT-2 (lm) or ViT (vision)",
+        description="Import a folder written by transformers' save_pretrained (config.json, model.safetensors "
+        "and the tokenizer's or image processor's files): GPT-2 becomes an lm run, ViT a vision run.",
+    )
+    hf.add_argument("source", help="the save_pretrained folder")
+    hf.add_argument("--out", required=True, help="the run directory to write")
+    hf.add_argument("--task", help="the task of the run (default: the one the checkpoint implies)")
+    hf.add_argument("--num-labels", type=int, help="classes of a new classification head (vision)")
 
     commands.add_parser(
         "demo",
@@ -172,6 +193,13 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
 
         command = get_task(run_task).commands[args.command]
         return command.run(open_run(args.run_dir, args.device), args)
+    if args.command == "import":
+        from attnkit.hf.runs import import_run
+
+        if args.num_labels is not None and args.num_labels < 2:
+            raise UserError(f"--num-labels must be at least 2, got {args.num_labels}")
+        import_run(args.source, args.out, task=args.task, num_labels=args.num_labels)
+        return 0
     if args.command == "data":
         from attnkit.data.datasets import data_root
         from attnkit.data.download import download

@@ -135,3 +135,9 @@ def test_patch_size_that_does_not_divide_the_images(tmp_path, capsys, monkeypatc
         " or resize the images with --image-size\n"
     )
     assert not (out / "model.safetensors").exists()
+
+
+def test_lm_without_a_text_is_refused_before_anything_is_made(tmp_path, capsys):
+    assert main(["train", "lm", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == "error: give --text FILE\n"
+    assert not (tmp_path / "run").exists()

@@ -69,7 +69,8 @@ class Run:
     @classmethod
     def check_config(cls, path: Path, config: dict[str, Any]) -> None:
         """config.json's keys and the types and bounds of its options, each problem naming the field."""
-        unknown = sorted(set(config) - {"task", "options", "model", "train", *cls.extra_keys})
+        # "source": where an imported run came from (`attnkit import`), absent in trained runs.
+        unknown = sorted(set(config) - {"task", "options", "model", "train", "source", *cls.extra_keys})
         if unknown:
             raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}")
         missing = [key for key in cls.extra_keys if key not in config]
@@ -195,5 +196,7 @@ class TaskSpec:
         metric = train_config.metric.removeprefix("val_")
         if metric not in self.metrics:
             raise UserError(f"--metric must be one of {', '.join(self.metrics)} for {self.name}, got {metric!r}")
+        if options is not None and hasattr(options, "check_training"):
+            options.check_training()  # what a new run needs that a saved run's options may lack
         start = start_run(options, self.options, train_config, resume=resume, run_dir=run_dir, log=log)
         return self.train_run(start, **extra)

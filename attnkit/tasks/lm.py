@@ -62,11 +62,14 @@ class LmOptions:
     )
 
     def __post_init__(self) -> None:
-        if not self.text:
-            raise UserError("give --text FILE")
         if not 0 < self.valid_fraction < 1:
             raise UserError(f"--valid-fraction must be between 0 and 1, got {self.valid_fraction}")
         check_model_options(lambda: self.model_config(vocab_size=2))
+
+    def check_training(self) -> None:
+        """What training needs besides valid values (an imported run has no text of its own)."""
+        if not self.text:
+            raise UserError("give --text FILE")
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         """The GPT these options describe, for a vocabulary of `vocab_size` tokens."""
@@ -271,9 +274,15 @@ class LanguageModelRun(Run, task="lm", options=LmOptions, model=GPT, config=GPTC
         with torch.no_grad():
             return self.model(batch["ids"])
 
-    def evaluate(self, log: Any = print) -> dict[str, float]:
-        """Validation loss and perplexity over every window of the held-out end of the run's text."""
-        _, valid_text = split_text(read_text(self.options.text), self.options.valid_fraction)
+    def evaluate(self, text: str | None = None, log: Any = print) -> dict[str, float]:
+        """Validation loss and perplexity over every window of the held-out end of the run's text, or
+        of all of the file `text`."""
+        if text is not None:
+            valid_text = read_text(text)
+        elif not self.options.text:
+            raise UserError(f"{self.run_dir} has no text of its own (it was imported): give --text FILE")
+        else:
+            _, valid_text = split_text(read_text(self.options.text), self.options.valid_fraction)
         data = held_out(validation_ids(self.codec, valid_text, log), self.options.max_len, 32)
         task, model = LmTask(), HiddenForward(self.model)
         metrics = task.metrics(
@@ -388,7 +397,11 @@ DESCRIPTION = (
     "nanoGPT's GPU-sized one; on a CPU, --config configs/lm/shakespeare_char.yaml trains in minutes."
 )
 COMMANDS = {
-    "evaluate": metrics_command("lm: validation loss and perplexity on the held-out end of the run's text."),
+    "evaluate": metrics_command(
+        "lm: validation loss and perplexity on the held-out end of the run's text, or with --text on a file.",
+        lambda parser: parser.add_argument("--text", help="a plain-text file to score, all of it, instead"),
+        lambda run, args: run.evaluate(args.text),
+    ),
     "generate": Command(
         _generate_arguments,
         _generate,

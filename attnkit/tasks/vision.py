@@ -293,9 +293,17 @@ class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViT
         with torch.no_grad():
             return self.model(batch["images"])
 
-    def evaluate(self, log: Any = print) -> dict[str, float]:
-        """Accuracy and macro-F1 on the test split of the run's dataset."""
-        _, test = read_splits(self.options)
+    def evaluate(self, data_dir: str | None = None, log: Any = print) -> dict[str, float]:
+        """Accuracy and macro-F1 on the test split of the run's dataset, or on the images in
+        `data_dir`/<class>/ (class folders named as the run's classes)."""
+        if data_dir is not None:
+            config = self.model.config
+            size = (config.image_size, config.image_size)
+            test = read_image_folder(Path(data_dir), size=size, classes=self.classes, channels=config.in_channels)
+        elif "source" in self.config:
+            raise UserError(f"{self.run_dir} was imported, not trained on a dataset: give --data-dir FOLDER/<class>/")
+        else:
+            _, test = read_splits(self.options)
         data = batches(test, self.pipeline, 256, train=False, seed=0)
         task = VisionTask()
         rows = collect(lambda batch: task.eval_step(self.model, batch), data.plan(0), data.collate, self.device)
@@ -329,7 +337,13 @@ DESCRIPTION = (
     "ROOT/test/<class>/), with augmentation on the fly, and report test accuracy."
 )
 COMMANDS = {
-    "evaluate": metrics_command("vision: on the test split of the run's dataset."),
+    "evaluate": metrics_command(
+        "vision: on the test split of the run's dataset, or with --data-dir on FOLDER/<class>/*.png.",
+        lambda parser: parser.add_argument(
+            "--data-dir", help="evaluate on the images in FOLDER/<class>/ (the run's class names) instead"
+        ),
+        lambda run, args: run.evaluate(args.data_dir),
+    ),
     "predict": Command(_predict_arguments, _predict, "vision: the class of image files."),
     "explain": explain_command("vision"),
 }

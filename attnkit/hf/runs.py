@@ -1,0 +1,172 @@
+"""`attnkit import hf SRC --out RUN_DIR`: a Hugging Face checkpoint as an ordinary attnkit run directory.
+
+The run holds what `attnkit train` would have written: config.json (task, options, model configuration,
+training settings, plus "source", where it came from), model.safetensors and what the task needs to
+read inputs: the tokenizer (tokenizer.json, used as it is) or the image processor's size and
+normalisation. So `predict`, `evaluate`, `generate` and `explain` work on it unchanged.
+
+    GPT-2 -> an lm run (byte-level BPE tokenizer.json)
+    ViT   -> a vision run (classes from id2label; mean and std from preprocessor_config.json)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from attnkit.engine import Dist, TrainConfig
+from attnkit.engine.checkpoint import save_weights_atomic
+from attnkit.hf import load
+from attnkit.hf.checkpoint import Checkpoint, CheckpointImportError
+from attnkit.tasks.rundir import prepare_new_run, run_config, write_new_run
+
+TASKS = {"gpt2": ("lm",), "vit": ("vision",)}
+
+
+def import_run(
+    source: Path | str, out: Path | str, *, task: str | None = None, num_labels: int | None = None, log: Any = print
+) -> Path:
+    """Write the run directory `out` from the `save_pretrained` folder `source`; returns `out`.
+
+    Args:
+        task: the task the run is for (default: the one the checkpoint's type and head imply).
+        num_labels: classes of a new classification head, when the checkpoint has none or another number.
+    """
+    ckpt = Checkpoint(source)
+    allowed = TASKS.get(ckpt.model_type)
+    if allowed is None:
+        raise CheckpointImportError(
+            f"{ckpt.directory}: model_type {ckpt.model_type!r} cannot be imported as a run"
+            f" (supported: {', '.join(sorted(TASKS))})"
+        )
+    task = task or allowed[0]
+    if task not in allowed:
+        raise CheckpointImportError(f"a {ckpt.model_type} checkpoint imports as {' or '.join(allowed)}, not {task}")
+    out = Path(out)
+    prepare_new_run(out)  # refuses a directory that holds a run, before anything is converted
+    model = load(ckpt, task=task, num_labels=num_labels)
+    origin = {"from": str(ckpt.directory.resolve()), "model_type": ckpt.model_type}
+    origin["architectures"] = ckpt.setting("architectures")
+    if task == "lm":
+        config, files = _lm_run(ckpt, model, out)
+    else:
+        config, files = _vision_run(ckpt, model, out)
+    config["source"] = origin
+
+    def write_files(run_dir: Path) -> None:
+        files(run_dir)
+        save_weights_atomic(model, run_dir / "model.safetensors")
+
+    write_new_run(out, Dist(), config, files=write_files)
+    parameters = sum(p.numel() for p in model.parameters())
+    log(f"imported {ckpt.model_type} ({parameters:,} parameters) from {ckpt.directory} as a {task} run in {out}")
+    return out
+
+
+def _tokenizer_file(ckpt: Checkpoint) -> Path:
+    path = ckpt.directory / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointImportError(
+            f"{ckpt.directory}: no tokenizer.json; save the (fast) tokenizer beside the model with"
+            " tokenizer.save_pretrained(DIR)"
+        )
+    return path
+
+
+def _copy(path: Path) -> Any:
+    def files(run_dir: Path) -> None:
+        shutil.copyfile(path, run_dir / path.name)
+
+    return files
+
+
+def _lm_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[str, Any], Any]:
+    from attnkit.tasks.lm import TRAIN_DEFAULTS, LmOptions
+
+    tokenizer = _tokenizer_file(ckpt)
+    c = model.config
+    options = LmOptions(
+        out=str(out),
+        tokenizer="bytebpe",
+        vocab_size=c.vocab_size,
+        max_len=c.max_len,
+        **{f.name: getattr(c, f.name) for f in dataclasses.fields(LmOptions) if f.name in _MODEL_FIELDS},
+    )
+    train = TrainConfig(**TRAIN_DEFAULTS)
+    return run_config("lm", options, c, train), _copy(tokenizer)
+
+
+_MODEL_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "positional", "activation", "bias", "pooling")
+
+
+def _vision_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[str, Any], Any]:
+    from attnkit.tasks.vision import TRAIN_DEFAULTS, VisionOptions
+
+    c = model.config
+    processor = _processor(ckpt)
+    size = processor.get("size") or {}
+    side = size.get("height", size.get("shortest_edge", c.image_size)) if isinstance(size, dict) else size
+    if side != c.image_size or (isinstance(size, dict) and size.get("width", side) != side):
+        raise CheckpointImportError(
+            f"{ckpt.directory}: the image processor resizes to {size}, the model takes {c.image_size}x{c.image_size}"
+        )
+    channels = c.in_channels
+    mean = _per_channel(processor.get("image_mean", [0.5] * channels), channels, "image_mean", ckpt)
+    std = _per_channel(processor.get("image_std", [0.5] * channels), channels, "image_std", ckpt)
+    if not processor.get("do_normalize", True):
+        mean, std = [0.0] * channels, [1.0] * channels
+    options = VisionOptions(
+        out=str(out),
+        image_size=c.image_size,
+        valid_size=0,
+        augment="none",
+        patch_size=c.patch_size,
+        **{f.name: getattr(c, f.name) for f in dataclasses.fields(VisionOptions) if f.name in _MODEL_FIELDS},
+    )
+    train = TrainConfig(**TRAIN_DEFAULTS)
+    config = run_config(
+        "vision", options, c, train, classes=_classes(ckpt, c.n_classes), normalize={"mean": mean, "std": std}
+    )
+    return config, lambda _run_dir: None
+
+
+def _processor(ckpt: Checkpoint) -> dict[str, Any]:
+    path = ckpt.directory / "preprocessor_config.json"
+    if not path.is_file():
+        raise CheckpointImportError(
+            f"{ckpt.directory}: no preprocessor_config.json (the image processor's size and normalisation);"
+            " save it beside the model with image_processor.save_pretrained(DIR)"
+        )
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointImportError(f"{path}: cannot be read as JSON ({error})") from None
+    if not isinstance(found, dict):
+        raise CheckpointImportError(f"{path}: not an image processor configuration")
+    if found.get("do_rescale", True) and abs(float(found.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
+        raise CheckpointImportError(f"{path}: rescale_factor {found['rescale_factor']} is not 1/255")
+    return found
+
+
+def _per_channel(values: Any, channels: int, name: str, ckpt: Checkpoint) -> list[float]:
+    values = [values] * channels if isinstance(values, (int, float)) else values
+    if not (isinstance(values, list) and len(values) == channels):
+        raise CheckpointImportError(f"{ckpt.directory}: {name} must give one value per channel, got {values!r}")
+    return [float(v) for v in values]
+
+
+def _classes(ckpt: Checkpoint, n_classes: int) -> list[str]:
+    """Class names in label order: config.json's id2label where it names every class, else "0", "1", ..."""
+    id2label = ckpt.setting("id2label") or {}
+    if not isinstance(id2label, dict) or len(id2label) != n_classes:  # a new head for other labels
+        return [str(i) for i in range(n_classes)]
+    try:
+        names = [str(id2label[str(i)]) for i in range(n_classes)]
+    except KeyError:
+        return [str(i) for i in range(n_classes)]
+    return names if len(set(names)) == n_classes else [str(i) for i in range(n_classes)]

@@ -1,0 +1,195 @@
+"""`attnkit import hf`: a checkpoint becomes an ordinary run directory, and the run commands give what
+transformers gives on the same weights and inputs (its own tokenizer and image processor included)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from attnkit.cli import main
+from attnkit.runs import open_run
+
+transformers = pytest.importorskip("transformers", reason="the import tests need transformers (extra: hf)")
+
+TEXT = ["the quick brown fox jumps over the lazy dog", "a small model reads a small text", "to be or not to be"] * 20
+
+
+def _byte_bpe(vocab_size: int = 300) -> Tokenizer:
+    """A GPT-2-style byte-level BPE trained here (transformers 5's GPT2TokenizerFast(vocab_file=...)
+    builds an empty tokenizer, so it gets the tokenizer object instead)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(TEXT, trainer=trainer)
+    return tokenizer
+
+
+def _randomise(model: torch.nn.Module) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gpt2")
+    tokenizer = transformers.GPT2TokenizerFast(tokenizer_object=_byte_bpe(), eos_token="<|endoftext|>")
+    config = transformers.GPT2Config(
+        vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64, activation_function="gelu_new"
+    )
+    model = _randomise(transformers.GPT2LMHeadModel(config))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, model, tokenizer
+
+
+def test_gpt2_imports_as_an_lm_run_that_generates_as_transformers_does(gpt2_folder, tmp_path, capsys):
+    folder, ref, tokenizer = gpt2_folder
+    run = tmp_path / "run"
+    assert main(["import", "hf", str(folder), "--out", str(run)]) == 0
+    assert "imported gpt2" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "lm" and config["source"]["model_type"] == "gpt2"
+    prompt = "the quick brown"
+    assert main(["generate", str(run), "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "12"]) == 0
+    printed = capsys.readouterr().out
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = ref.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert printed == prompt + tokenizer.decode(expected[0, ids.size(1) :]) + "\n"
+    opened = open_run(run)  # and the run's forward is the model's
+    with torch.no_grad():
+        torch.testing.assert_close(opened.forward(opened.encode([prompt])), ref(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_an_import_never_overwrites_a_run(gpt2_folder, tmp_path, capsys):
+    folder, _, _ = gpt2_folder
+    run = tmp_path / "run"
+    assert main(["import", "hf", str(folder), "--out", str(run)]) == 0
+    before = (run / "model.safetensors").read_bytes()
+    assert main(["import", "hf", str(folder), "--out", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "classify"], "a gpt2 checkpoint imports as lm, not classify"),
+        (["--num-labels", "1"], "--num-labels must be at least 2, got 1"),
+    ],
+)
+def test_bad_import_requests_are_one_line(gpt2_folder, tmp_path, capsys, args, message):
+    folder, _, _ = gpt2_folder
+    assert main(["import", "hf", str(folder), "--out", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n"
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_folder_without_a_tokenizer_is_refused(gpt2_folder, tmp_path, capsys):
+    folder, _, _ = gpt2_folder
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((folder / name).read_bytes())
+    assert main(["import", "hf", str(bare), "--out", str(tmp_path / "run")]) == 2
+    assert "no tokenizer.json" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def vit_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vit")
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        image_size=16,
+        patch_size=4,
+        id2label={0: "cat", 1: "dog", 2: "fox"},
+        label2id={"cat": 0, "dog": 1, "fox": 2},
+    )
+    model = _randomise(transformers.ViTForImageClassification(config))
+    processor = transformers.ViTImageProcessor(
+        size={"height": 16, "width": 16}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder, model, processor
+
+
+def test_vit_imports_as_a_vision_run_that_predicts_as_transformers_does(vit_folder, tmp_path, capsys):
+    from PIL import Image
+
+    folder, ref, processor = vit_folder
+    run = tmp_path / "run"
+    assert main(["import", "hf", str(folder), "--out", str(run)]) == 0
+    image = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, size=(24, 20, 3), dtype=np.uint8)  # resized to 16 x 16
+    Image.fromarray(pixels).save(image)
+    opened = open_run(run)
+    assert opened.classes == ["cat", "dog", "fox"]
+    with torch.no_grad():
+        expected = ref(**processor(Image.open(image), return_tensors="pt")).logits.softmax(-1)[0]
+        got = opened.forward(opened.encode([str(image)])).softmax(-1)[0]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert main(["predict", str(run), str(image), "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()[-3:]
+    best = ["cat", "dog", "fox"][int(expected.argmax())]
+    assert lines[0].strip().startswith(best)
+
+
+def test_an_imported_vision_run_evaluates_on_a_folder(vit_folder, tmp_path, capsys):
+    from PIL import Image
+
+    folder, _, _ = vit_folder
+    run = tmp_path / "run"
+    assert main(["import", "hf", str(folder), "--out", str(run)]) == 0
+    assert main(["evaluate", str(run)]) == 2
+    assert "give --data-dir" in capsys.readouterr().err
+    rng = np.random.default_rng(1)
+    for name in ("cat", "dog", "fox"):
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(
+                tmp_path / "eval" / name / f"{i}.png"
+            )
+    assert main(["evaluate", str(run), "--data-dir", str(tmp_path / "eval")]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    files = sorted((tmp_path / "eval").glob("*/*.png"))
+    predicted = [ranked[0][0] for ranked in open_run(run).predict([str(f) for f in files])]
+    right = sum(label == f.parent.name for label, f in zip(predicted, files, strict=True))
+    assert metrics["accuracy"] == pytest.approx(right / len(files))
+
+
+def test_an_imported_lm_run_scores_a_text_file_as_transformers_does(gpt2_folder, tmp_path, capsys):
+    folder, ref, tokenizer = gpt2_folder
+    run = tmp_path / "run"
+    assert main(["import", "hf", str(folder), "--out", str(run)]) == 0
+    assert main(["evaluate", str(run)]) == 2
+    assert "give --text FILE" in capsys.readouterr().err
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(TEXT[:12]) + "\n")
+    assert main(["evaluate", str(run), "--text", str(text)]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ids = tokenizer(text.read_text().removesuffix("\n"), return_tensors="pt").input_ids[0]
+    window = 64  # the model's context: every whole window of the text, without overlap
+    starts = range(0, (len(ids) - 1) // window * window, window)
+    x = torch.stack([ids[o : o + window] for o in starts])
+    y = torch.stack([ids[o + 1 : o + window + 1] for o in starts])
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(ref(x).logits.transpose(1, 2), y)
+    assert metrics["val_loss"] == pytest.approx(float(expected), abs=1e-5)
