@@ -137,7 +137,16 @@ def test_patch_size_that_does_not_divide_the_images(tmp_path, capsys, monkeypatc
     assert not (out / "model.safetensors").exists()
 
 
-def test_lm_without_a_text_is_refused_before_anything_is_made(tmp_path, capsys):
-    assert main(["train", "lm", "--out", str(tmp_path / "run")]) == 2
-    assert capsys.readouterr().err == "error: give --text FILE\n"
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ("lm", "give --text FILE"),
+        ("classify", "give --train FILE or --dataset NAME"),
+        ("mlm", "give either --text FILE or --dataset NAME"),
+    ],
+)
+def test_training_without_data_is_refused_before_anything_is_made(task, message, tmp_path, capsys):
+    """A saved run's options may lack data (an imported run); a new training run may not."""
+    assert main(["train", task, "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
     assert not (tmp_path / "run").exists()

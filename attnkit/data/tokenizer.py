@@ -110,32 +110,50 @@ class Encoded:
     truncated: int
 
 
+def framing(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a text is framed with for an encoder: ([CLS], none) for attnkit's own tokenizers; a
+    tokenizer with its own post-processor (an imported BERT's "[CLS] $A [SEP]") frames as it says."""
+    if tokenizer.post_processor is None:
+        return [CLS_ID], []
+    plain = tokenizer.encode("a", add_special_tokens=False).ids
+    framed = tokenizer.encode("a", add_special_tokens=True).ids
+    start = next(i for i in range(len(framed) - len(plain) + 1) if framed[i : i + len(plain)] == plain)
+    return framed[:start], framed[start + len(plain) :]
+
+
+def unknown_id(tokenizer: Tokenizer) -> int | None:
+    """The id of [UNK] (attnkit's and BERT's name for it), or None when the tokenizer has none."""
+    return tokenizer.token_to_id("[UNK]")
+
+
 def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int, *, cls: bool = True) -> Encoded:
-    """Ids of each text, with [CLS] first when `cls`, cut to `max_len` tokens in all."""
-    room = max_len - int(cls)
+    """Ids of each text, framed when `cls` ([CLS] first; see `framing`), cut to `max_len` tokens in all."""
+    prefix, suffix = framing(tokenizer) if cls else ([], [])
+    room = max_len - len(prefix) - len(suffix)
     ids, truncated = [], 0
     for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
         tokens = encoding.ids
         if len(tokens) > room:
             truncated += 1
             tokens = tokens[:room]
-        ids.append(([CLS_ID] if cls else []) + tokens)
+        ids.append(prefix + tokens + suffix)
     return Encoded(ids, truncated)
 
 
 def doubts(tokenizer: Tokenizer, texts: list[str], max_len: int, *, cls: bool = True) -> list[str | None]:
     """For each text, why a prediction from it deserves doubt, or None: nothing left after
     tokenization, cut to `max_len` tokens, or mostly tokens the tokenizer never saw ([UNK])."""
-    room = max_len - int(cls)
+    framed = sum(map(len, framing(tokenizer))) if cls else 0
+    room, unknown = max_len - framed, unknown_id(tokenizer)
     found: list[str | None] = []
     for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
         tokens = encoding.ids
         if not tokens:
             found.append("no token after tokenization: the prediction rests on nothing")
-        elif sum(t == UNK_ID for t in tokens) * 2 > len(tokens):
-            found.append(f"{sum(t == UNK_ID for t in tokens)} of {len(tokens)} tokens are unknown to the tokenizer")
+        elif sum(t == unknown for t in tokens) * 2 > len(tokens):
+            found.append(f"{sum(t == unknown for t in tokens)} of {len(tokens)} tokens are unknown to the tokenizer")
         elif len(tokens) > room:
-            found.append(f"cut to {max_len} tokens of {len(tokens) + int(cls)}")
+            found.append(f"cut to {max_len} tokens of {len(tokens) + framed}")
         else:
             found.append(None)
     return found

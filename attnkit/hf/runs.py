@@ -6,6 +6,9 @@ read inputs: the tokenizer (tokenizer.json, used as it is) or the image processo
 normalisation. So `predict`, `evaluate`, `generate` and `explain` work on it unchanged.
 
     GPT-2 -> an lm run (byte-level BPE tokenizer.json)
+    BERT  -> a classify run (BertForSequenceClassification, or with --num-labels any BERT: a new head)
+             or an mlm run (BertForMaskedLM, BertForPreTraining); the WordPiece tokenizer.json as it
+             is, framing texts "[CLS] ... [SEP]" as BERT does
     ViT   -> a vision run (classes from id2label; mean and std from preprocessor_config.json)
 """
 
@@ -25,7 +28,7 @@ from attnkit.hf import load
 from attnkit.hf.checkpoint import Checkpoint, CheckpointImportError
 from attnkit.tasks.rundir import prepare_new_run, run_config, write_new_run
 
-TASKS = {"gpt2": ("lm",), "vit": ("vision",)}
+TASKS = {"gpt2": ("lm",), "vit": ("vision",), "bert": ("classify", "mlm")}
 
 
 def import_run(
@@ -44,6 +47,8 @@ def import_run(
             f"{ckpt.directory}: model_type {ckpt.model_type!r} cannot be imported as a run"
             f" (supported: {', '.join(sorted(TASKS))})"
         )
+    if task is None and ckpt.model_type == "bert":
+        task = "classify" if ckpt.has("classifier.weight") or num_labels else "mlm"
     task = task or allowed[0]
     if task not in allowed:
         raise CheckpointImportError(f"a {ckpt.model_type} checkpoint imports as {' or '.join(allowed)}, not {task}")
@@ -54,6 +59,8 @@ def import_run(
     origin["architectures"] = ckpt.setting("architectures")
     if task == "lm":
         config, files = _lm_run(ckpt, model, out)
+    elif task in ("classify", "mlm"):
+        config, files = _encoder_run(ckpt, model, out, task)
     else:
         config, files = _vision_run(ckpt, model, out)
     config["source"] = origin
@@ -99,6 +106,40 @@ def _lm_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[str, An
     )
     train = TrainConfig(**TRAIN_DEFAULTS)
     return run_config("lm", options, c, train), _copy(tokenizer)
+
+
+def _encoder_run(ckpt: Checkpoint, model: nn.Module, out: Path, task: str) -> tuple[dict[str, Any], Any]:
+    from attnkit.data.tokenizer import PAD_ID, framing, load_tokenizer
+
+    path = _tokenizer_file(ckpt)
+    tokenizer = load_tokenizer(path)
+    c = model.body.config
+    pad = tokenizer.token_to_id("[PAD]")
+    if pad != PAD_ID or c.pad_id != PAD_ID:
+        raise CheckpointImportError(
+            f"{ckpt.directory}: [PAD] has id {pad} in the tokenizer and {c.pad_id} in the model; attnkit pads with 0"
+        )
+    prefix, _ = framing(tokenizer)
+    if not prefix:
+        raise CheckpointImportError(f"{path}: the tokenizer does not put a [CLS] token before a text")
+    shared = {f: getattr(c, f) for f in ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "attention_dropout")}
+    shared.update(out=str(out), tokenizer="wordpiece", vocab_size=c.vocab_size, max_len=c.max_len)
+    shared.update(norm_first=c.norm_first, lowercase=_lowercases(tokenizer))
+    if task == "classify":
+        from attnkit.tasks.classify import TRAIN_DEFAULTS, ClassifyOptions
+
+        options: Any = ClassifyOptions(**shared, pooling="pooler")
+        extra = {"classes": _classes(ckpt, model.head.out_features)}
+    else:
+        from attnkit.tasks.mlm import TRAIN_DEFAULTS, MlmOptions
+
+        options, extra = MlmOptions(**shared), {}
+    return run_config(task, options, c, TrainConfig(**TRAIN_DEFAULTS), **extra), _copy(path)
+
+
+def _lowercases(tokenizer: Any) -> bool:
+    """Whether the tokenizer lowercases (an uncased BERT's does): recorded in the run's options."""
+    return tokenizer.normalizer is not None and tokenizer.normalizer.normalize_str("A") == "a"
 
 
 _MODEL_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "positional", "activation", "bias", "pooling")

@@ -49,10 +49,15 @@ class MlmOptions(EncoderOptions):
 
     def __post_init__(self) -> None:
         self.check_encoder()
-        if not (self.text or self.dataset) or (self.text and self.dataset):
+        if self.text and self.dataset:
             raise UserError("give either --text FILE or --dataset NAME")
         if not 0 < self.mask_prob < 1:
             raise UserError(f"--mask-prob must be between 0 and 1, got {self.mask_prob}")
+
+    def check_training(self) -> None:
+        """What training needs besides valid values (an imported run has no text of its own)."""
+        if not (self.text or self.dataset):
+            raise UserError("give either --text FILE or --dataset NAME")
 
 
 TRAIN_DEFAULTS = {"metric": "loss", "metric_mode": "min", "lr": 5e-4, "epochs": 5, "batch_size": 32}
@@ -202,6 +207,8 @@ class MlmRun(Run, task="mlm", options=MlmOptions, model=MaskedLanguageModel, con
 
     def setup(self) -> None:
         self.tokenizer = load_tokenizer(self.run_dir / "tokenizer.json")
+        found = self.tokenizer.token_to_id("[MASK]")  # an imported BERT's tokenizer has its own ids
+        self.mask_id = MASK_ID if found is None else found
 
     def encode(self, inputs: list[str]) -> dict[str, Tensor]:
         """Texts (with [MASK] where a token is to be filled) -> {"ids": (B, L)}, [CLS] first, cut to max_len."""
@@ -238,7 +245,7 @@ class MlmRun(Run, task="mlm", options=MlmOptions, model=MaskedLanguageModel, con
         probs = logits.float().softmax(dim=-1)  # (B, L, V)
         out = []
         for row in range(ids.size(0)):
-            masks = (ids[row] == MASK_ID).nonzero().flatten().tolist()
+            masks = (ids[row] == self.mask_id).nonzero().flatten().tolist()
             values, indices = probs[row, masks].topk(min(top_k, probs.size(-1)), dim=-1) if masks else (None, None)
             out.append(
                 [

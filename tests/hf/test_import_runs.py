@@ -193,3 +193,127 @@ def test_an_imported_lm_run_scores_a_text_file_as_transformers_does(gpt2_folder,
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(ref(x).logits.transpose(1, 2), y)
     assert metrics["val_loss"] == pytest.approx(float(expected), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- BERT
+
+NEWS = [
+    ("stocks rallied as markets rose", "finance"),
+    ("the bank raised interest rates", "finance"),
+    ("shares fell on weak profits", "finance"),
+    ("the striker scored a late goal", "sport"),
+    ("the team won the cup final", "sport"),
+    ("a record run in the marathon", "sport"),
+]
+SPECIALS = [
+    "[PAD]",
+    "[unused0]",
+    "[unused1]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+]  # ids 0, 3, 4, 5, 6 as BERT's are not attnkit's
+
+
+def _wordpiece() -> Tokenizer:
+    """A BERT-style uncased WordPiece with BERT's post-processor, built with `tokenizers` (transformers 5's
+    BertTokenizerFast(vocab_file=...) builds an empty one here)."""
+    from tokenizers import normalizers, processors
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=SPECIALS, show_progress=False)
+    tokenizer.train_from_iterator([text for text, _ in NEWS] * 5 + TEXT, trainer=trainer)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return tokenizer
+
+
+def _bert_folder(folder, head: str):
+    tokenizer = transformers.BertTokenizerFast(tokenizer_object=_wordpiece())
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=40,
+        id2label={0: "finance", 1: "sport"},
+        label2id={"finance": 0, "sport": 1},
+    )
+    model = _randomise(getattr(transformers, head)(config))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model, tokenizer
+
+
+def test_bert_classifier_imports_and_predicts_as_transformers_does(tmp_path, capsys):
+    ref, tokenizer = _bert_folder(tmp_path / "bert", "BertForSequenceClassification")
+    run = tmp_path / "run"
+    assert main(["import", "hf", str(tmp_path / "bert"), "--out", str(run)]) == 0
+    opened = open_run(run)
+    assert opened.classes == ["finance", "sport"] and opened.options.pooling == "pooler"
+    texts = ["markets rose again", "a goal in the final minute of the cup", "rates"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    assert batch.input_ids[0, 0] == tokenizer.cls_token_id == 4  # the framing is the tokenizer's own
+    with torch.no_grad():
+        expected = ref(**batch).logits.softmax(-1)
+    torch.testing.assert_close(opened.probabilities(texts), expected, atol=1e-5, rtol=0)
+    capsys.readouterr()
+    assert main(["predict", str(run), texts[1], "--top-k", "2"]) == 0
+    best = ["finance", "sport"][int(expected[1].argmax())]
+    assert capsys.readouterr().out.splitlines()[1].strip().startswith(best)
+
+
+def test_bert_masked_lm_imports_and_fills_masks_as_transformers_does(tmp_path):
+    ref, tokenizer = _bert_folder(tmp_path / "bert", "BertForMaskedLM")
+    run = tmp_path / "run"
+    assert main(["import", "hf", str(tmp_path / "bert"), "--out", str(run)]) == 0
+    opened = open_run(run)
+    text = "the bank raised [MASK] rates"
+    batch = tokenizer([text], return_tensors="pt")
+    where = int((batch.input_ids[0] == tokenizer.mask_token_id).nonzero())
+    with torch.no_grad():
+        probs = ref(**batch).logits[0, where].softmax(-1)
+    values, ids = probs.topk(3)
+    expected = [(tokenizer.convert_ids_to_tokens(int(i)), float(v)) for v, i in zip(values, ids, strict=True)]
+    got = opened.predict([text], top_k=3)[0][0]
+    assert [token for token, _ in got] == [token for token, _ in expected]
+    assert [p for _, p in got] == pytest.approx([p for _, p in expected], abs=1e-5)
+
+
+def test_an_imported_bert_fine_tunes_through_the_cli(tmp_path, capsys):
+    """Import a tiny BERT, fine-tune it on a toy CSV with a new head, predict: the run keeps BERT's
+    tokenizer and architecture and starts from its encoder and pooler."""
+    _bert_folder(tmp_path / "bert", "BertForMaskedLM")
+    imported = tmp_path / "imported"
+    assert main(["import", "hf", str(tmp_path / "bert"), "--out", str(imported)]) == 0
+    data = tmp_path / "news.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in NEWS * 6))
+    run = tmp_path / "tuned"
+    args = [
+        "train",
+        "classify",
+        "--train",
+        str(data),
+        "--init",
+        str(imported),
+        "--pooling",
+        "pooler",
+        "--out",
+        str(run),
+    ]
+    args += ["--epochs", "2", "--max-len", "24", "--valid-fraction", "0.2", "--no-progress", "--lr", "1e-3"]
+    assert main(args) == 0
+    assert (run / "tokenizer.json").read_text() == (imported / "tokenizer.json").read_text()
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["embed_norm"] and model["type_vocab_size"] == 2 and model["eps"] == 1e-12
+    capsys.readouterr()
+    assert main(["predict", str(run), "the striker scored", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "finance" in out and "sport" in out

@@ -51,7 +51,10 @@ class ClassifyOptions(EncoderOptions):
             "differently from one process to the next, so a shared file makes runs repeatable)"
         },
     )
-    pooling: str = field(default="mean", metadata={"help": "mean (masked) or cls"})
+    pooling: str = field(
+        default="mean",
+        metadata={"help": "mean (masked), cls, or pooler (BERT's dense + tanh on [CLS], e.g. after --init an import)"},
+    )
     init: str | None = field(
         default=None,
         metadata={"help": "start from the encoder of this run (e.g. an `attnkit train mlm` run)"},
@@ -84,16 +87,14 @@ class ClassifyOptions(EncoderOptions):
 
     def __post_init__(self) -> None:
         self.check_encoder()
-        if not (self.train or self.dataset):
-            raise UserError("give --train FILE or --dataset NAME")
         if self.train and self.dataset:
             raise UserError("give either --train or --dataset, not both")
         if not 0 <= self.valid_fraction < 1:
             raise UserError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
         if self.max_len < 2:
             raise UserError(f"--max-len must be at least 2, got {self.max_len}")
-        if self.pooling not in ("mean", "cls"):
-            raise UserError(f"--pooling must be mean or cls, got {self.pooling!r}")
+        if self.pooling not in ("mean", "cls", "pooler"):
+            raise UserError(f"--pooling must be mean, cls or pooler, got {self.pooling!r}")
         if not 0 < self.threshold < 1:
             raise UserError(f"--threshold must be between 0 and 1, got {self.threshold}")
         if not 0 <= self.label_smoothing < 1:
@@ -106,6 +107,11 @@ class ClassifyOptions(EncoderOptions):
             raise UserError("--label-separator must not be empty")
         if self.dataset in MULTI_LABEL:
             object.__setattr__(self, "multi_label", True)
+
+    def check_training(self) -> None:
+        """What training needs besides valid values (an imported run has no data of its own)."""
+        if not (self.train or self.dataset):
+            raise UserError("give --train FILE or --dataset NAME")
 
     def label_set(self, label: str) -> list[str]:
         """The classes of one example: its label, or with --multi-label the separated labels."""

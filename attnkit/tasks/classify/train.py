@@ -187,6 +187,9 @@ def load_encoder(model: TextClassifier, init_dir: Path) -> None:
     missing, unexpected = model.body.load_state_dict(body, strict=False)
     if missing or unexpected:
         raise UserError(f"{path}: encoder weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    pooler = {k.removeprefix("pooler."): v for k, v in weights.items() if k.startswith("pooler.")}
+    if model.pooler is not None and pooler:  # BERT's pooler is pre-trained too; without one it starts anew
+        model.pooler.load_state_dict(pooler)
 
 
 def _collect(trainer: Trainer, batches: Batches, threshold: float | None = None) -> dict[str, Tensor]:
