@@ -40,7 +40,7 @@ def import_run(
         task: the task the run is for (default: the one the checkpoint's type and head imply).
         num_labels: classes of a new classification head, when the checkpoint has none or another number.
     """
-    ckpt = Checkpoint(source)
+    ckpt = Checkpoint(resolve_source(source, log))
     allowed = TASKS.get(ckpt.model_type)
     if allowed is None:
         raise CheckpointImportError(
@@ -73,6 +73,33 @@ def import_run(
     parameters = sum(p.numel() for p in model.parameters())
     log(f"imported {ckpt.model_type} ({parameters:,} parameters) from {ckpt.directory} as a {task} run in {out}")
     return out
+
+
+HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "*.spm", "vocab.json"]
+HUB_FILES += ["tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json", "generation_config.json"]
+
+
+def resolve_source(source: Path | str, log: Any = print) -> Path:
+    """`source` itself when it is a folder; else a hub id ("google/vit-base-patch16-224") whose config,
+    safetensors and tokenizer files `huggingface_hub` downloads (never its pickles)."""
+    path = Path(source)
+    if path.exists():
+        return path
+    name = str(source)
+    if name.count("/") > 1 or name.startswith((".", "/")) or not name.strip():
+        raise CheckpointImportError(f"{source}: no such folder")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointImportError(
+            f"{source}: no such folder; to download it as a hub id install huggingface_hub (pip install 'attnkit[hf]')"
+        ) from None
+    log(f"{source}: not a folder here; downloading it from the Hugging Face hub")
+    try:
+        return Path(snapshot_download(repo_id=name, allow_patterns=HUB_FILES))
+    except Exception as error:  # network, authorisation, unknown repository: all one line for the user
+        reason = " ".join(str(error).split())  # one line, whatever the library wrote
+        raise CheckpointImportError(f"{source}: no such folder, and the hub download failed ({reason})") from None
 
 
 def _tokenizer_file(ckpt: Checkpoint) -> Path:

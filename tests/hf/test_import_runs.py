@@ -317,3 +317,32 @@ def test_an_imported_bert_fine_tunes_through_the_cli(tmp_path, capsys):
     assert main(["predict", str(run), "the striker scored", "--top-k", "2"]) == 0
     out = capsys.readouterr().out
     assert "finance" in out and "sport" in out
+
+
+def test_explain_works_on_imported_runs(gpt2_folder, vit_folder, tmp_path, capsys):
+    """The capture needs nothing of the import: every layer's maps come out of an imported GPT-2,
+    BERT and ViT."""
+    from PIL import Image
+
+    _bert_folder(tmp_path / "bert", "BertForSequenceClassification")
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(image)
+    cases = [(gpt2_folder[0], ["the quick", "--max-new-tokens", "3"]), (tmp_path / "bert", ["markets rose"])]
+    cases.append((vit_folder[0], [str(image)]))
+    for i, (folder, inputs) in enumerate(cases):
+        run = tmp_path / f"run{i}"
+        assert main(["import", "hf", str(folder), "--out", str(run)]) == 0
+        out = tmp_path / f"explain{i}"
+        assert main(["explain", str(run), *inputs, "--format", "json", "--out", str(out)]) == 0
+        explained = json.loads((out / "attention.json").read_text())
+        layers = json.loads((run / "config.json").read_text())["model"]["n_layers"]
+        assert sorted(m["layer"] for m in explained["maps"]) == list(range(layers))  # one map per layer
+
+
+def test_a_hub_id_that_cannot_be_downloaded_is_one_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never use the network
+    assert main(["import", "hf", "someone/missing-model", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: someone/missing-model: no such folder, and the hub download failed (")
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
