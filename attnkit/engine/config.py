@@ -37,6 +37,8 @@ class TrainConfig(DictConfig):
         threads: torch CPU threads (None = torch's default).
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
         progress: show progress bars.
+        layer_decay: layer-wise learning-rate decay: each layer learns at this factor times the rate
+            of the layer above it, the output layer at --lr (as BERT fine-tuning does; 1 = off).
     """
 
     epochs: int = field(default=10, metadata=bounds(ge=1))
@@ -49,6 +51,14 @@ class TrainConfig(DictConfig):
     schedule: Schedule = "cosine"
     warmup_steps: int = field(default=100, metadata=bounds(ge=0))
     min_lr_ratio: float = field(default=0.0, metadata=bounds(ge=0, le=1))
+    layer_decay: float = field(
+        default=1.0,
+        metadata={
+            **bounds(gt=0, le=1),
+            "help": "layer-wise learning-rate decay: each layer learns at this times the rate of the layer above "
+            "it, the output layer at --lr (as BERT fine-tuning does; 1 = off)",
+        },
+    )
     grad_clip: float = field(default=1.0, metadata=bounds(ge=0))
     grad_accum: int = field(default=1, metadata=bounds(ge=1))
     bf16: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 import torch
@@ -36,16 +37,62 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object
     ]
 
 
+LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def layer_depths(model: nn.Module) -> dict[int, int]:
+    """Each parameter's depth (by id) for layer-wise learning-rate decay: 0 for the embeddings (names
+    with "embed", and whatever comes before the first layer), i + 1 in a stack's `layers.i`, and
+    L + 1, the top, for what follows the L layers (final norm, pooler, head)."""
+    named = list(model.named_parameters())
+    depths: dict[int, int] = {}
+    layered = [int(m.group(1)) for name, _ in named if (m := LAYER.search(name))]
+    top = (max(layered) + 2) if layered else 1
+    before_layers = True
+    for name, param in named:
+        found = LAYER.search(name)
+        if found:
+            before_layers = False
+        depth = int(found.group(1)) + 1 if found else 0 if before_layers or "embed" in name else top
+        depths.setdefault(id(param), depth)  # a tied parameter keeps its first (embedding) depth
+    return depths
+
+
+def decayed_groups(
+    groups: list[dict[str, object]], model: nn.Module, lr: float, decay: float
+) -> list[dict[str, object]]:
+    """`groups` split by layer depth, each with lr * decay ** (top - depth): the output layers learn at
+    `lr`, each layer below at `decay` times the rate of the one above (Howard & Ruder 2018; BERT
+    fine-tuning as in Clark et al. 2020)."""
+    depths = layer_depths(model)
+    top = max(depths.values(), default=0)
+    split = []
+    for group in groups:
+        by_depth: dict[int, list[nn.Parameter]] = {}
+        for param in group["params"]:  # type: ignore[union-attr]
+            by_depth.setdefault(depths[id(param)], []).append(param)
+        for depth in sorted(by_depth):
+            split.append({**group, "params": by_depth[depth], "lr": lr * decay ** (top - depth)})
+    return split
+
+
 def build_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    layer_decay: float = 1.0,
 ) -> torch.optim.AdamW:
-    """AdamW (Loshchilov & Hutter 2019) over `param_groups`.
+    """AdamW (Loshchilov & Hutter 2019) over `param_groups`, with `layer_decay` < 1 split by layer
+    (`decayed_groups`).
 
     PyTorch's fused kernel (one pass over each parameter for all of Adam's updates) where every
     parameter is on the CPU or CUDA: the same update to within float rounding, and on the CPU faster
     than the per-parameter loop PyTorch uses there by default (`make bench-cpu-train` times both).
     """
     groups = param_groups(model, weight_decay)
+    if layer_decay < 1:
+        groups = decayed_groups(groups, model, lr, layer_decay)
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 

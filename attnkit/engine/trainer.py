@@ -102,7 +102,9 @@ class Trainer:
         self.train, self.valid = train, valid
         self.log = log if where.is_main else (lambda _msg: None)
         self.model = model.to(where.device)
-        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, (0.9, config.beta2))
+        self.optimizer = build_optimizer(
+            self.model, config.lr, config.weight_decay, (0.9, config.beta2), config.layer_decay
+        )
         plan = train.plan(0)
         self.micro_batches = len(self._shard(plan))
         if self.micro_batches == 0:

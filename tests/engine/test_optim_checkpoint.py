@@ -162,3 +162,27 @@ def test_interrupted_swap_keeps_previous_checkpoint(tmp_path):
     (tmp_path / "last").rename(tmp_path / "last.old")  # a crash between the two renames of a swap
     found = checkpoint.find_training_state(tmp_path / "last")
     assert found == tmp_path / "last.old"
+
+
+def test_layer_decay_gives_each_layer_its_rate_from_the_top_down():
+    """A BERT-shaped classifier: embeddings (type and norm included) at depth 0, layer i at i + 1, the
+    final norm, pooler and head at the top; every parameter in exactly one group."""
+    config = TextEncoderConfig(vocab_size=30, d_model=8, n_heads=2, n_layers=3, d_ff=16, type_vocab_size=2)
+    model = TextClassifier(TextEncoderConfig(**{**config.to_dict(), "embed_norm": True}), 3, pooling="pooler")
+    optimizer = build_optimizer(model, lr=1.0, weight_decay=0.01, layer_decay=0.5)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(rate) == len(list(model.parameters()))
+    named = dict(model.named_parameters())
+    for name, expected in [
+        ("body.embed.weight", 0.5**4),
+        ("body.type_embed.weight", 0.5**4),
+        ("body.embed_norm.weight", 0.5**4),
+        ("body.pos.weight", 0.5**4),
+        ("body.encoder.layers.0.self_attn.q_proj.weight", 0.5**3),
+        ("body.encoder.layers.2.ffn.down_proj.bias", 0.5),
+        ("pooler.0.weight", 1.0),
+        ("head.weight", 1.0),
+    ]:
+        assert rate[id(named[name])] == expected, name
+    plain = build_optimizer(model, lr=1.0, weight_decay=0.01)
+    assert {group["lr"] for group in plain.param_groups} == {1.0} and len(plain.param_groups) == 2

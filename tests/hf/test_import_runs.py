@@ -309,6 +309,7 @@ def test_an_imported_bert_fine_tunes_through_the_cli(tmp_path, capsys):
         str(run),
     ]
     args += ["--epochs", "2", "--max-len", "24", "--valid-fraction", "0.2", "--no-progress", "--lr", "1e-3"]
+    args += ["--layer-decay", "0.8", "--warmup-steps", "2"]
     assert main(args) == 0
     assert (run / "tokenizer.json").read_text() == (imported / "tokenizer.json").read_text()
     model = json.loads((run / "config.json").read_text())["model"]
