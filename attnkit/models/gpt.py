@@ -119,8 +119,15 @@ class GPT(nn.Module):
             elif name.endswith("bias") and "norm" not in name:
                 nn.init.zeros_(param)
 
-    def hidden(self, ids: Tensor, cache: list[KVCache] | list[StaticKVCache] | None = None) -> Tensor:
+    def hidden(
+        self, ids: Tensor, cache: list[KVCache] | list[StaticKVCache] | None = None, keep: Tensor | None = None
+    ) -> Tensor:
         """ids (B, T) -> final states (B, T, D); with a cache, ids follow the cached positions.
+
+        keep: (B, S) bool, True at real tokens, for batches padded on the left (as batched generation
+            pads prompts): S = cached + new positions. Padding is hidden from attention and each row's
+            positions count its real tokens only, so a row's states do not depend on its padding.
+            Learned positions only.
 
         With `StaticKVCache`s the position is a tensor and is not checked here (a check would read it
         back from the device at every step): their capacity is at most `max_len`, and the caller
@@ -133,13 +140,20 @@ class GPT(nn.Module):
                 "generation slides the window (attnkit.decode.CausalLMStepper(max_len=...))"
             )
         x = self.tok_embed(ids)  # (B, T, D)
-        if self.pos is not None:
+        if keep is not None:
+            if self.pos is None:
+                raise ValueError("keep (left padding) needs learned positions, not rotary ones")
+            positions = (keep.long().cumsum(dim=-1) - 1).clamp(min=0)[:, -ids.size(1) :]  # (B, T)
+            x = x + self.pos.weight[positions]
+        elif self.pos is not None:
             x = self.pos(x, offset)
-        return self.blocks(self.dropout(x), causal=True, cache=cache)  # (B, T, D)
+        return self.blocks(self.dropout(x), causal=True, cache=cache, keep=keep)  # (B, T, D)
 
-    def forward(self, ids: Tensor, cache: list[KVCache] | list[StaticKVCache] | None = None) -> Tensor:
-        """ids (B, T) -> logits (B, T, V)."""
-        return self.lm_head(self.hidden(ids, cache))
+    def forward(
+        self, ids: Tensor, cache: list[KVCache] | list[StaticKVCache] | None = None, keep: Tensor | None = None
+    ) -> Tensor:
+        """ids (B, T) -> logits (B, T, V); cache and keep as `hidden`."""
+        return self.lm_head(self.hidden(ids, cache, keep))
 
     def new_cache(self, capacity: int | None = None) -> list[KVCache] | list[StaticKVCache]:
         """One empty KV cache per block, for incremental decoding; with `capacity` (at most

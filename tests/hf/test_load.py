@@ -91,6 +91,29 @@ def test_gpt2_right_padded_rows_match_at_their_tokens(gpt2):
     torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=ATOL, rtol=0)
 
 
+def test_gpt2_left_padded_rows_match_with_keep(gpt2):
+    """Batched generation pads prompts on the left: with `keep`, padding is hidden and positions count
+    real tokens, as transformers does with an attention mask; the cached path gives the same states."""
+    ref, ours = gpt2
+    ids = torch.randint(1, 61, (3, 9), generator=torch.Generator().manual_seed(12))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    mask[2, :1] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    keep = mask.bool()
+    with torch.no_grad():
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as transformers' generate derives them
+        expected = ref(ids, attention_mask=mask, position_ids=positions).logits
+        got = ours(ids, keep=keep)
+        cache = ours.new_cache()
+        first = ours(ids[:, :6], cache=cache, keep=keep[:, :6])
+        rest = ours(ids[:, 6:], cache=cache, keep=keep)
+    torch.testing.assert_close(got[keep], expected[keep], atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1)[keep], expected[keep], atol=ATOL, rtol=0)
+    alone = ours(ids[1:2, 4:])  # the padded row's real tokens on their own
+    torch.testing.assert_close(got[1, 4:], alone[0], atol=ATOL, rtol=0)
+
+
 def test_gpt2_cached_decoding_and_greedy_generation_match(gpt2):
     ref, ours = gpt2
     prompt = torch.randint(0, 61, (2, 5), generator=torch.Generator().manual_seed(3))
