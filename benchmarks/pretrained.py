@@ -1,0 +1,187 @@
+"""Pretrained weights in (issue #35): imported models against transformers on the same weights.
+
+For BERT-base, GPT-2 small and ViT-B/16, built here from their published configurations with random
+weights (no network; timing and agreement do not depend on the values), saved with `save_pretrained`
+and imported with `attnkit.hf.load`:
+
+- agreement: the largest absolute difference of the outputs (hidden states / logits) in float32;
+- forward speed: tokens (images) per second of a batch, attnkit against transformers, medians over
+  alternating rounds (both run on the same torch; the ratio is the median of per-round ratios);
+- GPT-2 greedy generation (KV cache on both sides): new tokens per second at batch 1 and 8.
+
+Targets: outputs equal within 1e-4; attnkit >= 1.0x transformers everywhere, >= 1.5x for cached
+generation at batch 1.
+
+    python benchmarks/pretrained.py [--rounds 5] [--threads 2] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from attnkit.decode import CausalLMStepper, greedy_decode
+from attnkit.hf import load
+from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
+
+CPU = torch.device("cpu")
+TARGET_DIFF = 1e-4
+
+
+def _models(tiny: bool) -> dict[str, tuple[object, dict[str, int]]]:
+    """transformers models (random weights) at the published sizes, or tiny ones for a smoke run."""
+    import transformers as t
+
+    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    bert = t.BertConfig(**(small if tiny else {}))
+    gpt2 = t.GPT2Config(**(dict(n_embd=64, n_layer=2, n_head=4) if tiny else {}))
+    vit = t.ViTConfig(**(small if tiny else {}))
+    return {
+        "BERT-base": (t.BertModel(bert, add_pooling_layer=True), {"batch": 8, "length": 128}),
+        "GPT-2 small": (t.GPT2LMHeadModel(gpt2), {"batch": 8, "length": 128}),
+        "ViT-B/16": (t.ViTForImageClassification(vit), {"batch": 8, "length": vit.image_size}),
+    }
+
+
+def _forward_pair(name: str, ref: torch.nn.Module, ours: torch.nn.Module, batch: int, length: int):
+    """(transformers' call, attnkit's call, the outputs to compare, items per call)."""
+    generator = torch.Generator().manual_seed(0)
+    if name.startswith("ViT"):
+        images = torch.randn(batch, 3, length, length, generator=generator)
+        return (lambda: ref(images).logits), (lambda: ours(images)), batch
+    ids = torch.randint(0, 1000, (batch, length), generator=generator)
+    if name.startswith("BERT"):
+        return (lambda: ref(ids).last_hidden_state), (lambda: ours(ids)[0]), batch * length
+    return (lambda: ref(ids).logits), (lambda: ours(ids)), batch * length
+
+
+def measure_model(name: str, ref: torch.nn.Module, shape: dict[str, int], rounds: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as folder:
+        ref.save_pretrained(folder)
+        ours = load(folder)
+    ref.eval()
+    theirs, mine, items = _forward_pair(name, ref, ours, shape["batch"], shape["length"])
+    with torch.inference_mode():
+        difference = float((theirs() - mine()).abs().max())
+        times = alternate({"transformers": theirs, "attnkit": mine}, rounds, CPU)
+    ratio = round_ratios(times["transformers"], times["attnkit"])
+    row: dict[str, object] = {
+        "model": name,
+        "parameters": sum(p.numel() for p in ours.parameters()),
+        "max_abs_diff": difference,
+        "batch": shape["batch"],
+        "length": shape["length"],
+        "transformers_per_s": items / statistics.median(times["transformers"]),
+        "attnkit_per_s": items / statistics.median(times["attnkit"]),
+        "speedup": ratio["median"],
+        "speedup_range": [ratio["min"], ratio["max"]],
+    }
+    if name.startswith("GPT"):
+        row["generation"] = [generation(ref, ours, batch, rounds) for batch in (1, 8)]
+    return row
+
+
+def generation(ref: torch.nn.Module, ours: torch.nn.Module, batch: int, rounds: int, new: int = 32) -> dict:
+    """Greedy generation with the KV cache, new tokens per second, and whether the tokens agree."""
+    prompt = torch.randint(0, 1000, (batch, 16), generator=torch.Generator().manual_seed(1))
+
+    def theirs() -> torch.Tensor:
+        out = ref.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+        return out[:, prompt.size(1) :]
+
+    def mine() -> torch.Tensor:
+        return greedy_decode(CausalLMStepper(ours), prompt, eos_id=None, max_new_tokens=new, pad_id=None)
+
+    with torch.inference_mode():
+        same = torch.equal(theirs(), mine())
+        times = alternate({"transformers": theirs, "attnkit": mine}, rounds, CPU)
+    ratio = round_ratios(times["transformers"], times["attnkit"])
+    return {
+        "batch": batch,
+        "new_tokens": new,
+        "same_tokens": same,
+        "transformers_tokens_per_s": batch * new / statistics.median(times["transformers"]),
+        "attnkit_tokens_per_s": batch * new / statistics.median(times["attnkit"]),
+        "speedup": ratio["median"],
+        "speedup_range": [ratio["min"], ratio["max"]],
+    }
+
+
+def render(results: dict[str, object]) -> str:
+    m = results["machine"]
+    lines = [
+        "## Pretrained weights in: attnkit against transformers on the same weights (issue #35)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {results['threads']} torch threads, torch {m['torch']},"
+        f" transformers {results['transformers']}. Reproduce: `python benchmarks/pretrained.py --rounds"
+        f" {results['rounds']}`. Published configurations with random weights, imported with `attnkit.hf.load`;"
+        f" medians over {results['rounds']} alternating rounds; the speed-up is the median of the per-round ratios.",
+        "",
+        "| model | params | max abs. difference | batch x length | transformers /s | attnkit /s | speed-up | range |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for row in results["rows"]:
+        unit = "images" if row["model"].startswith("ViT") else "tokens"
+        low, high = row["speedup_range"]
+        lines.append(
+            f"| {row['model']} | {row['parameters'] / 1e6:.0f}M | {row['max_abs_diff']:.1e} |"
+            f" {row['batch']} x {row['length']} | {row['transformers_per_s']:,.0f} {unit} |"
+            f" {row['attnkit_per_s']:,.0f} {unit} | {row['speedup']:.2f}× | {low:.2f}–{high:.2f} |"
+        )
+    for row in results["rows"]:
+        for g in row.get("generation", []):
+            if g is row["generation"][0]:
+                lines += [
+                    "",
+                    f"{row['model']} greedy generation with the KV cache (16-token prompt,"
+                    f" {g['new_tokens']} new tokens):",
+                    "",
+                    "| batch | transformers tokens/s | attnkit tokens/s | speed-up | range | same tokens |",
+                    "|---:|---:|---:|---:|---|---|",
+                ]
+            low, high = g["speedup_range"]
+            lines.append(
+                f"| {g['batch']} | {g['transformers_tokens_per_s']:,.1f} | {g['attnkit_tokens_per_s']:,.1f} |"
+                f" {g['speedup']:.2f}× | {low:.2f}–{high:.2f} | {'yes' if g['same_tokens'] else 'NO'} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--tiny", action="store_true", help="tiny models: a smoke run, nothing written")
+    args = parser.parse_args()
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for name, (ref, shape) in _models(args.tiny).items():
+        print(f"{name}: ...", flush=True)
+        rows.append(measure_model(name, ref, shape, args.rounds))
+        print(f"  {rows[-1]}", flush=True)
+    results = {
+        "machine": machine(),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "transformers": transformers.__version__,
+        "target_max_abs_diff": TARGET_DIFF,
+        "rows": rows,
+    }
+    print(render(results))
+    if not args.tiny:
+        write_json("pretrained", results)
+        write_section("pretrained", render(results))
+
+
+if __name__ == "__main__":
+    main()
