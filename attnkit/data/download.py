@@ -29,7 +29,9 @@ class RemoteFile:
     """One file to fetch: where from, its SHA-256 (None = unknown), and what to do with it.
 
     `unpack`: "tar" unpacks an archive (and `members_sha256` checks the unpacked files), "gzip"
-    keeps the file compressed as it is, None stores it as it is.
+    keeps the file compressed as it is, None stores it as it is. An archive is unpacked into a fresh
+    folder and only its `members` (default: the checksummed ones; none named: every file) move into
+    the data folder, by base name, so that another member cannot overwrite a file there.
     """
 
     url: str
@@ -37,6 +39,7 @@ class RemoteFile:
     sha256: str | None = None
     unpack: str | None = None
     members_sha256: tuple[tuple[str, str], ...] = ()
+    members: tuple[str, ...] = ()
 
 
 REUTERS_SGM_SHA256 = (
@@ -85,6 +88,7 @@ SOURCES: dict[str, list[RemoteFile]] = {
             members_sha256=(
                 ("ag_news_csv/test.csv", "d2a2cef4dfeb21ca17b463fd15e9e5a639c05823d03efabb3d28a75bbfe8d915"),
             ),
+            members=("ag_news_csv/train.csv", "ag_news_csv/test.csv", "ag_news_csv/classes.txt"),
         ),
     ],
     "thucnews_title": [
@@ -174,6 +178,14 @@ def _unpack(archive: Path, target: Path, remote: RemoteFile, url: str) -> None:
                 raise DataError(f"{url}: the archive has no {member}")
             if _sha256(path) != expected:
                 raise DataError(f"{url}: {member} fails its checksum; nothing was kept")
+        wanted = remote.members or tuple(member for member, _ in remote.members_sha256)
+        if wanted:
+            missing = [member for member in wanted if not (staging / member).is_file()]
+            if missing:
+                raise DataError(f"{url}: the archive has no {missing[0]}")
+            for member in wanted:  # and nothing else the archive holds
+                os.replace(staging / member, target / Path(member).name)
+            return
         files = [item for item in staging.rglob("*") if item.is_file()]
         by_name: dict[str, Path] = {}
         for item in files:  # the data folder is flat: two members of one name would overwrite each other

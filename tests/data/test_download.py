@@ -131,12 +131,28 @@ def test_train_downloads_a_missing_dataset_first(server, tmp_path, capsys, monke
     assert code == 2 and "only one class" in captured.err
 
 
-def test_archive_members_of_one_name_are_refused_not_overwritten(server, tmp_path):
+def test_only_the_expected_members_of_an_archive_are_kept(server, tmp_path):
+    """Another member of the same base name, or any other file, cannot reach the data folder."""
     base, www = server
-    files = {"pack/reut2-000.sgm": b"<REUTERS>one</REUTERS>", "extra/reut2-000.sgm": b"<REUTERS>evil</REUTERS>"}
+    files = {
+        "pack/reut2-000.sgm": b"<REUTERS>one</REUTERS>",
+        "extra/reut2-000.sgm": b"<REUTERS>evil</REUTERS>",
+        "pack/run.sh": b"rm -rf ~",
+    }
     (www / "pack.tar.gz").write_bytes(_tarball(files))
     member_sha = (("pack/reut2-000.sgm", _sha(files["pack/reut2-000.sgm"])),)
     sources = {"toy": [RemoteFile(f"{base}/pack.tar.gz", "pack.tar.gz", unpack="tar", members_sha256=member_sha)]}
+    target = download("toy", tmp_path / "data", sources=sources, log=lambda _m: None)
+    assert sorted(p.name for p in target.iterdir()) == ["reut2-000.sgm"]
+    assert (target / "reut2-000.sgm").read_bytes() == files["pack/reut2-000.sgm"]
+
+
+def test_archive_members_of_one_name_are_refused_not_overwritten(server, tmp_path):
+    """An archive whose members are not listed is unpacked whole, flat: a name twice is refused."""
+    base, www = server
+    files = {"pack/reut2-000.sgm": b"<REUTERS>one</REUTERS>", "extra/reut2-000.sgm": b"<REUTERS>evil</REUTERS>"}
+    (www / "pack.tar.gz").write_bytes(_tarball(files))
+    sources = {"toy": [RemoteFile(f"{base}/pack.tar.gz", "pack.tar.gz", unpack="tar")]}
     with pytest.raises(DataError, match=r"holds both .*reut2-000\.sgm and .*reut2-000\.sgm; nothing was kept"):
         download("toy", tmp_path / "data", sources=sources, log=lambda _m: None)
     assert list((tmp_path / "data").iterdir()) == []
