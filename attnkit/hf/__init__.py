@@ -4,7 +4,8 @@
 
 reads config.json and safetensors only (never a pickle), dispatches on `model_type` and returns the
 attnkit model holding the checkpoint's weights exactly: GPT-2 -> `GPT`, BERT -> `TextEncoder`,
-`TextClassifier` or `MaskedLanguageModel`, ViT -> `ViT`. `transformers` is not needed for this;
+`TextClassifier` or `MaskedLanguageModel`, ViT -> `ViT`, Marian (OPUS-MT) -> `Translator`.
+`transformers` is not needed for this;
 `attnkit import hf` also writes the tokenizer and preprocessing into an ordinary run directory
 (`attnkit.hf.runs`).
 """
@@ -17,7 +18,7 @@ from torch import nn
 
 from attnkit.hf.checkpoint import Checkpoint, CheckpointImportError
 
-SUPPORTED = ("bert", "gpt2", "vit")
+SUPPORTED = ("bert", "gpt2", "marian", "vit")
 
 __all__ = ["SUPPORTED", "Checkpoint", "CheckpointImportError", "load"]
 
@@ -48,6 +49,12 @@ def load(source: Path | str | Checkpoint, *, task: str | None = None, num_labels
         if task not in (None, "vision"):
             raise CheckpointImportError(f"a vit checkpoint imports as a vision model, not {task!r}")
         return load_vit(ckpt, num_labels)
+    if ckpt.model_type == "marian":
+        from attnkit.hf.marian import load_marian
+
+        if task not in (None, "translate"):
+            raise CheckpointImportError(f"a marian checkpoint imports as a translate model, not {task!r}")
+        return load_marian(ckpt)
     raise CheckpointImportError(
         f"{ckpt.directory}: model_type {ckpt.model_type!r} is not supported (supported: {', '.join(SUPPORTED)})"
     )

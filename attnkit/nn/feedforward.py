@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from attnkit.nn.dropout import Dropout
 
-Activation = Literal["relu", "gelu", "gelu_tanh", "swiglu"]
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
+Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu"]
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 
 
 class FeedForward(nn.Module):
@@ -21,7 +21,8 @@ class FeedForward(nn.Module):
         d_model: input and output width D.
         d_ff: inner width (2048 = 4 D in the paper's base model).
         activation: "relu" (the paper), "gelu" (BERT), "gelu_tanh" (GELU's tanh approximation, as GPT-2
-            has it; on CPU it also costs a fraction of exact GELU on small inputs), or "swiglu".
+            has it; on CPU it also costs a fraction of exact GELU on small inputs), "silu" (x·σ(x), Marian's
+            "swish"), or "swiglu".
         dropout: dropout on the inner activations, in training only (as PyTorch's encoder layer).
         bias: whether the linear layers have biases.
     """
@@ -53,6 +54,8 @@ class FeedForward(nn.Module):
             hidden = F.gelu(hidden)
         elif self.activation == "gelu_tanh":
             hidden = F.gelu(hidden, approximate="tanh")
+        elif self.activation == "silu":
+            hidden = F.silu(hidden)
         else:
             hidden = F.silu(self.gate_proj(x)) * hidden
         return self.down_proj(self.dropout(hidden))

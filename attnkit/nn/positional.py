@@ -13,8 +13,11 @@ import torch
 from torch import Tensor, nn
 
 
-def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
+def sinusoidal_table(max_len: int, d_model: int, layout: str = "interleaved") -> Tensor:
     """The paper's table: PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(same).
+
+    layout "split" puts the same sines in the first half and the cosines in the second (tensor2tensor's
+    and Marian's arrangement: a fixed permutation of the features).
 
     Returns:
         (max_len, d_model) float32.
@@ -24,8 +27,14 @@ def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
     position = torch.arange(max_len, dtype=torch.float64)[:, None]  # (L, 1)
     inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
     table = torch.zeros(max_len, d_model, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(position * inv_freq)  # (L, D/2)
-    table[:, 1::2] = torch.cos(position * inv_freq)
+    if layout == "split":
+        table[:, : d_model // 2] = torch.sin(position * inv_freq)  # (L, D/2)
+        table[:, d_model // 2 :] = torch.cos(position * inv_freq)
+    elif layout == "interleaved":
+        table[:, 0::2] = torch.sin(position * inv_freq)  # (L, D/2)
+        table[:, 1::2] = torch.cos(position * inv_freq)
+    else:
+        raise ValueError(f"layout must be interleaved or split, got {layout!r}")
     return table.float()
 
 
@@ -35,12 +44,13 @@ class SinusoidalPositionalEncoding(nn.Module):
     Args:
         d_model: model width D (even).
         max_len: longest sequence supported.
+        layout: "interleaved" (the paper's sin, cos, sin, ...) or "split" (sines, then cosines).
     """
 
-    def __init__(self, d_model: int, max_len: int = 1024) -> None:
+    def __init__(self, d_model: int, max_len: int = 1024, layout: str = "interleaved") -> None:
         super().__init__()
         self.max_len = max_len
-        self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+        self.register_buffer("table", sinusoidal_table(max_len, d_model, layout), persistent=False)
 
     def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         """x (B, L, D) -> x + PE[offset : offset + L]; `offset` is the first position (cached decoding),

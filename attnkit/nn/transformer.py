@@ -32,9 +32,10 @@ class TransformerConfig(DictConfig):
             vocabulary is shared, with the source embedding too (§3.4).
         pad_id: padding token id.
         activation, norm: feed-forward activation and norm kind ("relu", "layer" in the paper).
-        positional: "sinusoidal" (the paper) or "learned".
+        positional: "sinusoidal" (the paper), "sinusoidal_split" (sines then cosines: Marian) or "learned".
         scale_embeddings: multiply embeddings by √d_model (§3.4).
         eps: the norms' epsilon.
+        output_bias: a bias on the output layer (Marian's `final_logits_bias`).
     """
 
     src_vocab_size: int = 37000
@@ -52,9 +53,10 @@ class TransformerConfig(DictConfig):
     pad_id: int = 0
     activation: Activation = "relu"
     norm: NormKind = "layer"
-    positional: Literal["sinusoidal", "learned"] = "sinusoidal"
+    positional: Literal["sinusoidal", "sinusoidal_split", "learned"] = "sinusoidal"
     scale_embeddings: bool = True
     eps: float = 1e-5
+    output_bias: bool = False
 
     def __post_init__(self) -> None:
         positive = ("src_vocab_size", "d_model", "n_heads", "d_ff", "max_len")
@@ -74,8 +76,10 @@ class TransformerConfig(DictConfig):
             raise ValueError(f"TransformerConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.norm not in ("layer", "rms", "batch"):
             raise ValueError(f"TransformerConfig.norm must be layer, rms or batch, got {self.norm!r}")
-        if self.positional not in ("sinusoidal", "learned"):
-            raise ValueError(f"TransformerConfig.positional must be sinusoidal or learned, got {self.positional!r}")
+        if self.positional not in ("sinusoidal", "sinusoidal_split", "learned"):
+            raise ValueError(
+                f"TransformerConfig.positional must be sinusoidal, sinusoidal_split or learned, got {self.positional!r}"
+            )
         if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size or self.src_vocab_size):
             raise ValueError(f"TransformerConfig.pad_id={self.pad_id} is outside the vocabulary")
 
@@ -118,15 +122,16 @@ class Transformer(nn.Module):
         )
         self.encoder = Encoder(d_model, config.n_heads, config.d_ff, config.n_encoder_layers, **layer_args)
         self.decoder = Decoder(d_model, config.n_heads, config.d_ff, config.n_decoder_layers, **layer_args)
-        self.lm_head = nn.Linear(d_model, tgt_vocab, bias=False)
+        self.lm_head = nn.Linear(d_model, tgt_vocab, bias=config.output_bias)
         self._reset_parameters()
         if config.tie_embeddings:
             self.lm_head.weight = self.tgt_embed.weight
 
     @staticmethod
     def _positions(config: TransformerConfig) -> nn.Module:
-        if config.positional == "sinusoidal":
-            return SinusoidalPositionalEncoding(config.d_model, config.max_len)
+        if config.positional in ("sinusoidal", "sinusoidal_split"):
+            layout = "split" if config.positional == "sinusoidal_split" else "interleaved"
+            return SinusoidalPositionalEncoding(config.d_model, config.max_len, layout)
         return LearnedPositionalEmbedding(config.max_len, config.d_model)
 
     def _reset_parameters(self) -> None:
@@ -143,6 +148,8 @@ class Transformer(nn.Module):
             nn.init.normal_(embedding.weight, std=self.config.d_model**-0.5)
             embedding.weight.data[self.config.pad_id].zero_()
         nn.init.xavier_uniform_(self.lm_head.weight)
+        if self.lm_head.bias is not None:
+            nn.init.zeros_(self.lm_head.bias)
 
     def forward(self, src_ids: Tensor, tgt_ids: Tensor) -> Tensor:
         """Teacher-forced logits: src_ids (B, S), tgt_ids (B, T) -> (B, T, V_tgt)."""
@@ -192,6 +199,8 @@ class Transformer(nn.Module):
         offset = 0 if cache is None else cache.length
         # With a cache the earlier targets are not at hand; generated tokens are never padding.
         keep = None if cache is not None else tgt_ids != self.config.pad_id  # (B, T)
+        if keep is not None:  # the first token starts the target, even where it is the pad id (Marian)
+            keep[:, 0] = True
         x = self.tgt_pos(self._embed(self.tgt_embed, tgt_ids), offset)  # (B, T, D)
         return self.decoder(self.embed_dropout(x), memory, keep=keep, memory_keep=src_keep, cache=cache)
 

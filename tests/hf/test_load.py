@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from attnkit.decode import CausalLMStepper, greedy_decode
+from attnkit.decode import CausalLMStepper, Seq2SeqStepper, greedy_decode
 from attnkit.hf import CheckpointImportError, load
 from attnkit.models import GPT, MaskedLanguageModel, TextClassifier, TextEncoder, ViT
 
@@ -247,3 +247,79 @@ def test_a_pickle_only_checkpoint_is_refused_without_unpickling(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(CheckpointImportError, match=r"only pytorch_model\.bin is there, and attnkit never unpickles"):
         load(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------- Marian
+
+
+@pytest.fixture(scope="module")
+def marian(tmp_path_factory):
+    """A MarianMTModel with OPUS-MT's settings set explicitly (swish, scaled embeddings, pad = decoder
+    start, eos 0, shared and tied embeddings) and random weights, and its attnkit import."""
+    config = transformers.MarianConfig(
+        vocab_size=67,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=40,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=66,
+        decoder_start_token_id=66,
+        eos_token_id=0,
+        forced_eos_token_id=None,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+    )
+    ref = transformers.MarianMTModel(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the sinusoidal tables are not weights: they stay as they are
+        for name, param in ref.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if "layer_norm.weight" in name:
+                param.copy_(1 + 0.2 * noise)
+            elif "embed_positions" not in name:
+                param.copy_(noise * (0.1 if "bias" in name else 0.3))
+        # unit rows, so that no token wins every step by the length of its embedding alone
+        ref.model.shared.weight.copy_(torch.nn.functional.normalize(ref.model.shared.weight, dim=-1))
+    path = _save(ref.eval(), tmp_path_factory.mktemp("marian"))
+    return transformers.MarianMTModel.from_pretrained(path).eval(), load(path)
+
+
+def _marian_source(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    src = torch.randint(1, 66, (3, 9), generator=torch.Generator().manual_seed(seed))
+    src[:, -1] = 0  # eos ends each sentence
+    src[1, 6:] = 66  # a padded row
+    src[1, 5] = 0
+    return src, (src != 66).long()
+
+
+def test_marian_logits_match_with_padding_and_the_pad_start_token(marian):
+    ref, ours = marian
+    assert ours.config.positional == "sinusoidal_split" and ours.config.activation == "silu"
+    assert ours.bos_id == ours.config.pad_id == 66 and ours.eos_id == 0
+    src, mask = _marian_source(13)
+    tgt = torch.randint(1, 66, (3, 6), generator=torch.Generator().manual_seed(14))
+    tgt[:, 0] = 66  # the decoder starts from the pad id, which must not be masked
+    with torch.no_grad():
+        expected = ref(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits
+        torch.testing.assert_close(ours(src, tgt), expected, atol=ATOL, rtol=0)
+
+
+def test_marian_greedy_generation_matches_cached_and_not(marian):
+    ref, ours = marian
+    src, mask = _marian_source(15)
+    start = torch.full((3,), ours.bos_id)
+    cached = greedy_decode(Seq2SeqStepper(ours, src), start, eos_id=0, max_new_tokens=12, pad_id=66)
+    full = greedy_decode(Seq2SeqStepper(ours, src, use_cache=False), start, eos_id=0, max_new_tokens=12, pad_id=66)
+    with torch.no_grad():
+        expected = ref.generate(src, attention_mask=mask, max_new_tokens=12, num_beams=1, do_sample=False)[:, 1:]
+    assert torch.equal(cached, full)
+    width = max(cached.size(1), expected.size(1))
+    padded = [torch.nn.functional.pad(t, (0, width - t.size(1)), value=66) for t in (cached, expected)]
+    assert torch.equal(padded[0], padded[1])
+    assert len(set(cached.flatten().tolist())) > 2  # not one token repeated everywhere
