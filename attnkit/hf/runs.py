@@ -10,6 +10,8 @@ normalisation. So `predict`, `evaluate`, `generate` and `explain` work on it unc
              or an mlm run (BertForMaskedLM, BertForPreTraining); the WordPiece tokenizer.json as it
              is, framing texts "[CLS] ... [SEP]" as BERT does
     ViT   -> a vision run (classes from id2label; mean and std from preprocessor_config.json)
+    Marian -> a translate run (source.spm, target.spm and vocab.json; its start and end ids recorded
+             as "specials")
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from attnkit.hf import load
 from attnkit.hf.checkpoint import Checkpoint, CheckpointImportError
 from attnkit.tasks.rundir import prepare_new_run, run_config, write_new_run
 
-TASKS = {"gpt2": ("lm",), "vit": ("vision",), "bert": ("classify", "mlm")}
+TASKS = {"gpt2": ("lm",), "vit": ("vision",), "bert": ("classify", "mlm"), "marian": ("translate",)}
 
 
 def import_run(
@@ -61,9 +63,16 @@ def import_run(
         config, files = _lm_run(ckpt, model, out)
     elif task in ("classify", "mlm"):
         config, files = _encoder_run(ckpt, model, out, task)
+    elif task == "translate":
+        config, files = _translate_run(ckpt, model, out)
     else:
         config, files = _vision_run(ckpt, model, out)
     config["source"] = origin
+    from attnkit.tasks.registry import get_task
+
+    # The same checks `open_run` makes, before anything is written: an import never leaves a run
+    # directory that cannot be opened.
+    get_task(task).run_class.check_config(out / "config.json", config)
 
     def write_files(run_dir: Path) -> None:
         files(run_dir)
@@ -162,6 +171,54 @@ def _encoder_run(ckpt: Checkpoint, model: nn.Module, out: Path, task: str) -> tu
 
         options, extra = MlmOptions(**shared), {}
     return run_config(task, options, c, TrainConfig(**TRAIN_DEFAULTS), **extra), _copy(path)
+
+
+def _translate_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[str, Any], Any]:
+    from attnkit.data.marian_tokenizer import FILES, MarianTokenizer
+    from attnkit.tasks.translate import TRAIN_DEFAULTS, TranslateOptions
+
+    missing = [name for name in FILES if not (ckpt.directory / name).is_file()]
+    if missing:
+        raise CheckpointImportError(
+            f"{ckpt.directory}: no {missing[0]}; save the Marian tokenizer beside the model with"
+            " tokenizer.save_pretrained(DIR) (it writes source.spm, target.spm and vocab.json)"
+        )
+    tokenizer = MarianTokenizer(ckpt.directory)  # readable, or one line saying why not
+    if tokenizer.get_vocab_size() > model.config.src_vocab_size:
+        raise CheckpointImportError(f"{ckpt.directory}: vocab.json has more tokens than the model's vocabulary")
+    languages = _json(ckpt.directory / "tokenizer_config.json")
+    generation = _json(ckpt.directory / "generation_config.json")
+    c = model.config
+    extra_len = 50
+    options = TranslateOptions(
+        out=str(out),
+        src_lang=str(languages.get("source_lang") or "src"),
+        tgt_lang=str(languages.get("target_lang") or "tgt"),
+        vocab_size=c.src_vocab_size,
+        max_len=c.max_len - extra_len - 2,
+        extra_len=extra_len,
+        beam=int(generation.get("num_beams") or 4),
+        **{f: getattr(c, f) for f in ("d_model", "n_heads", "n_encoder_layers", "n_decoder_layers", "d_ff")},
+        **{f: getattr(c, f) for f in ("dropout", "attention_dropout", "norm_first")},
+    )
+    config = run_config(
+        "translate", options, c, TrainConfig(**TRAIN_DEFAULTS), specials={"bos": model.bos_id, "eos": model.eos_id}
+    )
+
+    def files(run_dir: Path) -> None:
+        for name in FILES:
+            shutil.copyfile(ckpt.directory / name, run_dir / name)
+
+    return config, files
+
+
+def _json(path: Path) -> dict[str, Any]:
+    """A JSON object from an optional file beside the checkpoint ({} when absent or not an object)."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _lowercases(tokenizer: Any) -> bool:

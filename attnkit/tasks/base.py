@@ -44,6 +44,7 @@ class Run:
     config_class: ClassVar[Any]
     # What config.json may hold besides task, options, model and train: the task's own records.
     extra_keys: ClassVar[tuple[str, ...]] = ()
+    optional_keys: ClassVar[tuple[str, ...]] = ()  # config.json keys a run of the task may have
 
     def __init_subclass__(cls, *, task: str, options: type, model: type[nn.Module], config: Any, **kwargs: Any) -> None:
         """A task's run class names its task, options, model and model configuration classes:
@@ -70,7 +71,8 @@ class Run:
     def check_config(cls, path: Path, config: dict[str, Any]) -> None:
         """config.json's keys and the types and bounds of its options, each problem naming the field."""
         # "source": where an imported run came from (`attnkit import`), absent in trained runs.
-        unknown = sorted(set(config) - {"task", "options", "model", "train", "source", *cls.extra_keys})
+        known = {"task", "options", "model", "train", "source", *cls.extra_keys, *cls.optional_keys}
+        unknown = sorted(set(config) - known)
         if unknown:
             raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}")
         missing = [key for key in cls.extra_keys if key not in config]

@@ -347,3 +347,102 @@ def test_a_hub_id_that_cannot_be_downloaded_is_one_line(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert err.startswith("error: someone/missing-model: no such folder, and the hub download failed (")
     assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------- Marian
+
+GERMAN = ["ein mann fährt fahrrad", "eine frau liest ein buch", "zwei hunde spielen im park"] * 10
+ENGLISH = ["a man rides a bike", "a woman reads a book", "two dogs play in the park"] * 10
+
+
+def _marian_folder(folder):
+    """A MarianMTModel with OPUS-MT's settings and the Marian tokenizer's files, built here: two
+    SentencePiece models trained on a few sentences and a vocab.json over their pieces."""
+    import io
+
+    import sentencepiece
+
+    pieces = {}
+    for name, texts in (("source", GERMAN), ("target", ENGLISH)):
+        model = io.BytesIO()
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts),
+            model_writer=model,
+            vocab_size=40,
+            model_type="unigram",
+            minloglevel=2,
+            hard_vocab_limit=False,
+        )
+        (folder / f"{name}.spm").write_bytes(model.getvalue())
+        processor = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+        pieces[name] = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+    vocab = ["</s>", "<unk>", *sorted({p for ps in pieces.values() for p in ps} - {"<unk>", "<s>", "</s>"})]
+    vocab += [f"▁unused{i}" for i in range(300 - len(vocab))] + ["<pad>"]  # OPUS-MT's pad is the last id
+    folder.mkdir(exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
+    tokenizer = transformers.MarianTokenizer(
+        source_spm=str(folder / "source.spm"),
+        target_spm=str(folder / "target.spm"),
+        vocab=str(folder / "vocab.json"),
+        source_lang="de",
+        target_lang="en",
+    )
+    config = transformers.MarianConfig(
+        vocab_size=len(vocab),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=80,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=len(vocab) - 1,
+        decoder_start_token_id=len(vocab) - 1,
+        eos_token_id=0,
+        forced_eos_token_id=0,
+    )
+    model = transformers.MarianMTModel(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # far from the initialisation, yet not one token winning every step
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if "layer_norm.weight" in name:
+                param.copy_(1 + 0.2 * noise)
+            elif "embed_positions" not in name:
+                param.copy_(noise * (0.1 if "bias" in name else 0.3))
+        model.model.shared.weight.copy_(torch.nn.functional.normalize(model.model.shared.weight, dim=-1))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return transformers.MarianMTModel.from_pretrained(folder).eval(), tokenizer
+
+
+def test_marian_imports_as_a_translate_run_that_translates_as_transformers_does(tmp_path, capsys):
+    folder = tmp_path / "marian"
+    folder.mkdir()
+    ref, tokenizer = _marian_folder(folder)
+    run = tmp_path / "run"
+    assert main(["import", "hf", str(folder), "--out", str(run)]) == 0
+    opened = open_run(run)
+    assert (opened.model.bos_id, opened.model.eos_id) == (ref.config.decoder_start_token_id, 0)
+    sentences = ["ein mann liest ein buch", "zwei frauen spielen"]
+    batch = tokenizer(sentences, text_target=ENGLISH[:2], padding=True, return_tensors="pt")
+    ours = opened.encode(sentences, ENGLISH[:2])
+    assert ours["src"].tolist() == batch.input_ids.tolist()  # the same pieces, ids and eos
+    with torch.no_grad():
+        inputs = tokenizer(sentences, padding=True, return_tensors="pt")
+        expected = ref.generate(**inputs, num_beams=1, max_new_tokens=20, forced_eos_token_id=None)[:, 1:]
+    from attnkit.tasks.translate.decoding import translate_ids
+
+    sources = [row[row != ref.config.pad_token_id].tolist() for row in inputs.input_ids]
+    ids = translate_ids(opened.model, sources, search="greedy")
+    assert len({t for row in expected.tolist() for t in row}) > 2  # a model that does not repeat one token
+    for mine, theirs in zip(ids, expected.tolist(), strict=True):
+        theirs = theirs[: theirs.index(0)] if 0 in theirs else theirs
+        assert mine[: len(theirs)] == theirs  # token for token, as far as transformers went
+        assert opened.tokenizer.decode(theirs) == tokenizer.decode(theirs, skip_special_tokens=True)
+    capsys.readouterr()
+    assert main(["predict", str(run), sentences[0], "--beam", "1"]) == 0
+    assert capsys.readouterr().out == opened.translate(sentences[:1], search="greedy")[0] + "\n"

@@ -231,7 +231,7 @@ def test_an_unused_tensor_is_an_error_naming_it(tmp_path):
     [
         ({"activation_function": "relu"}, "activation_function 'relu' is not supported"),
         ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx = true is not supported"),
-        ({"model_type": "llama"}, "model_type 'llama' is not supported (supported: bert, gpt2, vit)"),
+        ({"model_type": "llama"}, "model_type 'llama' is not supported (supported: bert, gpt2, marian, vit)"),
     ],
 )
 def test_unsupported_settings_are_refused_by_name(tmp_path, change, message):

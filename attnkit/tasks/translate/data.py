@@ -55,10 +55,10 @@ class Encoded:
         return Batches(plan, collate)
 
 
-def source_ids(ids: list[int], max_len: int) -> tuple[list[int], bool]:
+def source_ids(ids: list[int], max_len: int, eos: int = EOS_ID) -> tuple[list[int], bool]:
     """A source's ids + EOS, cut to `max_len` in all, and whether it was cut."""
     cut = len(ids) > max_len - 1
-    return [*ids[: max_len - 1], EOS_ID], cut
+    return [*ids[: max_len - 1], eos], cut
 
 
 def target_ids(ids: list[int], max_len: int) -> tuple[list[int], bool]:
@@ -67,9 +67,9 @@ def target_ids(ids: list[int], max_len: int) -> tuple[list[int], bool]:
     return [BOS_ID, *ids[: max_len - 2], EOS_ID], cut
 
 
-def encode_sources(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[list[int]], int]:
-    """Source ids (tokens + EOS, cut to max_len) and how many sentences were cut."""
-    encoded = [source_ids(e.ids, max_len) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+def encode_sources(tokenizer: Any, texts: list[str], max_len: int, eos: int = EOS_ID) -> tuple[list[list[int]], int]:
+    """Source ids (tokens + `eos`, cut to max_len) and how many sentences were cut."""
+    encoded = [source_ids(e.ids, max_len, eos) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
     return [ids for ids, _ in encoded], sum(cut for _, cut in encoded)
 
 

@@ -7,11 +7,9 @@ from typing import Literal
 import torch
 
 from attnkit.data.batching import pad
-from attnkit.data.tokenizer import PAD_ID
 from attnkit.decode import Seq2SeqStepper, beam_search, greedy_decode
 from attnkit.metrics import bleu, bleu_breakdown, chrf, moses_tokenize, tokenized_bleu
 from attnkit.models import Translator
-from attnkit.tasks.translate.data import BOS_ID, EOS_ID
 
 Search = Literal["greedy", "beam"]
 
@@ -28,26 +26,29 @@ def translate_ids(
     use_cache: bool = True,
     device: torch.device | str = "cpu",
 ) -> list[list[int]]:
-    """Target token ids (without BOS/EOS) for each source, in order; batches sorted by length."""
+    """Target token ids (without BOS/EOS) for each source, in order; batches sorted by length. The
+    model's own `bos_id`, `eos_id` and pad id start, end and fill the rows (an imported Marian's differ
+    from attnkit's)."""
+    bos, eos, pad_id = model.bos_id, model.eos_id, model.config.pad_id
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        src = pad([sources[i] for i in chunk], PAD_ID).to(device)  # (B, S)
+        src = pad([sources[i] for i in chunk], pad_id).to(device)  # (B, S)
         limit = torch.tensor([len(sources[i]) + extra_len for i in chunk], device=src.device)
         room = model.config.max_len - 1
         limit = limit.clamp(max=room)
         stepper = Seq2SeqStepper(model, src, use_cache=use_cache)
-        first = torch.full((len(chunk),), BOS_ID, device=src.device)
+        first = torch.full((len(chunk),), bos, device=src.device)
         if search == "greedy":
-            tokens = greedy_decode(stepper, first, eos_id=EOS_ID, max_new_tokens=limit, pad_id=PAD_ID)
+            tokens = greedy_decode(stepper, first, eos_id=eos, max_new_tokens=limit, pad_id=pad_id)
         else:
             tokens = beam_search(
-                stepper, first, eos_id=EOS_ID, max_new_tokens=limit, beam_size=beam, alpha=alpha, pad_id=PAD_ID
+                stepper, first, eos_id=eos, max_new_tokens=limit, beam_size=beam, alpha=alpha, pad_id=pad_id
             ).tokens
         for row, index in enumerate(chunk):
             ids = tokens[row].tolist()
-            out[index] = ids[: ids.index(EOS_ID)] if EOS_ID in ids else [t for t in ids if t != PAD_ID]
+            out[index] = ids[: ids.index(eos)] if eos in ids else [t for t in ids if t != pad_id]
     return out
 
 

@@ -70,8 +70,7 @@ class TranslateOptions:
     )
 
     def __post_init__(self) -> None:
-        given = [bool(self.train_src or self.train_tgt), bool(self.train_pairs), bool(self.dataset)]
-        if sum(given) != 1:
+        if sum(self._training_data()) > 1:
             raise UserError("give --train-src FILE --train-tgt FILE, --train-pairs FILE, or --dataset multi30k")
         if self.dataset and self.dataset != "multi30k":
             raise UserError(f"unknown dataset {self.dataset!r}: translate knows multi30k")
@@ -90,6 +89,14 @@ class TranslateOptions:
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         check_model_options(lambda: self.model_config(vocab_size=16))
+
+    def _training_data(self) -> list[bool]:
+        return [bool(self.train_src or self.train_tgt), bool(self.train_pairs), bool(self.dataset)]
+
+    def check_training(self) -> None:
+        """What training needs besides valid values (an imported run has no data of its own)."""
+        if sum(self._training_data()) != 1:
+            raise UserError("give --train-src FILE --train-tgt FILE, --train-pairs FILE, or --dataset multi30k")
 
     def model_config(self, vocab_size: int) -> TransformerConfig:
         """The encoder-decoder these options describe, over one joint vocabulary of `vocab_size` tokens;

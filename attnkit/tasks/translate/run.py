@@ -13,9 +13,10 @@ from torch import Tensor
 
 from attnkit.atomic import atomic_path
 from attnkit.data.batching import pad
+from attnkit.data.marian_tokenizer import MarianTokenizer
 from attnkit.data.parallel import read_parallel
 from attnkit.data.readers import read_lines
-from attnkit.data.tokenizer import PAD_ID, decode_text, load_tokenizer
+from attnkit.data.tokenizer import decode_text, load_tokenizer
 from attnkit.errors import DataError, UserError
 from attnkit.models import Translator
 from attnkit.nn import TransformerConfig
@@ -28,22 +29,32 @@ from attnkit.tasks.translate.options import TranslateOptions
 
 
 class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Translator, config=TransformerConfig):
-    """A trained `Translator` with its joint tokenizer."""
+    """A trained `Translator` with its joint tokenizer (or an imported Marian's SentencePiece models)."""
+
+    # "specials": the start and end ids of an imported model whose vocabulary is not attnkit's.
+    optional_keys = ("specials",)
 
     options: TranslateOptions
 
     @classmethod
     def new_model(cls, model_config: TransformerConfig, config: dict[str, Any]) -> Translator:
-        return Translator(model_config, bos_id=BOS_ID, eos_id=EOS_ID)
+        specials = config.get("specials", {})
+        if not isinstance(specials, dict) or not all(isinstance(specials.get(k, 0), int) for k in ("bos", "eos")):
+            raise UserError("config.json: 'specials' must hold integer 'bos' and 'eos' ids")
+        return Translator(model_config, bos_id=specials.get("bos", BOS_ID), eos_id=specials.get("eos", EOS_ID))
 
     def setup(self) -> None:
-        self.tokenizer = load_tokenizer(self.run_dir / "tokenizer.json")
+        if (self.run_dir / "tokenizer.json").exists() or not (self.run_dir / "vocab.json").exists():
+            self.tokenizer: Any = load_tokenizer(self.run_dir / "tokenizer.json")
+        else:
+            self.tokenizer = MarianTokenizer(self.run_dir)
         self.truncated = 0
 
     def encode(self, inputs: list[str], targets: list[str] | None = None) -> dict[str, Tensor]:
         """Sentences -> {"src": (B, S), "tgt_in": (B, T)}: the sources (tokens + eos) and, teacher-forced,
         BOS + the target tokens; without `targets`, the run's own greedy translations are the targets."""
-        sources, self.truncated = encode_sources(self.tokenizer, inputs, self.options.max_len)
+        bos, eos, pad_id = self.model.bos_id, self.model.eos_id, self.model.config.pad_id
+        sources, self.truncated = encode_sources(self.tokenizer, inputs, self.options.max_len, eos)
         if targets is None:
             targets_ids = translate_ids(
                 self.model, sources, search="greedy", extra_len=self.options.extra_len, device=self.device
@@ -54,8 +65,8 @@ class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Trans
             targets_ids = [self.tokenizer.encode(t, add_special_tokens=False).ids for t in targets]
         room = self.model.config.max_len - 1
         return {
-            "src": pad(sources, PAD_ID).to(self.device),
-            "tgt_in": pad([[BOS_ID, *ids[:room]] for ids in targets_ids], PAD_ID).to(self.device),
+            "src": pad(sources, pad_id).to(self.device),
+            "tgt_in": pad([[bos, *ids[:room]] for ids in targets_ids], pad_id).to(self.device),
         }
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
@@ -79,7 +90,7 @@ class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Trans
         """Detokenized translations of `sentences`; an empty sentence translates to an empty one.
 
         `beam` and the length penalty `alpha` default to the run's own (its --beam and --alpha)."""
-        sources, self.truncated = encode_sources(self.tokenizer, sentences, self.options.max_len)
+        sources, self.truncated = encode_sources(self.tokenizer, sentences, self.options.max_len, self.model.eos_id)
         ids = translate_ids(
             self.model,
             sources,
