@@ -1,13 +1,14 @@
 """Pretrained weights in (issue #35): imported models against transformers on the same weights.
 
-For BERT-base, GPT-2 small and ViT-B/16, built here from their published configurations with random
-weights (no network; timing and agreement do not depend on the values), saved with `save_pretrained`
-and imported with `attnkit.hf.load`:
+For BERT-base, GPT-2 small, ViT-B/16 and an OPUS-MT-sized Marian, built here from their published
+configurations with random weights (no network; timing and agreement do not depend on the values),
+saved with `save_pretrained` and imported with `attnkit.hf.load`:
 
 - agreement: the largest absolute difference of the outputs (hidden states / logits) in float32;
 - forward speed: tokens (images) per second of a batch, attnkit against transformers, medians over
   alternating rounds (both run on the same torch; the ratio is the median of per-round ratios);
-- GPT-2 greedy generation (KV cache on both sides): new tokens per second at batch 1 and 8.
+- greedy generation (KV cache on both sides) of GPT-2 and Marian: new tokens per second at batch 1
+  and 8, every output forced to the same length.
 
 Targets: outputs equal within 1e-4; attnkit >= 1.0x transformers everywhere, >= 1.5x for cached
 generation at batch 1.
@@ -27,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attnkit.decode import CausalLMStepper, greedy_decode
+from attnkit.decode import CausalLMStepper, Seq2SeqStepper, greedy_decode
 from attnkit.hf import load
 from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
 
@@ -43,10 +44,22 @@ def _models(tiny: bool) -> dict[str, tuple[object, dict[str, int]]]:
     bert = t.BertConfig(**(small if tiny else {}))
     gpt2 = t.GPT2Config(**(dict(n_embd=64, n_layer=2, n_head=4) if tiny else {}))
     vit = t.ViTConfig(**(small if tiny else {}))
+    # Helsinki-NLP/opus-mt-de-en's configuration (its vocabulary of 58,101 pieces), or a tiny one
+    marian_sizes = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
+    marian = t.MarianConfig(
+        vocab_size=58101,
+        pad_token_id=58100,
+        decoder_start_token_id=58100,
+        eos_token_id=0,
+        activation_function="swish",
+        scale_embedding=True,
+        **(marian_sizes if tiny else {}),
+    )
     return {
         "BERT-base": (t.BertModel(bert, add_pooling_layer=True), {"batch": 8, "length": 128}),
         "GPT-2 small": (t.GPT2LMHeadModel(gpt2), {"batch": 8, "length": 128}),
         "ViT-B/16": (t.ViTForImageClassification(vit), {"batch": 8, "length": vit.image_size}),
+        "Marian (opus-mt)": (t.MarianMTModel(marian), {"batch": 8, "length": 32}),
     }
 
 
@@ -57,6 +70,10 @@ def _forward_pair(name: str, ref: torch.nn.Module, ours: torch.nn.Module, batch:
         images = torch.randn(batch, 3, length, length, generator=generator)
         return (lambda: ref(images).logits), (lambda: ours(images)), batch
     ids = torch.randint(0, 1000, (batch, length), generator=generator)
+    if name.startswith("Marian"):
+        start = torch.full((batch, 1), ours.bos_id)
+        tgt = torch.cat([start, ids[:, : length - 1]], dim=1)
+        return (lambda: ref(input_ids=ids, decoder_input_ids=tgt).logits), (lambda: ours(ids, tgt)), 2 * batch * length
     if name.startswith("BERT"):
         return (lambda: ref(ids).last_hidden_state), (lambda: ours(ids)[0]), batch * length
     return (lambda: ref(ids).logits), (lambda: ours(ids)), batch * length
@@ -83,20 +100,29 @@ def measure_model(name: str, ref: torch.nn.Module, shape: dict[str, int], rounds
         "speedup": ratio["median"],
         "speedup_range": [ratio["min"], ratio["max"]],
     }
-    if name.startswith("GPT"):
+    if name.startswith(("GPT", "Marian")):
         row["generation"] = [generation(ref, ours, batch, rounds) for batch in (1, 8)]
     return row
 
 
 def generation(ref: torch.nn.Module, ours: torch.nn.Module, batch: int, rounds: int, new: int = 32) -> dict:
-    """Greedy generation with the KV cache, new tokens per second, and whether the tokens agree."""
-    prompt = torch.randint(0, 1000, (batch, 16), generator=torch.Generator().manual_seed(1))
+    """Greedy generation with the KV cache, new tokens per second, and whether the tokens agree. GPT-2
+    continues a 16-token prompt; Marian translates 16-token sources; every output is `new` tokens long
+    (no eos on either side: nothing stops a row, nothing is suppressed or forced)."""
+    prompt = torch.randint(1, 1000, (batch, 16), generator=torch.Generator().manual_seed(1))
+    seq2seq = hasattr(ours, "bos_id")
+    settings = dict(max_new_tokens=new, do_sample=False, num_beams=1, eos_token_id=None, forced_eos_token_id=None)
+    if not seq2seq:
+        settings["pad_token_id"] = 0
 
     def theirs() -> torch.Tensor:
-        out = ref.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
-        return out[:, prompt.size(1) :]
+        out = ref.generate(prompt, **settings)
+        return out[:, 1:] if seq2seq else out[:, prompt.size(1) :]
 
     def mine() -> torch.Tensor:
+        if seq2seq:
+            start = torch.full((batch,), ours.bos_id)
+            return greedy_decode(Seq2SeqStepper(ours, prompt), start, eos_id=None, max_new_tokens=new, pad_id=None)
         return greedy_decode(CausalLMStepper(ours), prompt, eos_id=None, max_new_tokens=new, pad_id=None)
 
     with torch.inference_mode():
