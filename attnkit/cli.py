@@ -97,15 +97,16 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
     sources.required = True
     hf = sources.add_parser(
         "hf",
-        help="a Hugging Face save_pretrained folder: GPT-2 (lm), BERT (classify, mlm) or ViT (vision)",
+        help="a Hugging Face save_pretrained folder: GPT-2, BERT, ViT or Marian",
         description="Import a folder written by transformers' save_pretrained (config.json, model.safetensors "
         "and the tokenizer's or image processor's files): GPT-2 becomes an lm run, BERT a classify run (with its "
-        "classification head, or a new one of --num-labels classes) or an mlm run, ViT a vision run.",
+        "classification head, or a new one of --num-labels classes) or an mlm run, ViT a vision run, Marian "
+        "(OPUS-MT) a translate run.",
     )
     hf.add_argument("source", help="the save_pretrained folder")
     hf.add_argument("--out", required=True, help="the run directory to write")
     hf.add_argument(
-        "--task", help="lm, classify, mlm or vision (default: the one the checkpoint's type and head imply)"
+        "--task", help="lm, classify, mlm, vision or translate (default: what the checkpoint's type and head imply)"
     )
     hf.add_argument("--num-labels", type=int, help="classes of a new classification head (classify, vision)")
 
