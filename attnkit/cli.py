@@ -110,6 +110,24 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
     )
     hf.add_argument("--num-labels", type=int, help="classes of a new classification head (classify, vision)")
 
+    server = commands.add_parser(
+        "serve",
+        help="serve a run's predictions over HTTP",
+        description='Serve a run over HTTP (FastAPI + uvicorn): POST /v1/predict with {"inputs": [...], '
+        '...options} answers {"predictions": [...]}, one object per input with the fields of a line of '
+        "`attnkit predict --output FILE.jsonl`; GET /health, GET /v1/info, OpenAPI page at /docs. Requests "
+        "that arrive together are answered by one batched model call. Classify, mlm, translate and lm runs.",
+    )
+    server.add_argument("run_dir", help="a run directory")
+    server.add_argument("--device", default="cpu", help="cpu or cuda")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    server.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    server.add_argument("--max-batch", type=int, default=32, help="most inputs answered by one model call")
+    server.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with"
+    )
+    server.add_argument("--api-key", help="require this key (Authorization: Bearer KEY, or X-API-Key) on /v1/")
+
     commands.add_parser(
         "demo",
         help="show the core at work: the base model's size, fused vs. reference attention",
@@ -197,6 +215,24 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
 
         command = get_task(run_task).commands[args.command]
         return command.run(open_run(args.run_dir, args.device), args)
+    if args.command == "serve":
+        from attnkit.runs import open_run
+
+        try:
+            from attnkit.serve.app import serve
+        except ImportError:
+            raise UserError("attnkit serve needs fastapi and uvicorn: pip install 'attnkit[serve]'") from None
+        if args.max_batch < 1 or args.max_wait_ms < 0 or not 0 < args.port < 65536:
+            raise UserError("--max-batch must be at least 1, --max-wait-ms at least 0, --port in 1..65535")
+        serve(
+            open_run(args.run_dir, args.device),
+            host=args.host,
+            port=args.port,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            api_key=args.api_key,
+        )
+        return 0
     if args.command == "import":
         from attnkit.hf.runs import import_run
 

@@ -112,6 +112,14 @@ class Run:
         """One prediction per input (texts, sentences, item histories, image files, prompts)."""
         raise NotImplementedError
 
+    # The options `records` takes (name -> type), checked by `attnkit serve` before it batches requests.
+    record_options: ClassVar[dict[str, type]] = {}
+
+    def records(self, inputs: list[Any], **options: Any) -> list[dict[str, Any]]:
+        """One JSON-ready object per input: the fields of a line of `attnkit predict --output FILE.jsonl`
+        (what `attnkit serve` answers). Options as `record_options`."""
+        raise UserError(f"{self.task} runs do not serve predictions yet")
+
     def encode(self, inputs: list[Any]) -> dict[str, Tensor]:
         """User inputs as one model batch on `device` (the inputs of `forward`)."""
         raise NotImplementedError

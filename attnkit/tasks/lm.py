@@ -12,7 +12,7 @@ import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -289,6 +289,18 @@ class LanguageModelRun(Run, task="lm", options=LmOptions, model=GPT, config=GPTC
             collect(lambda batch: task.eval_step(model, batch), data.plan(0), data.collate, self.device)
         )
         return report(self.run_dir, metrics, log)
+
+    record_options: ClassVar[dict[str, type]] = {
+        "max_new_tokens": int,
+        "temperature": float,
+        "top_k": int,
+        "top_p": float,
+        "seed": int,
+    }
+
+    def records(self, inputs: list[str], **options: Any) -> list[dict[str, Any]]:
+        """Per prompt: {"prompt", "continuation"}; options as `generate` (default: 100 greedy tokens)."""
+        return [{"prompt": p, "continuation": c} for p, c in zip(inputs, self.predict(inputs, **options), strict=True)]
 
     def predict(self, inputs: list[str], **kwargs: Any) -> list[str]:
         """One continuation per prompt; keyword arguments as `generate` (default: 100 greedy tokens)."""

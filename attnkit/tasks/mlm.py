@@ -9,7 +9,7 @@ from the result with `attnkit train classify --init RUN_DIR`, reusing its tokeni
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -234,6 +234,18 @@ class MlmRun(Run, task="mlm", options=MlmOptions, model=MaskedLanguageModel, con
         write_metrics(self.run_dir, result)
         log(f"validation: masked-token loss {result['val_loss']:.4f}  accuracy {result['val_masked_accuracy']:.4f}")
         return result
+
+    record_options: ClassVar[dict[str, type]] = {"top_k": int}
+
+    def records(self, inputs: list[str], top_k: int = 5) -> list[dict[str, Any]]:
+        """Per text: {"text", "fills"}: for each [MASK], the `top_k` likeliest {"token", "probability"}."""
+        if top_k < 1:
+            raise UserError("top_k must be at least 1")
+        found = self.predict(inputs, top_k)
+        return [
+            {"text": text, "fills": [[{"token": t, "probability": p} for t, p in mask] for mask in masks]}
+            for text, masks in zip(inputs, found, strict=True)
+        ]
 
     def predict(self, inputs: list[str], top_k: int = 5) -> list[list[list[tuple[str, float]]]]:
         """For each text, for each [MASK] in it (in order), the `top_k` likeliest tokens with their probabilities."""

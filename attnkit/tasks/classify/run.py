@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -83,6 +83,18 @@ class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextCla
         if self.truncated:
             log(f"warning: {self.truncated} of {len(labelled)} texts were truncated to max_len={options.max_len}")
         return report(self.run_dir, rows, self.classes, "evaluation", log)
+
+    record_options: ClassVar[dict[str, type]] = {"top_k": int}
+
+    def records(self, inputs: list[str], top_k: int | None = None) -> list[dict[str, Any]]:
+        """Per text: {"text", "label", "probability", "top_k": [{"label", "probability"}]} (multi-label
+        without top_k: {"text", "labels", "probabilities"}), and "warning" where the text deserves doubt."""
+        if top_k is not None and top_k < 1:
+            raise UserError("top_k must be at least 1")
+        multi = self.options.multi_label and top_k is None
+        found = _records(".jsonl", inputs, self.predict(inputs, top_k), multi, self.options.label_separator)
+        warnings = doubts(self.tokenizer, inputs, self.options.max_len)
+        return [{**r, "warning": w} if w else r for r, w in zip(found, warnings, strict=True)]
 
     def predict(self, inputs: list[str], top_k: int | None = None) -> list[list[tuple[str, float]]]:
         """(class, probability) pairs per text, most probable first: the `top_k` best (default 1); for

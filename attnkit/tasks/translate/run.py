@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -73,6 +73,24 @@ class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Trans
         """Next-token logits (B, T, V) at every target position."""
         with torch.no_grad():
             return self.model(batch["src"], batch["tgt_in"])
+
+    record_options: ClassVar[dict[str, type]] = {"beam": int, "alpha": float}
+
+    def records(self, inputs: list[str], beam: int | None = None, alpha: float | None = None) -> list[dict[str, Any]]:
+        """Per sentence: {"source", "translation"} (beam 1 is greedy search), and "warning" where the
+        sentence was cut to max_len."""
+        search = _search(argparse.Namespace(beam=beam, alpha=alpha))
+        translations = self.translate(inputs, search=search, beam=beam, alpha=alpha)
+        room = self.options.max_len - 1  # tokens before the source's eos
+        records = []
+        for source, translation, encoding in zip(
+            inputs, translations, self.tokenizer.encode_batch(inputs), strict=True
+        ):
+            record = {"source": source, "translation": translation}
+            if len(encoding.ids) > room:
+                record["warning"] = f"cut to {room} of its {len(encoding.ids)} tokens"
+            records.append(record)
+        return records
 
     def predict(self, inputs: list[str], **kwargs: Any) -> list[str]:
         """Translations of `inputs`; keyword arguments as `translate`."""

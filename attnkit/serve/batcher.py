@@ -1,0 +1,115 @@
+"""Dynamic micro-batching: requests that arrive together are answered by one call of the model.
+
+Each request waits in a queue with its inputs and options. One worker takes the oldest request and,
+for up to `max_wait_ms`, gathers more with the same options until `max_batch` inputs are reached;
+it runs them as one `run.records(...)` call in a worker thread (the event loop keeps accepting
+requests meanwhile) and hands each request exactly its own slice of the answers, in order. With
+`max_batch` 1 every request runs alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Pending:
+    """One request: its inputs and options, and the future its records are delivered to."""
+
+    inputs: list[Any]
+    options: dict[str, Any]
+    future: asyncio.Future = field(repr=False)
+
+    @property
+    def key(self) -> tuple[tuple[str, Any], ...]:
+        """Requests batch together only when they ask for the same options."""
+        return tuple(sorted(self.options.items()))
+
+
+class MicroBatcher:
+    """Gathers concurrent requests into batches for `predict(inputs, **options) -> records`.
+
+    Args:
+        predict: one record per input, in order (e.g. `Run.records`); runs in a worker thread.
+        max_batch: most inputs in one call (a single request larger than this still runs whole).
+        max_wait_ms: how long the first request of a batch waits for others.
+    """
+
+    def __init__(self, predict: Callable[..., list[Any]], max_batch: int = 32, max_wait_ms: float = 5.0) -> None:
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch must be at least 1 and max_wait_ms at least 0")
+        self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
+        self.queue: asyncio.Queue[Pending] | None = None
+        self.worker: asyncio.Task | None = None
+        self.batches = 0  # model calls made, for /v1/info and tests
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.worker = asyncio.create_task(self._work())
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+
+    async def submit(self, inputs: list[Any], options: dict[str, Any]) -> list[Any]:
+        """The records of `inputs`, computed in a batch with whatever else arrives meanwhile."""
+        if self.queue is None:
+            await self.start()
+        pending = Pending(inputs, options, asyncio.get_running_loop().create_future())
+        await self.queue.put(pending)
+        return await pending.future
+
+    async def _work(self) -> None:
+        held: list[Pending] = []  # taken from the queue while a batch of other options was open
+        while True:
+            first = held.pop(0) if held else await self.queue.get()
+            batch, size = [first], len(first.inputs)
+            for pending in list(held):  # held requests that fit this batch join it first
+                if pending.key == first.key and size + len(pending.inputs) <= self.max_batch:
+                    held.remove(pending)
+                    batch.append(pending)
+                    size += len(pending.inputs)
+            deadline = time.monotonic() + self.max_wait
+            while size < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    candidate = await asyncio.wait_for(self.queue.get(), left)
+                except TimeoutError:
+                    break
+                if candidate.key == first.key and size + len(candidate.inputs) <= self.max_batch:
+                    batch.append(candidate)
+                    size += len(candidate.inputs)
+                else:
+                    held.append(candidate)
+                    if candidate.key == first.key:
+                        break  # this batch is full
+            await self._run(batch)
+
+    async def _run(self, batch: list[Pending]) -> None:
+        inputs = [x for pending in batch for x in pending.inputs]
+        try:
+            records = await asyncio.to_thread(self.predict, inputs, **batch[0].options)
+        except Exception as error:
+            if len(batch) > 1:  # one request's bad input must not fail the others: each alone
+                for pending in batch:
+                    await self._run([pending])
+                return
+            if not batch[0].future.done():
+                batch[0].future.set_exception(error)
+            return
+        self.batches += 1
+        start = 0
+        for pending in batch:
+            end = start + len(pending.inputs)
+            if not pending.future.done():
+                pending.future.set_result(records[start:end])
+            start = end
