@@ -113,3 +113,35 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(classifier
         assert status == 200
         assert body["predictions"] == json.loads(json.dumps(expected[top_k][i : i + 2]))
     assert batches < len(threads)
+
+
+def test_attnkit_serve_listens_on_loopback_and_answers(copy_run):
+    """The command itself: uvicorn on a free loopback port, a request over real HTTP, then stopped."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    run = copy_run("classify")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "attnkit.cli", "serve", str(run), "--port", str(port), "--api-key", "k"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/predict", json={"inputs": ["oil prices rose"]}, headers={"X-API-Key": "k"}
+        )
+        assert answer.status_code == 200
+        assert answer.json()["predictions"] == open_run(run).records(["oil prices rose"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
