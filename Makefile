@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,hf,serve]"
+	$(PY) -m pip install --quiet -e ".[dev,hf,serve,onnx]"
 	touch $(STAMP)
 
 # The main job: train and evaluate the news classifier on Reuters-21578 R8 (a fresh run each time).

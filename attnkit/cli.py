@@ -110,6 +110,24 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
     )
     hf.add_argument("--num-labels", type=int, help="classes of a new classification head (classify, vision)")
 
+    exporter = commands.add_parser(
+        "export",
+        help="models out: a run as an ONNX graph",
+        description="Export a run's forward pass for another runtime.",
+    )
+    formats = exporter.add_subparsers(dest="export_format", metavar="FORMAT")
+    formats.required = True
+    onnx = formats.add_parser(
+        "onnx",
+        help="an ONNX graph for onnxruntime, checked against PyTorch",
+        description="Export the run's forward pass (logits or scores, as `explain` calls it) to DIR/model.onnx with "
+        "dynamic batch and lengths, run it in onnxruntime on batches of other shapes with a padded row and compare "
+        "with PyTorch (fails above 1e-4), and write DIR/export.json and the tokenizer beside it.",
+    )
+    onnx.add_argument("run_dir", help="a run directory")
+    onnx.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    onnx.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+
     server = commands.add_parser(
         "serve",
         help="serve a run's predictions over HTTP",
@@ -215,6 +233,12 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
 
         command = get_task(run_task).commands[args.command]
         return command.run(open_run(args.run_dir, args.device), args)
+    if args.command == "export":
+        from attnkit.export.onnx import export_onnx
+        from attnkit.runs import open_run
+
+        export_onnx(open_run(args.run_dir), args.out, opset=args.opset)
+        return 0
     if args.command == "serve":
         from attnkit.runs import open_run
 

@@ -119,7 +119,12 @@ def fused_attention(
     if mask is None and causal and q_len == k_len:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     keep = _may_attend(mask, causal, q_len, k_len, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
+    if keep is not None and torch.compiler.is_exporting():
+        # PyTorch's CPU kernels give zeros for a query with no key to attend to; the exported graph
+        # (softmax over masked scores) would average every value instead, so it says so itself.
+        out = out.masked_fill(~keep.any(dim=-1, keepdim=True), 0.0)
+    return out
 
 
 def chunked_attention(

@@ -112,6 +112,17 @@ class Run:
         """One prediction per input (texts, sentences, item histories, image files, prompts)."""
         raise NotImplementedError
 
+    def export_spec(self) -> dict[str, Any]:
+        """What `attnkit export onnx` needs besides `example_batch`: "length" (the longest sequence the
+        model takes), "axes" (input name -> the name of its dynamic length axis, or None), "output"
+        and "meaning" (the name and a description of `forward`'s output)."""
+        raise UserError(f"{self.run_dir}: `attnkit export onnx` does not apply to {self.task} runs yet")
+
+    def example_batch(self, batch_size: int, length: int) -> dict[str, Tensor]:
+        """A batch as `encode` makes them, of random valid inputs on the CPU, `length` long where the
+        inputs are sequences; with two or more rows the last is half padding (export checks)."""
+        raise UserError(f"{self.run_dir}: `attnkit export onnx` does not apply to {self.task} runs yet")
+
     # The options `records` takes (name -> type), checked by `attnkit serve` before it batches requests.
     record_options: ClassVar[dict[str, type]] = {}
 
@@ -210,3 +221,17 @@ class TaskSpec:
             options.check_training()  # what a new run needs that a saved run's options may lack
         start = start_run(options, self.options, train_config, resume=resume, run_dir=run_dir, log=log)
         return self.train_run(start, **extra)
+
+
+def random_ids(batch_size: int, length: int, low: int, high: int, pad_id: int, *, left: bool = False) -> Tensor:
+    """(batch_size, length) ids drawn from [low, high); with two or more rows the last row is half
+    padding (on the right, or with `left` on the left): example batches for export checks."""
+    generator = torch.Generator().manual_seed(batch_size * 1000 + length)
+    ids = torch.randint(low, high, (batch_size, length), generator=generator)
+    if batch_size > 1 and length > 1:
+        half = length // 2
+        if left:
+            ids[-1, :half] = pad_id
+        else:
+            ids[-1, length - half :] = pad_id
+    return ids

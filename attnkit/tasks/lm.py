@@ -29,7 +29,7 @@ from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.nn import linear_cross_entropy
 from attnkit.options import bounds, check_model_options, config_from, model_option
 from attnkit.tasks.adapters import HiddenForward
-from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
+from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command, random_ids
 from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
 from attnkit.viz.command import explain_command
 
@@ -289,6 +289,17 @@ class LanguageModelRun(Run, task="lm", options=LmOptions, model=GPT, config=GPTC
             collect(lambda batch: task.eval_step(model, batch), data.plan(0), data.collate, self.device)
         )
         return report(self.run_dir, metrics, log)
+
+    def export_spec(self) -> dict[str, Any]:
+        return {
+            "length": self.model.config.max_len,
+            "axes": {"ids": "length"},
+            "output": "logits",
+            "meaning": "next-token logits (batch, length, vocabulary)",
+        }
+
+    def example_batch(self, batch_size: int, length: int) -> dict[str, Tensor]:
+        return {"ids": random_ids(batch_size, length, 0, self.model.config.vocab_size, 0)}
 
     record_options: ClassVar[dict[str, type]] = {
         "max_new_tokens": int,

@@ -24,7 +24,7 @@ from attnkit.engine.evaluation import collect
 from attnkit.errors import DataError, UserError
 from attnkit.models import MaskedLanguageModel, TextEncoderConfig
 from attnkit.options import bounds
-from attnkit.tasks.base import Run, TaskSpec, metrics_command
+from attnkit.tasks.base import Run, TaskSpec, metrics_command, random_ids
 from attnkit.tasks.encoder_options import EncoderOptions
 from attnkit.tasks.io import standard_dataset
 from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
@@ -234,6 +234,18 @@ class MlmRun(Run, task="mlm", options=MlmOptions, model=MaskedLanguageModel, con
         write_metrics(self.run_dir, result)
         log(f"validation: masked-token loss {result['val_loss']:.4f}  accuracy {result['val_masked_accuracy']:.4f}")
         return result
+
+    def export_spec(self) -> dict[str, Any]:
+        return {
+            "length": self.model.body.config.max_len,
+            "axes": {"ids": "length"},
+            "output": "logits",
+            "meaning": "token logits (batch, length, vocabulary)",
+        }
+
+    def example_batch(self, batch_size: int, length: int) -> dict[str, Tensor]:
+        config = self.model.body.config
+        return {"ids": random_ids(batch_size, length, 5, config.vocab_size, config.pad_id)}
 
     record_options: ClassVar[dict[str, type]] = {"top_k": int}
 

@@ -288,6 +288,24 @@ class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViT
         images = torch.stack([read_image(p, channels=config.in_channels, size=size) for p in inputs])
         return {"images": self.pipeline(images, train=False).to(self.device)}
 
+    def export_spec(self) -> dict[str, Any]:
+        size = self.model.config.image_size
+        return {
+            "length": size,
+            "axes": {"images": None},
+            "output": "logits",
+            "meaning": f"class logits (batch, classes) of normalised (batch, channels, {size}, {size}) images",
+        }
+
+    def example_batch(self, batch_size: int, length: int) -> dict[str, Tensor]:
+        config = self.model.config
+        generator = torch.Generator().manual_seed(batch_size)
+        return {
+            "images": torch.randn(
+                batch_size, config.in_channels, config.image_size, config.image_size, generator=generator
+            )
+        }
+
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Class logits (B, C)."""
         with torch.no_grad():

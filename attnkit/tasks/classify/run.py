@@ -14,7 +14,7 @@ from attnkit.data.tokenizer import PAD_ID, doubts, encode_texts, load_tokenizer
 from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
 from attnkit.models import TextClassifier, TextEncoderConfig
-from attnkit.tasks.base import Command, Run, metrics_command
+from attnkit.tasks.base import Command, Run, metrics_command, random_ids
 from attnkit.tasks.classify.data import check_labels, read_file
 from attnkit.tasks.classify.objective import prediction_rows
 from attnkit.tasks.classify.options import ClassifyOptions
@@ -83,6 +83,18 @@ class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextCla
         if self.truncated:
             log(f"warning: {self.truncated} of {len(labelled)} texts were truncated to max_len={options.max_len}")
         return report(self.run_dir, rows, self.classes, "evaluation", log)
+
+    def export_spec(self) -> dict[str, Any]:
+        return {
+            "length": self.model.body.config.max_len,
+            "axes": {"ids": "length"},
+            "output": "logits",
+            "meaning": "class logits (batch, classes); multi-label runs: one sigmoid per class",
+        }
+
+    def example_batch(self, batch_size: int, length: int) -> dict[str, Tensor]:
+        config = self.model.body.config
+        return {"ids": random_ids(batch_size, length, 5, config.vocab_size, config.pad_id)}
 
     record_options: ClassVar[dict[str, type]] = {"top_k": int}
 

@@ -14,7 +14,7 @@ from attnkit.data.interactions import is_integer_id, leave_one_out, read_item_na
 from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
 from attnkit.models.sasrec import SASRec, SASRecConfig
-from attnkit.tasks.base import Command, Run, metrics_command
+from attnkit.tasks.base import Command, Run, metrics_command, random_ids
 from attnkit.tasks.io import add_top_k_argument, checked_top_k
 from attnkit.tasks.recommend.data import eval_set, left_pad, load_interactions
 from attnkit.tasks.recommend.objective import report
@@ -34,6 +34,17 @@ class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASR
         """Histories of internal item ids, oldest first -> {"ids": (B, L)}, the last max_len items of
         each, left-padded so that the most recent item is in the last column."""
         return {"ids": left_pad([history[-self.options.max_len :] for history in inputs]).to(self.device)}
+
+    def export_spec(self) -> dict[str, Any]:
+        return {
+            "length": self.options.max_len,
+            "axes": {"ids": "length"},
+            "output": "scores",
+            "meaning": "next-item scores (batch, items + 1) after each left-padded history (column 0: padding)",
+        }
+
+    def example_batch(self, batch_size: int, length: int) -> dict[str, Tensor]:
+        return {"ids": random_ids(batch_size, length, 1, self.model.config.n_items + 1, 0, left=True)}
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Scores (B, V + 1) of every item (column 0: padding) as the next item after each history."""

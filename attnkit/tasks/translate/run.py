@@ -20,7 +20,7 @@ from attnkit.data.tokenizer import decode_text, load_tokenizer
 from attnkit.errors import DataError, UserError
 from attnkit.models import Translator
 from attnkit.nn import TransformerConfig
-from attnkit.tasks.base import Command, Run, metrics_command
+from attnkit.tasks.base import Command, Run, metrics_command, random_ids
 from attnkit.tasks.io import read_inputs, write_records
 from attnkit.tasks.rundir import write_metrics
 from attnkit.tasks.translate.data import BOS_ID, EOS_ID, encode_sources
@@ -73,6 +73,22 @@ class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Trans
         """Next-token logits (B, T, V) at every target position."""
         with torch.no_grad():
             return self.model(batch["src"], batch["tgt_in"])
+
+    def export_spec(self) -> dict[str, Any]:
+        return {
+            "length": self.model.config.max_len,
+            "axes": {"src": "src_length", "tgt_in": "tgt_length"},
+            "output": "logits",
+            "meaning": "teacher-forced next-token logits (batch, tgt_length, vocabulary)",
+        }
+
+    def example_batch(self, batch_size: int, length: int) -> dict[str, Tensor]:
+        config, model = self.model.config, self.model
+        vocab = config.tgt_vocab_size or config.src_vocab_size
+        src = random_ids(batch_size, length, 5, config.src_vocab_size, config.pad_id)
+        tgt = random_ids(batch_size, length, 5, vocab, config.pad_id)
+        tgt[:, 0] = model.bos_id
+        return {"src": src, "tgt_in": tgt}
 
     record_options: ClassVar[dict[str, type]] = {"beam": int, "alpha": float}
 

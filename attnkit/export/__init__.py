@@ -1,0 +1,1 @@
+"""Models out: `attnkit export onnx` (`attnkit.export.onnx`, the `onnx` extra)."""

@@ -1,0 +1,56 @@
+"""`attnkit export onnx`: every task's tiny run exported and run in onnxruntime, equal to PyTorch at
+shapes other than the exported example's, with a half-padded and a fully padded row."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from attnkit.cli import main
+from attnkit.runs import open_run
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="the export tests need onnxruntime (extra: onnx)")
+pytest.importorskip("onnxscript", reason="torch's dynamo ONNX exporter needs onnxscript (extra: onnx)")
+
+TASKS = ["classify", "mlm", "recommend", "translate", "lm", "vision"]
+PAD_KEY = {"classify": "ids", "mlm": "ids", "recommend": "ids", "translate": "src"}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_exports_and_onnxruntime_agrees(task, copy_run, tmp_path, capsys):
+    run_dir = copy_run(task)
+    out = tmp_path / "onnx"
+    assert main(["export", "onnx", str(run_dir), "--out", str(out)]) == 0
+    assert "onnxruntime matches PyTorch" in capsys.readouterr().out
+    described = json.loads((out / "export.json").read_text())
+    assert described["task"] == task and described["max_abs_diff"] <= 1e-4
+    run = open_run(run_dir)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    length = max(2, described["max_length"] // 4)
+    for batch_size in (4, 1):
+        batch = run.example_batch(batch_size, length)
+        if task in PAD_KEY and batch_size > 1:  # a row that is padding only
+            batch[PAD_KEY[task]][1] = run.model.config.pad_id if task == "translate" else 0
+        expected = run.forward(batch).float().numpy()
+        got = session.run(None, {name: tensor.numpy() for name, tensor in batch.items()})[0]
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_a_tokenizer_and_the_run_records_travel_with_the_graph(copy_run, tmp_path):
+    run_dir = copy_run("classify")
+    assert main(["export", "onnx", str(run_dir), "--out", str(tmp_path / "onnx")]) == 0
+    described = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert described["classes"] == json.loads((run_dir / "config.json").read_text())["classes"]
+    assert described["inputs"] == [{"name": "ids", "dtype": "int64", "axes": ["batch", "length"]}]
+    assert (tmp_path / "onnx" / "tokenizer.json").read_bytes() == (run_dir / "tokenizer.json").read_bytes()
+
+
+def test_an_export_never_overwrites_a_folder(copy_run, tmp_path, capsys):
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "keep.txt").write_text("mine")
+    assert main(["export", "onnx", str(copy_run("classify")), "--out", str(tmp_path / "onnx")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "onnx" / "keep.txt").read_text() == "mine"
