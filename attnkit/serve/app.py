@@ -184,6 +184,6 @@ def serve(
     except ImportError:
         raise UserError("attnkit serve needs fastapi and uvicorn: pip install 'attnkit[serve]'") from None
     if type(run).records is Run.records:
-        raise UserError(f"{run.task} runs cannot be served yet (classify, mlm, translate and lm runs can)")
+        raise UserError(f"{run.task} runs cannot be served yet")
     app = build_app(run, max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=api_key)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -10,9 +10,11 @@ accuracy. Predict classifies image files from the run directory alone.
 from __future__ import annotations
 
 import argparse
+import base64
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -305,6 +307,32 @@ class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViT
                 batch_size, config.in_channels, config.image_size, config.image_size, generator=generator
             )
         }
+
+    record_options: ClassVar[dict[str, type]] = {"top_k": int}
+
+    def records(self, inputs: list[str], top_k: int = 1) -> list[dict[str, Any]]:
+        """Per image, given as base64 of a PNG or JPEG file: {"label", "probability", "top_k": [{"label",
+        "probability"}]}."""
+        if top_k < 1:
+            raise UserError("top_k must be at least 1")
+        with tempfile.TemporaryDirectory() as folder:
+            paths = []
+            for number, data in enumerate(inputs):
+                try:
+                    content = base64.b64decode(data, validate=True)
+                except ValueError:
+                    raise UserError(f"input {number + 1} is not base64 (an image file's bytes)") from None
+                paths.append(Path(folder) / f"{number}.img")
+                paths[-1].write_bytes(content)
+            ranked = self.predict([str(p) for p in paths], top_k)
+        return [
+            {
+                "label": best[0][0],
+                "probability": best[0][1],
+                "top_k": [{"label": label, "probability": p} for label, p in best],
+            }
+            for best in ranked
+        ]
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Class logits (B, C)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,28 @@ def test_attnkit_serve_listens_on_loopback_and_answers(copy_run):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_vision_and_recommend_runs_serve_images_and_histories(copy_run):
+    """Images travel as base64 of their files; histories as comma-separated original item ids."""
+    import base64
+
+    vision = open_run(copy_run("vision"))
+    image = "tests/fixtures/runs/data/vision/test/vertical/0.png"
+    encoded = base64.b64encode(Path(image).read_bytes()).decode()
+    with TestClient(build_app(vision)) as client:
+        answer = client.post("/v1/predict", json={"inputs": [encoded], "top_k": 2})
+        assert answer.status_code == 200
+        (record,) = answer.json()["predictions"]
+        label, probability = vision.predict([image], 2)[0][0]
+        assert record["label"] == label and record["probability"] == pytest.approx(probability)
+        bad = client.post("/v1/predict", json={"inputs": ["not base64!"]})
+        assert bad.status_code == 422 and "is not base64" in bad.json()["error"]
+    recommender = open_run(copy_run("recommend"))
+    history = ",".join(recommender.data.items[1:4])
+    with TestClient(build_app(recommender)) as client:
+        answer = client.post("/v1/predict", json={"inputs": [history], "top_k": 3}).json()
+    expected = recommender.predict([history.split(",")], 3)[0]
+    got = answer["predictions"][0]["items"]
+    assert [r["item"] for r in got] == [item for item, _ in expected]
+    assert [r["score"] for r in got] == pytest.approx([score for _, score in expected])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -74,6 +74,20 @@ class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASR
             [(self.data.items[item], score) for item, score in self.recommend(self._internal(h, index), top_k)]
             for h in inputs
         ]
+
+    record_options: ClassVar[dict[str, type]] = {"top_k": int}
+
+    def records(self, inputs: list[str], top_k: int = 10) -> list[dict[str, Any]]:
+        """Per history ("12,45,7": original item ids, oldest first): {"history", "items": [{"item",
+        "score"}]}, the `top_k` unseen items, best first."""
+        if top_k < 1:
+            raise UserError("top_k must be at least 1")
+        found = []
+        for text in inputs:
+            items = self.recommend(self.parse_history(text), top_k)
+            ranked = [{"item": self.data.items[item], "score": score} for item, score in items]
+            found.append({"history": text, "items": ranked})
+        return found
 
     def recommend(self, history: list[int], k: int) -> list[tuple[int, float]]:
         """Top-k (internal item id, score) for a history of internal ids, never an item in it."""
