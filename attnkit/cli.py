@@ -134,7 +134,7 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
         description='Serve a run over HTTP (FastAPI + uvicorn): POST /v1/predict with {"inputs": [...], '
         '...options} answers {"predictions": [...]}, one object per input with the fields of a line of '
         "`attnkit predict --output FILE.jsonl`; GET /health, GET /v1/info, OpenAPI page at /docs. Requests "
-        "that arrive together are answered by one batched model call. Classify, mlm, translate and lm runs.",
+        "that arrive together are answered by one batched model call. Every task; images as base64.",
     )
     server.add_argument("run_dir", help="a run directory")
     server.add_argument("--device", default="cpu", help="cpu or cuda")
