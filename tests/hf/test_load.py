@@ -323,3 +323,13 @@ def test_marian_greedy_generation_matches_cached_and_not(marian):
     padded = [torch.nn.functional.pad(t, (0, width - t.size(1)), value=66) for t in (cached, expected)]
     assert torch.equal(padded[0], padded[1])
     assert len(set(cached.flatten().tolist())) > 2  # not one token repeated everywhere
+
+
+def test_vit_positions_interpolate_as_transformers_does_at_another_image_size(tmp_path):
+    """An image larger than the checkpoint's: both resample the patch positions bicubically."""
+    ref = _randomise(transformers.ViTForImageClassification(_vit_config(num_labels=3)))
+    ours = load(_save(ref, tmp_path))
+    images = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(10))  # a 6 x 6 grid, not 4 x 4
+    with torch.no_grad():
+        expected = ref(images, interpolate_pos_encoding=True).logits
+        torch.testing.assert_close(ours(images), expected, atol=ATOL, rtol=0)
