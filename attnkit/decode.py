@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -240,8 +240,15 @@ def has_cpp_compiler() -> bool:
 # ---------------------------------------------------------------- helpers shared by the searches
 
 
-def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
-    """GNMT's lp(Y) = ((5 + |Y|) / 6)^α (Wu et al. 2016, eq. 14); |Y| counts the eos when there is one."""
+Penalty = Literal["gnmt", "length"]
+
+
+def length_penalty(length: int | Tensor, alpha: float, kind: Penalty = "gnmt") -> float | Tensor:
+    """GNMT's lp(Y) = ((5 + |Y|) / 6)^α (Wu et al. 2016, eq. 14), or with `kind` "length" |Y|^α (what
+    transformers' beam search divides by, its `length_penalty` being α); |Y| counts the eos when there
+    is one. Both grow with |Y| for α >= 0, which the beam search's stopping bound needs."""
+    if kind == "length":
+        return length**alpha
     return ((5 + length) / 6) ** alpha
 
 
@@ -379,6 +386,7 @@ def beam_search(
     beam_size: int = 4,
     alpha: float = 0.6,
     pad_id: int | None = 0,
+    penalty: Penalty = "gnmt",
 ) -> BeamSearchResult:
     """Keep the `beam_size` most probable prefixes per row; return the best finished hypothesis.
 
@@ -405,6 +413,7 @@ def beam_search(
         beam_size: K (the paper: 4).
         alpha: length penalty exponent α >= 0 (the paper: 0.6; 0 = plain log-probability).
         pad_id: fills hypotheses after their end and is never generated; None only when no row can end early.
+        penalty: the form of lp, "gnmt" or "length" (`length_penalty`).
 
     Returns:
         `BeamSearchResult(tokens (B, T), scores (B,))`.
@@ -450,7 +459,7 @@ def beam_search(
         # Finish: an eos among the K best extensions, or all K best when the row is at its limit.
         finish = (is_eos | at_limit[:, None]) & (top_scores > float("-inf"))  # (N, 2K)
         finish[:, beams:] = False
-        penalised = (top_scores / length_penalty(length, alpha)).masked_fill(~finish, float("-inf"))  # (N, 2K)
+        penalised = (top_scores / length_penalty(length, alpha, penalty)).masked_fill(~finish, float("-inf"))  # (N, 2K)
         step_best, step_pos = penalised.max(dim=1)  # (N,)
         # Strictly better only: on a tie the shorter hypothesis, finished earlier, stays.
         better = (step_best > best_scores[rows]).nonzero().squeeze(1)  # (R,)
@@ -466,7 +475,7 @@ def beam_search(
         # Live on: the K best extensions that are not eos.
         live_scores, live_pos = top_scores.masked_fill(is_eos, float("-inf")).topk(beams, dim=1)  # (N, K)
         live_beam, live_token = top_beam.gather(1, live_pos), top_token.gather(1, live_pos)  # (N, K)
-        reachable = live_scores[:, 0] / length_penalty(limits[rows], alpha)  # (N,) bound on any live prefix
+        reachable = live_scores[:, 0] / length_penalty(limits[rows], alpha, penalty)  # (N,) bound on any live prefix
         done = at_limit | (best_scores[rows] >= reachable)  # (N,)
         keep = (~done).nonzero().squeeze(1)  # (N',)
         if keep.numel() == 0:

@@ -342,16 +342,17 @@ class RandomTableStepper:
     def reorder(self, index: Tensor) -> None:
         pass
 
-    def score(self, start: int, hypothesis: list[int], alpha: float) -> float:
+    def score(self, start: int, hypothesis: list[int], alpha: float, penalty: str = "gnmt") -> float:
         row, total = [start], 0.0
         for token in hypothesis:
             total += self.log_probs(row)[token].item()
             row.append(token)
-        return total / length_penalty(len(hypothesis), alpha)
+        return total / length_penalty(len(hypothesis), alpha, penalty)
 
 
+@pytest.mark.parametrize("penalty", ["gnmt", "length"])
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
-def test_beam_search_wider_than_every_prefix_is_exhaustive(alpha):
+def test_beam_search_wider_than_every_prefix_is_exhaustive(alpha, penalty):
     """Vocabulary {pad, eos, 2, 3}, at most 4 tokens: at most 8 live prefixes and 24 extensions per step,
     so a beam of 24 ranks every extension among its first K and prunes nothing; it must return the best
     of all 31 hypotheses under the length-penalised score, with that score."""
@@ -362,9 +363,11 @@ def test_beam_search_wider_than_every_prefix_is_exhaustive(alpha):
     for seed in range(12):
         stepper = RandomTableStepper(seed)
         start = torch.tensor([2, 3])
-        result = beam_search(stepper, start, eos_id=eos, max_new_tokens=limit, beam_size=24, alpha=alpha)
+        result = beam_search(
+            stepper, start, eos_id=eos, max_new_tokens=limit, beam_size=24, alpha=alpha, penalty=penalty
+        )
         for row, first in enumerate(start.tolist()):
-            scores = {tuple(h): stepper.score(first, h, alpha) for h in hypotheses}
+            scores = {tuple(h): stepper.score(first, h, alpha, penalty) for h in hypotheses}
             best = max(scores, key=scores.get)
             assert unpad(result.tokens[row], eos) == list(best), (seed, row)
             assert result.scores[row].item() == pytest.approx(scores[best], abs=1e-9)

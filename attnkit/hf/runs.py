@@ -198,6 +198,8 @@ def _translate_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[
         max_len=c.max_len - extra_len - 2,
         extra_len=extra_len,
         beam=int(generation.get("num_beams") or 4),
+        alpha=float(generation.get("length_penalty", 1.0)),
+        length_penalty="length",  # transformers' form, with the checkpoint's own exponent
         **{f: getattr(c, f) for f in ("d_model", "n_heads", "n_encoder_layers", "n_decoder_layers", "d_ff")},
         **{f: getattr(c, f) for f in ("dropout", "attention_dropout", "norm_first")},
     )

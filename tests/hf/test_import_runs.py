@@ -427,6 +427,7 @@ def test_marian_imports_as_a_translate_run_that_translates_as_transformers_does(
     assert main(["import", "hf", str(folder), "--out", str(run)]) == 0
     opened = open_run(run)
     assert (opened.model.bos_id, opened.model.eos_id) == (ref.config.decoder_start_token_id, 0)
+    assert (opened.options.length_penalty, opened.options.alpha) == ("length", 1.0)  # transformers' form
     sentences = ["ein mann liest ein buch", "zwei frauen spielen"]
     batch = tokenizer(sentences, text_target=ENGLISH[:2], padding=True, return_tensors="pt")
     ours = opened.encode(sentences, ENGLISH[:2])

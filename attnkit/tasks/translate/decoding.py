@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 
 from attnkit.data.batching import pad
-from attnkit.decode import Seq2SeqStepper, beam_search, greedy_decode
+from attnkit.decode import Penalty, Seq2SeqStepper, beam_search, greedy_decode
 from attnkit.metrics import bleu, bleu_breakdown, chrf, moses_tokenize, tokenized_bleu
 from attnkit.models import Translator
 
@@ -25,6 +25,7 @@ def translate_ids(
     batch_size: int = 64,
     use_cache: bool = True,
     device: torch.device | str = "cpu",
+    penalty: Penalty = "gnmt",
 ) -> list[list[int]]:
     """Target token ids (without BOS/EOS) for each source, in order; batches sorted by length. The
     model's own `bos_id`, `eos_id` and pad id start, end and fill the rows (an imported Marian's differ
@@ -44,7 +45,14 @@ def translate_ids(
             tokens = greedy_decode(stepper, first, eos_id=eos, max_new_tokens=limit, pad_id=pad_id)
         else:
             tokens = beam_search(
-                stepper, first, eos_id=eos, max_new_tokens=limit, beam_size=beam, alpha=alpha, pad_id=pad_id
+                stepper,
+                first,
+                eos_id=eos,
+                max_new_tokens=limit,
+                beam_size=beam,
+                alpha=alpha,
+                pad_id=pad_id,
+                penalty=penalty,
             ).tokens
         for row, index in enumerate(chunk):
             ids = tokens[row].tolist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from attnkit.data.tokenizer import PAD_ID
 from attnkit.errors import UserError
@@ -65,6 +66,13 @@ class TranslateOptions:
     average_last: int = field(default=5, metadata={"help": "average the last k evaluation checkpoints (1 = off)"})
     beam: int = field(default=4, metadata={"help": "beam size of the final evaluation (the paper: 4)"})
     alpha: float = field(default=0.6, metadata={"help": "length penalty α (the paper: 0.6)"})
+    length_penalty: Literal["gnmt", "length"] = field(
+        default="gnmt",
+        metadata={
+            "help": "beam search's lp(Y): gnmt ((5 + |Y|) / 6)^α (the paper's), or length |Y|^α (transformers' "
+            "beam search, as imported Marian runs use)"
+        },
+    )
     extra_len: int = field(
         default=50, metadata={**bounds(ge=0), "help": "longest output = source length + this (the paper: 50)"}
     )

@@ -134,6 +134,7 @@ class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Trans
             extra_len=self.options.extra_len,
             use_cache=use_cache,
             device=self.device,
+            penalty=self.options.length_penalty,
         )
         pairs = zip(ids, sentences, strict=True)
         return [decode_text(self.tokenizer, out) if text.strip() else "" for out, text in pairs]
