@@ -357,7 +357,7 @@ def main() -> None:
         results.update(machine=machine(), rounds=args.rounds)
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be at least 1")
-    if not args.speed_only:
+    if not (args.speed_only or args.render_only):
         results["minutes"], results["epochs"] = (None, args.epochs) if args.epochs else (args.minutes, None)
     if args.render_only:
         for entry in results["runs"]:
