@@ -1,7 +1,9 @@
 """Dynamic micro-batching: requests that arrive together are answered by one call of the model.
 
-Each request waits in a queue with its inputs and options. One worker takes the oldest request and,
-for up to `max_wait_ms`, gathers more with the same options until `max_batch` inputs are reached;
+Each request waits in a queue with its inputs and options. One worker takes the oldest request; when
+others are already waiting it gathers, for up to `max_wait_ms`, more with the same options until
+`max_batch` inputs are reached (a request that finds the queue empty runs at once, so a lone
+request pays no wait, and requests that arrive while the model runs form the next batch);
 it runs them as one `run.records(...)` call in a worker thread (the event loop keeps accepting
 requests meanwhile) and hands each request exactly its own slice of the answers, in order. With
 `max_batch` 1 every request runs alone.
@@ -76,7 +78,10 @@ class MicroBatcher:
                     held.remove(pending)
                     batch.append(pending)
                     size += len(pending.inputs)
-            deadline = time.monotonic() + self.max_wait
+            # A request that finds nothing else waiting runs at once: waiting only pays when requests
+            # arrive together, and those that arrive while the model runs queue up for the next batch.
+            alone = self.queue.empty()
+            deadline = time.monotonic() + (0.0 if alone else self.max_wait)
             while size < self.max_batch:
                 left = deadline - time.monotonic()
                 if left <= 0:
