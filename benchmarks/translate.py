@@ -325,7 +325,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (cache on and off back to back)")
     parser.add_argument("--out", default="runs/bench-translate", help="where the runs go")
     parser.add_argument("--speed-only", action="store_true", help="re-time decoding of existing runs")
-    parser.add_argument("--no-speed", action="store_true", help="train and score only; keep earlier speed figures")
+    parser.add_argument(
+        "--no-speed", action="store_true", help="train and score only: no decoding-speed table for the direction"
+    )
     parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the saved figures")
     parser.add_argument(
         "--by-length",
