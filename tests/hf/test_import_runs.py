@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from attnkit.cli import main
 from attnkit.runs import open_run
+from tests.hf.models import randomise, tiny_marian
 
 transformers = pytest.importorskip("transformers", reason="the import tests need transformers (extra: hf)")
 
@@ -34,14 +35,6 @@ def _byte_bpe(vocab_size: int = 300) -> Tokenizer:
     return tokenizer
 
 
-def _randomise(model: torch.nn.Module) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def gpt2_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gpt2")
@@ -49,7 +42,7 @@ def gpt2_folder(tmp_path_factory):
     config = transformers.GPT2Config(
         vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64, activation_function="gelu_new"
     )
-    model = _randomise(transformers.GPT2LMHeadModel(config))
+    model = randomise(transformers.GPT2LMHeadModel(config))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder, model, tokenizer
@@ -122,7 +115,7 @@ def vit_folder(tmp_path_factory):
         id2label={0: "cat", 1: "dog", 2: "fox"},
         label2id={"cat": 0, "dog": 1, "fox": 2},
     )
-    model = _randomise(transformers.ViTForImageClassification(config))
+    model = randomise(transformers.ViTForImageClassification(config))
     processor = transformers.ViTImageProcessor(
         size={"height": 16, "width": 16}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]
     )
@@ -246,7 +239,7 @@ def _bert_folder(folder, head: str):
         id2label={0: "finance", 1: "sport"},
         label2id={"finance": 0, "sport": 1},
     )
-    model = _randomise(getattr(transformers, head)(config))
+    model = randomise(getattr(transformers, head)(config))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return model, tokenizer
@@ -387,33 +380,7 @@ def _marian_folder(folder):
         source_lang="de",
         target_lang="en",
     )
-    config = transformers.MarianConfig(
-        vocab_size=len(vocab),
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=48,
-        decoder_ffn_dim=48,
-        max_position_embeddings=80,
-        activation_function="swish",
-        scale_embedding=True,
-        pad_token_id=len(vocab) - 1,
-        decoder_start_token_id=len(vocab) - 1,
-        eos_token_id=0,
-        forced_eos_token_id=0,
-    )
-    model = transformers.MarianMTModel(config)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # far from the initialisation, yet not one token winning every step
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if "layer_norm.weight" in name:
-                param.copy_(1 + 0.2 * noise)
-            elif "embed_positions" not in name:
-                param.copy_(noise * (0.1 if "bias" in name else 0.3))
-        model.model.shared.weight.copy_(torch.nn.functional.normalize(model.model.shared.weight, dim=-1))
+    model = tiny_marian(transformers, vocab_size=len(vocab), max_positions=80, forced_eos_token_id=0)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return transformers.MarianMTModel.from_pretrained(folder).eval(), tokenizer

@@ -14,19 +14,11 @@ from safetensors.torch import save_file
 from attnkit.decode import CausalLMStepper, Seq2SeqStepper, greedy_decode
 from attnkit.hf import CheckpointImportError, load
 from attnkit.models import GPT, MaskedLanguageModel, TextClassifier, TextEncoder, ViT
+from tests.hf.models import randomise, tiny_marian
 
 transformers = pytest.importorskip("transformers", reason="the parity tests need transformers (extra: hf)")
 
 ATOL = 1e-5
-
-
-def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Weights far from their initialisation (norms included), so that a wrong mapping shows."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return model.eval()
 
 
 def _save(model: torch.nn.Module, path) -> str:
@@ -65,7 +57,7 @@ def _vit_config(**overrides):
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory):
     """A GPT2LMHeadModel with random weights and its attnkit import."""
-    ref = _randomise(transformers.GPT2LMHeadModel(_gpt2_config()))
+    ref = randomise(transformers.GPT2LMHeadModel(_gpt2_config()))
     path = _save(ref, tmp_path_factory.mktemp("gpt2"))
     return ref, load(path)
 
@@ -126,7 +118,7 @@ def test_gpt2_cached_decoding_and_greedy_generation_match(gpt2):
 
 
 def test_gpt2_model_without_head_gives_the_hidden_states(tmp_path):
-    ref = _randomise(transformers.GPT2Model(_gpt2_config(activation_function="gelu")))
+    ref = randomise(transformers.GPT2Model(_gpt2_config(activation_function="gelu")))
     ours = load(_save(ref, tmp_path))
     ids = torch.randint(0, 61, (2, 7), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -147,7 +139,7 @@ def _bert_inputs(seed: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 
 def test_bert_hidden_states_match_with_padding_and_segments(tmp_path):
-    ref = _randomise(transformers.BertModel(_bert_config()))
+    ref = randomise(transformers.BertModel(_bert_config()))
     ours = load(_save(ref, tmp_path))
     assert isinstance(ours, TextEncoder) and ours.config.eps == 1e-12 and not ours.config.norm_first
     ids, segments, mask = _bert_inputs()
@@ -159,7 +151,7 @@ def test_bert_hidden_states_match_with_padding_and_segments(tmp_path):
 
 
 def test_bert_classifier_with_its_pooler_matches(tmp_path):
-    ref = _randomise(transformers.BertForSequenceClassification(_bert_config(num_labels=3)))
+    ref = randomise(transformers.BertForSequenceClassification(_bert_config(num_labels=3)))
     ours = load(_save(ref, tmp_path))
     assert isinstance(ours, TextClassifier) and ours.pooling == "pooler"
     ids, segments, mask = _bert_inputs(6)
@@ -170,7 +162,7 @@ def test_bert_classifier_with_its_pooler_matches(tmp_path):
 
 
 def test_bert_masked_lm_matches(tmp_path):
-    ref = _randomise(transformers.BertForMaskedLM(_bert_config()))
+    ref = randomise(transformers.BertForMaskedLM(_bert_config()))
     ours = load(_save(ref, tmp_path))
     assert isinstance(ours, MaskedLanguageModel)
     ids, segments, mask = _bert_inputs(7)
@@ -182,7 +174,7 @@ def test_bert_masked_lm_matches(tmp_path):
 
 
 def test_bert_model_as_a_classifier_gets_a_new_head_and_keeps_the_pooler(tmp_path):
-    ref = _randomise(transformers.BertModel(_bert_config()))
+    ref = randomise(transformers.BertModel(_bert_config()))
     ours = load(_save(ref, tmp_path), task="classify", num_labels=4)
     assert isinstance(ours, TextClassifier) and ours.head.out_features == 4
     ids, segments, mask = _bert_inputs(8)
@@ -196,7 +188,7 @@ def test_bert_model_as_a_classifier_gets_a_new_head_and_keeps_the_pooler(tmp_pat
 
 
 def test_vit_classifier_logits_match(tmp_path):
-    ref = _randomise(transformers.ViTForImageClassification(_vit_config(num_labels=5)))
+    ref = randomise(transformers.ViTForImageClassification(_vit_config(num_labels=5)))
     ours = load(_save(ref, tmp_path))
     assert isinstance(ours, ViT) and ours.config.n_classes == 5 and ours.config.grid == 4
     images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(9))
@@ -205,7 +197,7 @@ def test_vit_classifier_logits_match(tmp_path):
 
 
 def test_vit_model_needs_the_number_of_labels(tmp_path):
-    path = _save(_randomise(transformers.ViTModel(_vit_config())), tmp_path)
+    path = _save(randomise(transformers.ViTModel(_vit_config())), tmp_path)
     with pytest.raises(CheckpointImportError, match="needs --num-labels"):
         load(path)
     assert load(path, num_labels=3).head.out_features == 3
@@ -256,36 +248,7 @@ def test_a_pickle_only_checkpoint_is_refused_without_unpickling(tmp_path):
 def marian(tmp_path_factory):
     """A MarianMTModel with OPUS-MT's settings set explicitly (swish, scaled embeddings, pad = decoder
     start, eos 0, shared and tied embeddings) and random weights, and its attnkit import."""
-    config = transformers.MarianConfig(
-        vocab_size=67,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=48,
-        decoder_ffn_dim=48,
-        max_position_embeddings=40,
-        activation_function="swish",
-        scale_embedding=True,
-        pad_token_id=66,
-        decoder_start_token_id=66,
-        eos_token_id=0,
-        forced_eos_token_id=None,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-    )
-    ref = transformers.MarianMTModel(config)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # the sinusoidal tables are not weights: they stay as they are
-        for name, param in ref.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if "layer_norm.weight" in name:
-                param.copy_(1 + 0.2 * noise)
-            elif "embed_positions" not in name:
-                param.copy_(noise * (0.1 if "bias" in name else 0.3))
-        # unit rows, so that no token wins every step by the length of its embedding alone
-        ref.model.shared.weight.copy_(torch.nn.functional.normalize(ref.model.shared.weight, dim=-1))
+    ref = tiny_marian(transformers, vocab_size=67, max_positions=40, forced_eos_token_id=None)
     path = _save(ref.eval(), tmp_path_factory.mktemp("marian"))
     return transformers.MarianMTModel.from_pretrained(path).eval(), load(path)
 
@@ -327,7 +290,7 @@ def test_marian_greedy_generation_matches_cached_and_not(marian):
 
 def test_vit_positions_interpolate_as_transformers_does_at_another_image_size(tmp_path):
     """An image larger than the checkpoint's: both resample the patch positions bicubically."""
-    ref = _randomise(transformers.ViTForImageClassification(_vit_config(num_labels=3)))
+    ref = randomise(transformers.ViTForImageClassification(_vit_config(num_labels=3)))
     ours = load(_save(ref, tmp_path))
     images = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(10))  # a 6 x 6 grid, not 4 x 4
     with torch.no_grad():
