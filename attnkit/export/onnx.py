@@ -105,9 +105,11 @@ def export_onnx(run: Any, out: Path | str, *, opset: int | None = None, log: Any
             "run_dir": str(run.run_dir),
             "graph": "model.onnx",
             "inputs": [
-                {"name": n, "dtype": str(example[n].dtype).removeprefix("torch."), "axes": ["batch", spec["axes"][n]]}
-                if spec["axes"].get(n)
-                else {"name": n, "dtype": str(example[n].dtype).removeprefix("torch."), "axes": ["batch"]}
+                {
+                    "name": n,
+                    "dtype": str(example[n].dtype).removeprefix("torch."),
+                    "axes": ["batch", *filter(None, [spec["axes"].get(n)])],
+                }
                 for n in names
             ],
             "output": {"name": spec["output"], "meaning": spec["meaning"]},

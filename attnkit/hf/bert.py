@@ -72,12 +72,7 @@ def encoder_state(ckpt: Checkpoint, config: TextEncoderConfig, prefix: str, into
         "output.dense": "ffn.down_proj",
         "output.LayerNorm": "ffn_norm",
     }
-    for i in range(config.n_layers):
-        for theirs, ours in names.items():
-            for kind in ("weight", "bias"):
-                state[f"{into}encoder.layers.{i}.{ours}.{kind}"] = ckpt.take(
-                    f"{prefix}encoder.layer.{i}.{theirs}.{kind}"
-                )
+    ckpt.take_layers(state, config.n_layers, f"{prefix}encoder.layer.{{}}.", f"{into}encoder.layers.{{}}.", names)
     return state
 
 

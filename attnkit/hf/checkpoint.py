@@ -125,6 +125,16 @@ class Checkpoint:
         """Rows of the weight `name` (a classification head's classes), or None when there is none."""
         return int(self._tensors[name].shape[0]) if name in self._tensors else None
 
+    def take_layers(
+        self, state: dict[str, Tensor], count: int, source: str, target: str, names: dict[str, str]
+    ) -> None:
+        """For each layer i < count and each (theirs -> ours) of `names`, the weight and bias
+        `source.format(i) + theirs` into `state[target.format(i) + ours]`."""
+        for i in range(count):
+            for theirs, ours in names.items():
+                for kind in ("weight", "bias"):
+                    state[f"{target.format(i)}{ours}.{kind}"] = self.take(f"{source.format(i)}{theirs}.{kind}")
+
     def prefix(self, candidates: Iterable[str]) -> str:
         """The first of `candidates` that starts some tensor name ("bert.", "transformer.", ...), else ""."""
         for candidate in candidates:

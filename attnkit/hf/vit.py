@@ -74,10 +74,7 @@ def load_vit(ckpt: Checkpoint, num_labels: int | None = None) -> ViT:
         "intermediate.dense": "ffn.up_proj",
         "output.dense": "ffn.down_proj",
     }
-    for i in range(config.n_layers):
-        for theirs, ours in names.items():
-            for kind in ("weight", "bias"):
-                state[f"encoder.layers.{i}.{ours}.{kind}"] = ckpt.take(f"{p}encoder.layer.{i}.{theirs}.{kind}")
+    ckpt.take_layers(state, config.n_layers, f"{p}encoder.layer.{{}}.", "encoder.layers.{}.", names)
     model = ViT(config)
     ignored = [rf"{p}pooler\..*"]
     if ckpt.head_size("classifier.weight") == config.n_classes:
