@@ -23,6 +23,7 @@ from pathlib import Path
 from attnkit.engine.config import TrainConfig
 from attnkit.errors import UserError
 from attnkit.options import add_options, build, check_known, load_preset
+from attnkit.precision import PRECISIONS
 from attnkit.tasks.registry import all_tasks, get_task
 
 # The commands that work on a trained run: (help, description before the task's own).
@@ -62,6 +63,8 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(command, help=help_text, description=description)
         sub.add_argument("run_dir", help="a run directory written by `attnkit train`")
         sub.add_argument("--device", default="cpu", help="cpu or cuda")
+        if command != "explain":  # explain takes gradients and the written-out attention: float32
+            _add_precision(sub)
         spec = get_task(run_task) if run_task else None
         if spec is not None and command in spec.commands:
             sub.description = f"{description} {spec.commands[command].description}"
@@ -138,6 +141,7 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
     )
     server.add_argument("run_dir", help="a run directory")
     server.add_argument("--device", default="cpu", help="cpu or cuda")
+    _add_precision(server)
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     server.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     server.add_argument("--max-batch", type=int, default=32, help="most inputs answered by one model call")
@@ -155,6 +159,16 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (default); bf16: weights and activations in bfloat16 (fast on GPUs and CPUs with AVX-512 "
+        "BF16 or AMX); int8: linear layers' weights in int8, dynamically quantized (CPU only)",
+    )
+
+
 def _add_common_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML preset; command-line options override it")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
@@ -165,7 +179,7 @@ def _run_dir_given(argv: list[str]) -> str | None:
     command that is not a flag (nor --device's value)."""
     words = iter(argv[1:])
     for word in words:
-        if word == "--device":
+        if word in ("--device", "--precision"):
             next(words, None)
         elif not word.startswith("-"):
             return word
@@ -232,7 +246,7 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
         from attnkit.runs import open_run
 
         command = get_task(run_task).commands[args.command]
-        return command.run(open_run(args.run_dir, args.device), args)
+        return command.run(open_run(args.run_dir, args.device, getattr(args, "precision", "fp32")), args)
     if args.command == "export":
         from attnkit.export.onnx import export_onnx
         from attnkit.runs import open_run
@@ -249,7 +263,7 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
         if args.max_batch < 1 or args.max_wait_ms < 0 or not 0 < args.port < 65536:
             raise UserError("--max-batch must be at least 1, --max-wait-ms at least 0, --port in 1..65535")
         serve(
-            open_run(args.run_dir, args.device),
+            open_run(args.run_dir, args.device, args.precision),
             host=args.host,
             port=args.port,
             max_batch=args.max_batch,

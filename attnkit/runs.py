@@ -15,6 +15,7 @@ import torch
 
 from attnkit.engine.distributed import parse_device
 from attnkit.errors import UserError
+from attnkit.precision import PRECISIONS
 from attnkit.tasks.base import Run
 from attnkit.tasks.registry import MODULES, get_task
 from attnkit.tasks.rundir import read_config
@@ -34,8 +35,9 @@ def _known_task(path: Path, config: dict) -> str:
     return task
 
 
-def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
-    """The run in `run_dir` as its task's run object, its model loaded (safetensors) on `device`.
+def open_run(run_dir: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Run:
+    """The run in `run_dir` as its task's run object, its model loaded (safetensors) on `device`
+    at `precision`: "fp32", "bf16" or "int8" (CPU only; `attnkit.precision`).
 
     config.json is checked (a known task; options rebuilt as the task's typed options, where fields
     missing in older runs take the values their behaviour had and unknown fields are an error), the
@@ -44,7 +46,11 @@ def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     path, config = read_config(run_dir)
     task = _known_task(path, config)
     device = parse_device(device)
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise UserError("--precision int8 runs on the CPU only (PyTorch's int8 kernels); use bf16 on a GPU")
     for key in ("options", "model"):
         if not isinstance(config.get(key), dict):
             raise UserError(f"{path / 'config.json'}: missing or malformed {key!r}")
-    return get_task(task).run_class.open(path, config, device)
+    return get_task(task).run_class.open(path, config, device, precision)

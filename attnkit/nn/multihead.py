@@ -192,6 +192,7 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(kv_dim, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.rope = rope
+        self.qkv_proj: nn.Linear | None = None  # the three self-attention projections as one (fuse_qkv)
         self._qkv_key: tuple | None = None  # what `_qkv_fused` was built from (see _qkv_parameters)
         self._qkv_fused: tuple[Tensor, Tensor | None] | None = None
         self._reset_parameters()
@@ -277,15 +278,37 @@ class MultiHeadAttention(nn.Module):
         The same arithmetic as three `nn.Linear` calls; one larger product keeps the CPU's matrix
         kernels busier than three small ones. When decoding, the fused weights are taken from `cache`.
         """
+        batch, length, _ = x.shape
+        if self.qkv_proj is not None:
+            qkv = self.qkv_proj(x).view(batch, length, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, Dh)
+            return qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if cache is not None and cache.projection is None and torch.is_inference_mode_enabled():
             cache.projection = self._qkv_parameters()
         if cache is not None and cache.projection is not None:  # set once, by the decoding's first step
             weight, bias = cache.projection
         else:
             weight, bias = self._qkv_parameters()
-        batch, length, _ = x.shape
         qkv = F.linear(x, weight, bias).view(batch, length, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, Dh)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B, H, T, Dh)
+
+    def fuse_qkv(self) -> None:
+        """Hold the self-attention's three projections as one `nn.Linear` (3D <- D), `qkv_proj`, that
+        self-attention uses from then on (cross-attention keeps `q_proj`, `k_proj`, `v_proj`).
+
+        For conversions that replace each `nn.Linear` by another module (int8 quantization): they
+        cannot concatenate the weights at each call as `_project_qkv` does, and one fused layer
+        quantizes its input once instead of three times. Inference only: the copy is not trained.
+        """
+        if self.k_proj.in_features != self.d_model:
+            raise ValueError("fuse_qkv is for self-attention: keys and values come from another width here")
+        weight, bias = self._qkv_parameters()
+        fused = nn.Linear(self.d_model, 3 * self.d_model, bias=bias is not None)
+        fused = fused.to(device=weight.device, dtype=weight.dtype).requires_grad_(False)
+        with torch.no_grad():
+            fused.weight.copy_(weight)
+            if bias is not None:
+                fused.bias.copy_(bias)
+        self.qkv_proj = fused
 
     def _qkv_parameters(self) -> tuple[Tensor, Tensor | None]:
         """The three projections' weights (3D, D) and biases (3D,) side by side.

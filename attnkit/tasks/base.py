@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from attnkit.engine import load_weights
 from attnkit.errors import UserError
 from attnkit.options import check_values
+from attnkit.precision import model_dtype, to_precision
 from attnkit.tasks.rundir import saved_options, start_run
 
 
@@ -35,6 +36,7 @@ class Run:
         options: the task's typed options the run was trained with.
         model: the trained `nn.Module`, in evaluation mode, on `device`.
         device: where the model runs.
+        precision: "fp32", "bf16" or "int8" (`attnkit.precision`); `dtype` the model's float dtype.
         tokenizer: the run's tokenizer, or None where the task has none (images, item ids).
     """
 
@@ -52,20 +54,32 @@ class Run:
         super().__init_subclass__(**kwargs)
         cls.task, cls.options_class, cls.model_class, cls.config_class = task, options, model, config
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], model: nn.Module, device: torch.device | str) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        model: nn.Module,
+        device: torch.device | str,
+        precision: str = "fp32",
+    ) -> None:
         self.run_dir, self.config, self.device = Path(run_dir), config, torch.device(device)
         self.options = saved_options(self.options_class, config.get("options"), self.run_dir / "config.json")
-        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self.model = to_precision(model.to(self.device), precision, self.device).eval()
+        self.dtype = model_dtype(self.model)  # what float inputs (images) are cast to
         self.tokenizer: Any = None
         self.setup()
 
     @classmethod
-    def open(cls, run_dir: Path, config: dict[str, Any], device: torch.device | str = "cpu") -> Run:
-        """The run in `run_dir` (config.json already read and checked to be this task's)."""
+    def open(
+        cls, run_dir: Path, config: dict[str, Any], device: torch.device | str = "cpu", precision: str = "fp32"
+    ) -> Run:
+        """The run in `run_dir` (config.json already read and checked to be this task's), its model
+        at `precision` (`attnkit.precision.to_precision`)."""
         cls.check_config(run_dir / "config.json", config)
         model = cls.build_model(run_dir, config)
         load_weights(model, run_dir / "model.safetensors")
-        return cls(run_dir, config, model, device)
+        return cls(run_dir, config, model, device, precision)
 
     @classmethod
     def check_config(cls, path: Path, config: dict[str, Any]) -> None:

@@ -288,7 +288,7 @@ class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViT
         config = self.model.config
         size = (config.image_size, config.image_size)
         images = torch.stack([read_image(p, channels=config.in_channels, size=size) for p in inputs])
-        return {"images": self.pipeline(images, train=False).to(self.device)}
+        return {"images": self.pipeline(images, train=False).to(self.device, self.dtype)}
 
     def export_spec(self) -> dict[str, Any]:
         size = self.model.config.image_size
@@ -352,7 +352,12 @@ class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViT
             _, test = read_splits(self.options)
         data = batches(test, self.pipeline, 256, train=False, seed=0)
         task = VisionTask()
-        rows = collect(lambda batch: task.eval_step(self.model, batch), data.plan(0), data.collate, self.device)
+        rows = collect(
+            lambda batch: task.eval_step(self.model, {**batch, "images": batch["images"].to(self.dtype)}),
+            data.plan(0),
+            data.collate,
+            self.device,
+        )
         return report(self.run_dir, task.metrics(rows), len(test), log)
 
     def predict(self, inputs: list[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
