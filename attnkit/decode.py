@@ -281,11 +281,18 @@ def _check_pad(pad_id: int | None, eos_id: int | None, max_new_tokens: int | Ten
         raise ValueError("rows can end early (eos_id or per-row max_new_tokens): pass pad_id to fill them")
 
 
-def _suppress_pad(logits: Tensor, pad_id: int | None) -> Tensor:
-    """logits (N, V) with the padding token made impossible."""
-    if pad_id is None:
+def _suppress_pad(logits: Tensor, pad_id: int | None, eos_id: int | None = None) -> Tensor:
+    """logits (N, V) with the padding token made impossible, and `eos_id` too when given (a row
+    shorter than its `min_new_tokens`)."""
+    banned = [token for token in (pad_id, eos_id) if token is not None]
+    if not banned:
         return logits
-    return logits.index_fill(-1, torch.tensor([pad_id], device=logits.device), float("-inf"))
+    return logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
+
+
+def _check_min(min_new_tokens: int) -> None:
+    if min_new_tokens < 0:
+        raise ValueError(f"min_new_tokens must be >= 0, got {min_new_tokens}")
 
 
 def _decode_rows(
@@ -295,8 +302,10 @@ def _decode_rows(
     choose: Callable[[Tensor], Tensor],
     eos_id: int | None,
     pad_id: int | None,
+    min_new_tokens: int = 0,
 ) -> Tensor:
     """One token per row and step, picked by `choose(logits (N, V)) -> (N,)`; the loop of greedy and sampling.
+    eos cannot be chosen before `min_new_tokens` tokens.
 
     The rows still decoding live in one preallocated buffer (N, T0 + steps): each step writes one
     column and hands the stepper a view, so no step copies the whole prefix.
@@ -318,7 +327,7 @@ def _decode_rows(
     for t in range(steps):
         if rows.numel() == 0:
             break
-        logits = _suppress_pad(stepper.step(live[:, : prompt + t]), pad_id)  # (N, V)
+        logits = _suppress_pad(stepper.step(live[:, : prompt + t]), pad_id, eos_id if t < min_new_tokens else None)
         live[:, prompt + t] = choose(logits)  # (N,)
         width = t + 1
         if all_to_the_end:
@@ -348,6 +357,7 @@ def greedy_decode(
     eos_id: int | None,
     max_new_tokens: int | Tensor,
     pad_id: int | None = 0,
+    min_new_tokens: int = 0,
 ) -> Tensor:
     """Pick the most probable next token at every step, for a batch of rows at once.
 
@@ -357,12 +367,16 @@ def greedy_decode(
         eos_id: the token that ends a row; None = rows run to `max_new_tokens`.
         max_new_tokens: most tokens generated per row; int or (B,).
         pad_id: fills rows after their end and is never generated; None only when no row can end early.
+        min_new_tokens: eos is not generated before this many tokens (CTranslate2's
+            min_decoding_length, transformers' min_new_tokens).
 
     Returns:
         (B, T) generated tokens, eos included, T the longest row's length.
     """
     _check_pad(pad_id, eos_id, max_new_tokens)
-    return _decode_rows(stepper, start, max_new_tokens, lambda logits: logits.argmax(dim=-1), eos_id, pad_id)
+    _check_min(min_new_tokens)
+    argmax = lambda logits: logits.argmax(dim=-1)  # noqa: E731
+    return _decode_rows(stepper, start, max_new_tokens, argmax, eos_id, pad_id, min_new_tokens)
 
 
 class BeamSearchResult(NamedTuple):
@@ -387,6 +401,7 @@ def beam_search(
     alpha: float = 0.6,
     pad_id: int | None = 0,
     penalty: Penalty = "gnmt",
+    min_new_tokens: int = 0,
 ) -> BeamSearchResult:
     """Keep the `beam_size` most probable prefixes per row; return the best finished hypothesis.
 
@@ -414,10 +429,12 @@ def beam_search(
         alpha: length penalty exponent α >= 0 (the paper: 0.6; 0 = plain log-probability).
         pad_id: fills hypotheses after their end and is never generated; None only when no row can end early.
         penalty: the form of lp, "gnmt" or "length" (`length_penalty`).
+        min_new_tokens: no hypothesis finishes by eos before this many tokens.
 
     Returns:
         `BeamSearchResult(tokens (B, T), scores (B,))`.
     """
+    _check_min(min_new_tokens)
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if alpha < 0:
@@ -447,7 +464,8 @@ def beam_search(
         logits = stepper.step(tokens)  # (N*K, V)
         if logits.dtype.itemsize < 4:
             logits = logits.float()
-        log_probs = _suppress_pad(logits.log_softmax(dim=-1), pad_id)  # (N*K, V)
+        early_eos = eos_id if t < min_new_tokens else None
+        log_probs = _suppress_pad(logits.log_softmax(dim=-1), pad_id, early_eos)  # (N*K, V)
         scores, best_scores = scores.to(log_probs.dtype), best_scores.to(log_probs.dtype)
         vocab = log_probs.size(-1)
         candidates = (scores[:, :, None] + log_probs.view(n_rows, beams, vocab)).view(n_rows, beams * vocab)

@@ -621,3 +621,22 @@ def test_compiled_stepper_checks_its_cache():
     assert stepper.capacity == 6
     with pytest.raises(ValueError, match="exceed the cache's 6; pass max_len"):
         greedy_decode(stepper, torch.randint(0, 23, (1, 7)), eos_id=None, max_new_tokens=2, pad_id=None)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_min_new_tokens_holds_eos_back_and_then_lets_it_end_rows(search):
+    torch.manual_seed(0)
+    logits = torch.randn(8)
+    logits[EOS] = 10.0  # the model wants to stop at once
+    decode = (
+        (lambda **kw: greedy_decode(FixedStepper(logits), torch.tensor([BOS, BOS]), **kw))
+        if search == "greedy"
+        else (lambda **kw: beam_search(FixedStepper(logits), torch.tensor([BOS, BOS]), beam_size=3, **kw).tokens)
+    )
+    assert decode(eos_id=EOS, max_new_tokens=9).tolist() == [[EOS], [EOS]]
+    out = decode(eos_id=EOS, max_new_tokens=9, min_new_tokens=4)
+    assert out.shape == (2, 5)
+    assert (out[:, :4] != EOS).all() and (out[:, :4] != PAD).all() and (out[:, 4] == EOS).all()
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        decode(eos_id=EOS, max_new_tokens=9, min_new_tokens=-1)
+

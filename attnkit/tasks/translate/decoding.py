@@ -26,10 +26,11 @@ def translate_ids(
     use_cache: bool = True,
     device: torch.device | str = "cpu",
     penalty: Penalty = "gnmt",
+    min_len: int = 0,
 ) -> list[list[int]]:
     """Target token ids (without BOS/EOS) for each source, in order; batches sorted by length. The
     model's own `bos_id`, `eos_id` and pad id start, end and fill the rows (an imported Marian's differ
-    from attnkit's)."""
+    from attnkit's). No translation ends before `min_len` tokens (eos is not generated sooner)."""
     bos, eos, pad_id = model.bos_id, model.eos_id, model.config.pad_id
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
@@ -42,7 +43,9 @@ def translate_ids(
         stepper = Seq2SeqStepper(model, src, use_cache=use_cache)
         first = torch.full((len(chunk),), bos, device=src.device)
         if search == "greedy":
-            tokens = greedy_decode(stepper, first, eos_id=eos, max_new_tokens=limit, pad_id=pad_id)
+            tokens = greedy_decode(
+                stepper, first, eos_id=eos, max_new_tokens=limit, pad_id=pad_id, min_new_tokens=min_len
+            )
         else:
             tokens = beam_search(
                 stepper,
@@ -53,6 +56,7 @@ def translate_ids(
                 alpha=alpha,
                 pad_id=pad_id,
                 penalty=penalty,
+                min_new_tokens=min_len,
             ).tokens
         for row, index in enumerate(chunk):
             ids = tokens[row].tolist()
