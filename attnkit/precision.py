@@ -11,8 +11,8 @@
   weights of every `nn.Linear` stored as int8 with one scale per output row, activations quantized
   per batch as they arrive, products in int8 with int32 sums; embeddings, norms and attention's own
   products stay float32. A quarter of float32's weight traffic. CPU only (PyTorch's int8 kernels
-  are FBGEMM's and oneDNN's). A tied output layer multiplies by the embedding table, which stays
-  float32, so it is not quantized.
+  are FBGEMM's and oneDNN's). A tied output layer gets an int8 copy of the embedding table, which
+  itself stays float32 for the lookups.
 """
 
 from __future__ import annotations

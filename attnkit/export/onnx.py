@@ -10,8 +10,9 @@ row, and compared with PyTorch: above `TOLERANCE` the export fails and nothing i
 
 DIR holds `model.onnx`, `export.json` (task, inputs with their dtypes and dynamic axes, output,
 length bound, the run's classes and input normalisation, the measured difference) and the run's
-tokenizer files. Not yet: separate encoder and decoder-step graphs with explicit KV caches for
-generation.
+tokenizer files. For translate and lm runs also the generation graphs (`attnkit.export.generation`):
+an encoder graph and a decoder-step graph whose past keys and values are explicit inputs and outputs,
+checked by greedy decoding in onnxruntime against attnkit's own.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def export_onnx(run: Any, out: Path | str, *, opset: int | None = None, log: Any
             raise UserError(
                 f"the ONNX graph differs from PyTorch by {worst:.2e} (more than {TOLERANCE:g}); nothing kept"
             )
+        generation = _generation(run, Path(staging), opset) if run.task in ("translate", "lm") else None
         described = {
             "task": run.task,
             "run_dir": str(run.run_dir),
@@ -115,14 +117,62 @@ def export_onnx(run: Any, out: Path | str, *, opset: int | None = None, log: Any
             "output": {"name": spec["output"], "meaning": spec["meaning"]},
             "max_length": spec["length"],
             "max_abs_diff": worst,
+            **({"generation": generation} if generation else {}),
             **{k: run.config[k] for k in ("classes", "normalize", "specials") if k in run.config},
         }
         out.mkdir(parents=True, exist_ok=True)
         shutil.move(str(graph), out / "model.onnx")
+        for name in (generation or {}).get("graphs", []):
+            shutil.move(str(Path(staging) / name), out / name)
         for name in TOKENIZER_FILES:
             if (run.run_dir / name).is_file():
                 shutil.copyfile(run.run_dir / name, out / name)
         with atomic_path(out / "export.json") as tmp:
             tmp.write_text(json.dumps(described, indent=2) + "\n")
     log(f"exported {run.task} to {out / 'model.onnx'}; onnxruntime matches PyTorch within {worst:.1e}")
+    if generation:
+        log(
+            f"generation graphs {', '.join(generation['graphs'])}: "
+            "greedy decoding in onnxruntime gives attnkit's tokens"
+        )
     return described
+
+
+def _generation(run: Any, staging: Path, opset: int | None) -> dict[str, Any]:
+    """Export the generation graphs (`attnkit.export.generation`) and check that greedy decoding over
+    them in onnxruntime gives the tokens attnkit's greedy decoding gives; what export.json records."""
+    from attnkit.decode import CausalLMStepper, Seq2SeqStepper, greedy_decode
+    from attnkit.export.generation import export_generation, greedy
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            graphs = export_generation(run, staging, opset)
+    except Exception as error:
+        raise UserError(
+            f"{run.run_dir}: the generation graphs' export failed ({type(error).__name__}: {error})"
+        ) from error
+    model, steps = run.model, 12
+    if run.task == "translate":
+        src = run.example_batch(3, max(2, model.config.max_len // 4))["src"]
+        start = torch.full((3,), model.bos_id)
+        specials = {"bos_id": model.bos_id, "eos_id": model.eos_id, "pad_id": model.config.pad_id}
+        want = greedy_decode(
+            Seq2SeqStepper(model, src), start, eos_id=model.eos_id, max_new_tokens=steps, pad_id=model.config.pad_id
+        )
+        got = greedy(
+            staging,
+            start[:, None].numpy(),
+            max_new_tokens=steps,
+            eos_id=model.eos_id,
+            src=src.numpy(),
+            pad_id=model.config.pad_id,
+        )
+    else:
+        steps = min(steps, model.config.max_len - 2)
+        start = run.example_batch(3, 2)["ids"].clamp(min=1)
+        specials = {}
+        want = greedy_decode(CausalLMStepper(model), start, eos_id=None, max_new_tokens=steps, pad_id=None)
+        got = greedy(staging, start.numpy(), max_new_tokens=steps, eos_id=None, pad_id=None)
+    if want.tolist() != got.tolist():
+        raise UserError("greedy decoding over the exported generation graphs differs from attnkit's; nothing kept")
+    return {"graphs": graphs, **specials, "checked_tokens": int(want.numel())}

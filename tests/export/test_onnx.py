@@ -54,3 +54,31 @@ def test_an_export_never_overwrites_a_folder(copy_run, tmp_path, capsys):
     assert main(["export", "onnx", str(copy_run("classify")), "--out", str(tmp_path / "onnx")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert (tmp_path / "onnx" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("task", ["translate", "lm"])
+def test_generation_graphs_decode_greedily_as_attnkit_does(task, copy_run, tmp_path):
+    import torch
+
+    from attnkit.decode import CausalLMStepper, Seq2SeqStepper, greedy_decode
+    from attnkit.export.generation import greedy
+
+    run_dir, out = copy_run(task), tmp_path / "onnx"
+    assert main(["export", "onnx", str(run_dir), "--out", str(out)]) == 0
+    described = json.loads((out / "export.json").read_text())
+    graphs = ["encoder.onnx", "decoder_step.onnx"] if task == "translate" else ["decoder_step.onnx"]
+    assert described["generation"]["graphs"] == graphs and all((out / g).is_file() for g in graphs)
+    model = open_run(run_dir).model
+    generator = torch.Generator().manual_seed(7)
+    if task == "translate":  # other shapes than the export's check: 2 rows, one of them padded
+        src = torch.randint(5, model.config.src_vocab_size, (2, 9), generator=generator)
+        src[1, 5:] = model.config.pad_id
+        start, pad, eos = torch.full((2,), model.bos_id), model.config.pad_id, model.eos_id
+        want = greedy_decode(Seq2SeqStepper(model, src), start, eos_id=eos, max_new_tokens=20, pad_id=pad)
+        got = greedy(out, start[:, None].numpy(), max_new_tokens=20, eos_id=eos, src=src.numpy(), pad_id=pad)
+    else:
+        start = torch.randint(1, model.config.vocab_size, (4, 3), generator=generator)
+        want = greedy_decode(CausalLMStepper(model), start, eos_id=None, max_new_tokens=10, pad_id=None)
+        got = greedy(out, start.numpy(), max_new_tokens=10, eos_id=None, pad_id=None)
+    assert len(set(want.flatten().tolist())) > 2  # a model that does not repeat one token
+    assert got.tolist() == want.tolist()
