@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from attnkit.engine.config import TrainConfig
@@ -149,6 +150,14 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
         "--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with"
     )
     server.add_argument("--api-key", help="require this key (Authorization: Bearer KEY, or X-API-Key) on /v1/")
+    server.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnx"),
+        help="torch (default), or onnx: the forward pass in onnxruntime on an export of the run (classify, "
+        "mlm, recommend, vision), exported at start unless --onnx names one",
+    )
+    server.add_argument("--onnx", help="with --backend onnx: a folder `attnkit export onnx` wrote for this run")
 
     commands.add_parser(
         "demo",
@@ -262,14 +271,28 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
             raise UserError("attnkit serve needs fastapi and uvicorn: pip install 'attnkit[serve]'") from None
         if args.max_batch < 1 or args.max_wait_ms < 0 or not 0 < args.port < 65536:
             raise UserError("--max-batch must be at least 1, --max-wait-ms at least 0, --port in 1..65535")
-        serve(
-            open_run(args.run_dir, args.device, args.precision),
-            host=args.host,
-            port=args.port,
-            max_batch=args.max_batch,
-            max_wait_ms=args.max_wait_ms,
-            api_key=args.api_key,
-        )
+        if args.onnx and args.backend != "onnx":
+            raise UserError("--onnx DIR goes with --backend onnx")
+        run = open_run(args.run_dir, args.device, args.precision)
+        with tempfile.TemporaryDirectory() as scratch:
+            if args.backend == "onnx":
+                from attnkit.export.onnx import export_onnx
+                from attnkit.export.runtime import check_onnx_backend, use_onnx
+
+                check_onnx_backend(run)  # before an export that would be in vain
+                folder = args.onnx
+                if folder is None:
+                    folder = Path(scratch) / "onnx"
+                    export_onnx(open_run(args.run_dir), folder)
+                use_onnx(run, folder)
+            serve(
+                run,
+                host=args.host,
+                port=args.port,
+                max_batch=args.max_batch,
+                max_wait_ms=args.max_wait_ms,
+                api_key=args.api_key,
+            )
         return 0
     if args.command == "import":
         from attnkit.hf.runs import import_run

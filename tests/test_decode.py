@@ -639,4 +639,3 @@ def test_min_new_tokens_holds_eos_back_and_then_lets_it_end_rows(search):
     assert (out[:, :4] != EOS).all() and (out[:, :4] != PAD).all() and (out[:, 4] == EOS).all()
     with pytest.raises(ValueError, match="min_new_tokens"):
         decode(eos_id=EOS, max_new_tokens=9, min_new_tokens=-1)
-

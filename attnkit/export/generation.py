@@ -9,8 +9,9 @@
 - lm: `decoder_step.onnx`, (tokens (B, T_new), past_k_i, past_v_i) -> (logits (B, V), present_k_i,
   present_v_i).
 
-The first step passes pasts of length 0. `greedy` decodes over the graphs in onnxruntime, as
-`attnkit.decode.greedy_decode` does over the model (the export checks that both give the same tokens).
+The first step passes pasts of length 0. `OnnxGenerator` decodes greedily over the graphs in
+onnxruntime, as `attnkit.decode.greedy_decode` does over the model (the export checks that both give
+the same tokens).
 """
 
 from __future__ import annotations
@@ -186,62 +187,86 @@ def _export(module, args, shapes, inputs, outputs, path: Path, opset: int | None
         program.save(str(path))
 
 
-def greedy(
-    folder: Path,
-    start: np.ndarray,
-    *,
-    max_new_tokens: int,
-    eos_id: int | None,
-    src: np.ndarray | None = None,
-    pad_id: int | None = 0,
-) -> np.ndarray:
-    """Greedy decoding over the exported graphs in onnxruntime.
+class OnnxGenerator:
+    """Greedy decoding over an export's generation graphs in onnxruntime; sessions made once.
 
     Args:
         folder: an export's folder (decoder_step.onnx, and encoder.onnx for translation).
-        start: (B, T0) int64 start tokens (BOS, or a prompt).
-        max_new_tokens: tokens generated per row at most.
-        eos_id: the token that ends a row (its later positions are `pad_id`); None runs every row
-            to `max_new_tokens`.
-        src: (B, S) int64 source ids, right-padded, for a translate export.
-        pad_id: never generated; fills rows after their end (None: no token is held back).
-
-    Returns:
-        (B, T) generated tokens, eos included, as `attnkit.decode.greedy_decode`.
+        threads: onnxruntime's intra-op threads (default: its own choice).
     """
-    import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    providers = ["CPUExecutionProvider"]
-    step = onnxruntime.InferenceSession(str(folder / "decoder_step.onnx"), options, providers=providers)
-    names = [i.name for i in step.get_inputs()]
-    pasts = [n for n in names if n.startswith("past_")]
-    h, dh = _past_shape(step)
-    batch = start.shape[0]
-    feeds: dict[str, np.ndarray] = {n: np.zeros((batch, h, 0, dh), np.float32) for n in pasts}
-    if src is not None:
-        encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"), options, providers=providers)
-        cross = encoder.run(None, {"src": src})
-        feeds |= dict(zip([o.name for o in encoder.get_outputs()], cross, strict=True)) | {"src": src}
-    tokens = start.astype(np.int64)
-    fill = 0 if pad_id is None else pad_id
-    out = np.full((batch, max_new_tokens), fill, dtype=np.int64)
-    done = np.zeros(batch, dtype=bool)
-    width = 0
-    for t in range(max_new_tokens):
-        logits, *present = step.run(None, {**feeds, "tokens": tokens})
-        if pad_id is not None:
-            logits[:, pad_id] = -np.inf
-        chosen = np.where(done, fill, logits.argmax(axis=-1))
-        out[:, t] = chosen
-        width = t + 1
-        if eos_id is not None:
-            done |= chosen == eos_id
-            if done.all():
-                break
-        feeds |= dict(zip(pasts, present, strict=True))
-        tokens = chosen[:, None].astype(np.int64)
-    return out[:, :width]
+    def __init__(self, folder: Path | str, threads: int | None = None) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        folder, providers = Path(folder), ["CPUExecutionProvider"]
+        self.step = onnxruntime.InferenceSession(str(folder / "decoder_step.onnx"), options, providers=providers)
+        self.encoder = None
+        if (folder / "encoder.onnx").is_file():
+            self.encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"), options, providers=providers)
+        self.pasts = [i.name for i in self.step.get_inputs() if i.name.startswith("past_")]
+        self.heads, self.head_dim = _past_shape(self.step)
+
+    def greedy(
+        self,
+        start: np.ndarray,
+        *,
+        max_new_tokens: int,
+        eos_id: int | None,
+        src: np.ndarray | None = None,
+        pad_id: int | None = 0,
+        min_new_tokens: int = 0,
+    ) -> np.ndarray:
+        """Greedy decoding, as `attnkit.decode.greedy_decode`.
+
+        Args:
+            start: (B, T0) int64 start tokens (BOS, or a prompt).
+            max_new_tokens: tokens generated per row at most.
+            eos_id: the token that ends a row (its later positions are `pad_id`); None runs every row
+                to `max_new_tokens`.
+            src: (B, S) int64 source ids, right-padded, for a translate export.
+            pad_id: never generated; fills rows after their end (None: no token is held back).
+            min_new_tokens: eos is not generated before this many tokens.
+
+        Returns:
+            (B, T) generated tokens, eos included.
+        """
+        batch = start.shape[0]
+        empty = np.zeros((batch, self.heads, 0, self.head_dim), np.float32)
+        feeds: dict[str, np.ndarray] = {name: empty for name in self.pasts}
+        if src is not None:
+            if self.encoder is None:
+                raise ValueError("src given, but the export has no encoder.onnx (not a translate export)")
+            cross = self.encoder.run(None, {"src": src})
+            feeds |= dict(zip([o.name for o in self.encoder.get_outputs()], cross, strict=True)) | {"src": src}
+        tokens = start.astype(np.int64)
+        fill = 0 if pad_id is None else pad_id
+        out = np.full((batch, max_new_tokens), fill, dtype=np.int64)
+        done = np.zeros(batch, dtype=bool)
+        width = 0
+        for t in range(max_new_tokens):
+            logits, *present = self.step.run(None, {**feeds, "tokens": tokens})
+            if pad_id is not None:
+                logits[:, pad_id] = -np.inf
+            if eos_id is not None and t < min_new_tokens:
+                logits[:, eos_id] = -np.inf
+            chosen = np.where(done, fill, logits.argmax(axis=-1))
+            out[:, t] = chosen
+            width = t + 1
+            if eos_id is not None:
+                done |= chosen == eos_id
+                if done.all():
+                    break
+            feeds |= dict(zip(self.pasts, present, strict=True))
+            tokens = chosen[:, None].astype(np.int64)
+        return out[:, :width]
+
+
+def greedy(folder: Path | str, start: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """`OnnxGenerator(folder).greedy(start, **kwargs)`: one decoding over an export's graphs."""
+    return OnnxGenerator(folder).greedy(start, **kwargs)
 
 
 def _past_shape(session: Any) -> tuple[int, int]:

@@ -139,6 +139,7 @@ def build_app(
         described = {
             "task": run.task,
             "run_dir": str(run.run_dir),
+            "backend": getattr(run, "backend", "torch"),
             "parameters": sum(p.numel() for p in run.model.parameters()),
             "options": {name: kind.__name__ for name, kind in run.record_options.items()},
             "max_batch": max_batch,

@@ -116,8 +116,12 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(classifier
     assert batches < len(threads)
 
 
-def test_attnkit_serve_listens_on_loopback_and_answers(copy_run):
-    """The command itself: uvicorn on a free loopback port, a request over real HTTP, then stopped."""
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_attnkit_serve_listens_on_loopback_and_answers(backend, copy_run):
+    """The command itself: uvicorn on a free loopback port, a request over real HTTP, then stopped;
+    with --backend onnx after exporting the run at start."""
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime (extra: onnx)")
     import socket
     import subprocess
     import sys
@@ -130,9 +134,10 @@ def test_attnkit_serve_listens_on_loopback_and_answers(copy_run):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "attnkit.cli", "serve", str(run), "--port", str(port), "--api-key", "k"]
+    command += ["--backend", backend]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        for _ in range(200):
+        for _ in range(600):
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                     break
@@ -142,7 +147,10 @@ def test_attnkit_serve_listens_on_loopback_and_answers(copy_run):
             f"http://127.0.0.1:{port}/v1/predict", json={"inputs": ["oil prices rose"]}, headers={"X-API-Key": "k"}
         )
         assert answer.status_code == 200
-        assert answer.json()["predictions"] == open_run(run).records(["oil prices rose"])
+        (got,), (want,) = answer.json()["predictions"], open_run(run).records(["oil prices rose"])
+        assert got["label"] == want["label"] and got["probability"] == pytest.approx(want["probability"], abs=1e-5)
+        info = httpx.get(f"http://127.0.0.1:{port}/v1/info", headers={"X-API-Key": "k"}).json()
+        assert info["backend"] == backend
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -75,8 +77,10 @@ class MultiLabelTask(ClassifyTask):
         }
 
 
-def prediction_rows(model: nn.Module, ids: Tensor, threshold: float | None = None) -> dict[str, Tensor]:
-    """What a classifier predicts for ids (B, L).
+def prediction_rows(
+    model: nn.Module | Callable[[Tensor], Tensor], ids: Tensor, threshold: float | None = None
+) -> dict[str, Tensor]:
+    """What a classifier (`model`: ids -> logits (B, C)) predicts for ids (B, L).
 
     Single-label (no `threshold`): pred (B,) the most probable class, prob (B,) its probability,
     probs (B, C) the softmax. Multi-label: probs and prob (B, C) one sigmoid per class, pred (B, C)

@@ -57,7 +57,8 @@ class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextCla
         self.truncated = encoded.truncated
         threshold = self.options.threshold if self.options.multi_label else None
         rows = collect(
-            lambda batch: prediction_rows(self.model, batch["ids"], threshold),
+            # through `forward`, which `attnkit serve --backend onnx` replaces by onnxruntime's graph
+            lambda batch: prediction_rows(lambda ids: self.forward({"ids": ids}), batch["ids"], threshold),
             [list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)],
             lambda indices: {"ids": pad([encoded.ids[i] for i in indices], PAD_ID)},
             self.device,
