@@ -69,6 +69,16 @@ def test_evaluate_reproduces_test_metrics(trained_run, capsys):
     assert printed == pytest.approx(before)
 
 
+def test_evaluate_defaults_to_the_runs_own_test_split(trained_run, copy_run, capsys):
+    run, test = trained_run
+    assert main(["evaluate", str(run)]) == 0
+    own = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", str(run), "--data", str(test)]) == 0
+    assert own == json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", str(copy_run("classify"))]) == 2  # trained without a test split
+    assert "needs --data FILE (labelled texts): it has no test split" in capsys.readouterr().err
+
+
 def test_predict_single_texts_with_top_k(trained_run, capsys):
     run, _ = trained_run
     assert main(["predict", str(run), "goal match team striker cup", "--top-k", "3"]) == 0

@@ -327,10 +327,19 @@ def test_option_errors(tmp_path, capsys):
 
 def test_evaluate_and_predict_errors(toy, tmp_path, capsys):
     _, files, run = toy
-    assert "--src" in _error(capsys, ["evaluate", str(run)])
+    assert "--src" in _error(capsys, ["evaluate", str(run), "--ref", files["test"][1]])
     short = write_lines(tmp_path / "short.en", ["One."])
     assert "lines" in _error(capsys, ["evaluate", str(run), "--src", files["test"][0], "--ref", short])
     assert "--beam" in _error(capsys, ["predict", str(run), "Eins.", "--beam", "0"])
     assert "--alpha must be a finite number >= 0, got -1.0" in _error(
         capsys, ["predict", str(run), "Eins.", "--alpha", "-1"]
     )
+
+
+def test_evaluate_defaults_to_the_runs_own_test_split(toy, capsys):
+    _, files, run = toy
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--beam", "1"]) == 0
+    own = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", str(run), "--src", files["test"][0], "--ref", files["test"][1], "--beam", "1"]) == 0
+    assert own == json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
 from attnkit.models import TextClassifier, TextEncoderConfig
 from attnkit.tasks.base import Command, Run, metrics_command, random_ids
-from attnkit.tasks.classify.data import check_labels, read_file
+from attnkit.tasks.classify.data import check_labels, read_file, read_splits
 from attnkit.tasks.classify.objective import prediction_rows
 from attnkit.tasks.classify.options import ClassifyOptions
 from attnkit.tasks.classify.report import report
@@ -66,11 +66,15 @@ class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextCla
         return rows["probs"] if texts else torch.empty(0, len(self.classes))
 
     def evaluate(self, data: str | None = None, log: Any = print) -> dict[str, float]:
-        """Accuracy and macro-F1 (multi-label: micro/macro-F1) on the labelled file `data`."""
-        if not data:
-            raise UserError("evaluating a classify run needs --data FILE (labelled texts)")
+        """Accuracy and macro-F1 (multi-label: micro/macro-F1) on the labelled file `data`, by default
+        on the run's own test split (its --dataset's, or its --test file)."""
         options = self.options
-        labelled = read_file(options, data)
+        if data:
+            labelled = read_file(options, data)
+        elif (options.dataset or options.test) and "source" not in self.config:
+            labelled = read_splits(options, log=log)[2]
+        else:
+            raise UserError("evaluating a classify run needs --data FILE (labelled texts): it has no test split")
         check_labels(self.classes, labelled, "evaluation", options)
         probs = self.probabilities(labelled.texts)
         index = {c: i for i, c in enumerate(self.classes)}
@@ -127,7 +131,7 @@ class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextCla
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="labelled file in the training data's format")
+    parser.add_argument("--data", help="labelled file in the training data's format (default: the run's test split)")
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:

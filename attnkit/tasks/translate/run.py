@@ -23,7 +23,7 @@ from attnkit.nn import TransformerConfig
 from attnkit.tasks.base import Command, Run, metrics_command, random_ids
 from attnkit.tasks.io import read_inputs, write_records
 from attnkit.tasks.rundir import write_metrics
-from attnkit.tasks.translate.data import BOS_ID, EOS_ID, encode_sources
+from attnkit.tasks.translate.data import BOS_ID, EOS_ID, encode_sources, read_split
 from attnkit.tasks.translate.decoding import Search, score, translate_ids
 from attnkit.tasks.translate.options import TranslateOptions
 
@@ -202,18 +202,24 @@ def _search_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--src", help="source sentences, one per line")
+    parser.add_argument("--src", help="source sentences, one per line (default: the run's own test split)")
     parser.add_argument("--ref", help="reference translations, line-aligned with --src")
     parser.add_argument("--ref-tok", help="lowercased tokenized references, for tokenized BLEU")
     _search_arguments(parser)
 
 
 def _evaluate(run: TranslatorRun, args: argparse.Namespace) -> dict[str, float]:
-    if not (args.src and args.ref):
-        raise UserError("evaluating a translate run needs --src FILE and --ref FILE")
     search = _search(args)
-    pairs = read_parallel(args.src, args.ref)
-    ref_tok = read_lines(args.ref_tok) if args.ref_tok else None
+    if args.src or args.ref or args.ref_tok:
+        if not (args.src and args.ref):
+            raise UserError("evaluating a translate run needs --src FILE and --ref FILE")
+        pairs = read_parallel(args.src, args.ref)
+        ref_tok = read_lines(args.ref_tok) if args.ref_tok else None
+    else:  # the run's own test split
+        pairs = read_split(run.options, "test") if "source" not in run.config else None
+        if pairs is None:
+            raise UserError("evaluating a translate run needs --src FILE and --ref FILE: it has no test split")
+        ref_tok = read_lines(run.options.test_ref_tok) if run.options.test_ref_tok else None
     return run.evaluate(pairs.src, pairs.tgt, ref_tok=ref_tok, searches=(search,), beam=args.beam, alpha=args.alpha)
 
 
