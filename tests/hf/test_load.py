@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from attnkit.decode import CausalLMStepper, Seq2SeqStepper, greedy_decode
+from attnkit.decode import CausalLMStepper, Seq2SeqStepper, beam_search, greedy_decode
 from attnkit.hf import CheckpointImportError, load
 from attnkit.models import GPT, MaskedLanguageModel, TextClassifier, TextEncoder, ViT
 from tests.hf.models import randomise, tiny_marian
@@ -286,6 +286,24 @@ def test_marian_greedy_generation_matches_cached_and_not(marian):
     padded = [torch.nn.functional.pad(t, (0, width - t.size(1)), value=66) for t in (cached, expected)]
     assert torch.equal(padded[0], padded[1])
     assert len(set(cached.flatten().tolist())) > 2  # not one token repeated everywhere
+
+
+def test_marian_beam_search_matches_transformers_at_equal_lengths(marian):
+    """With every hypothesis held to the same length (eos held back until then), neither length
+    penalty nor stopping rule plays a part: both beam searches keep the K most probable prefixes."""
+    ref, ours = marian
+    src, mask = _marian_source(16)
+    start = torch.full((3,), ours.bos_id)
+    got = beam_search(
+        Seq2SeqStepper(ours, src), start, eos_id=0, max_new_tokens=10, min_new_tokens=10, beam_size=3, pad_id=66
+    ).tokens
+    with torch.no_grad():
+        expected = ref.generate(
+            src, attention_mask=mask, num_beams=3, min_new_tokens=10, max_new_tokens=10, do_sample=False
+        )[:, 1:]
+    greedy = greedy_decode(Seq2SeqStepper(ours, src), start, eos_id=0, max_new_tokens=10, min_new_tokens=10, pad_id=66)
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, greedy)  # the beam found other sequences than greedy search
 
 
 def test_vit_positions_interpolate_as_transformers_does_at_another_image_size(tmp_path):
