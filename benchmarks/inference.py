@@ -456,8 +456,11 @@ def main() -> None:
     if args.render_only:
         results = json.loads((RESULTS / "inference.json").read_text())
     else:
-        import ctranslate2
-        import transformers
+        try:
+            import ctranslate2
+            import transformers
+        except ImportError as error:
+            raise SystemExit(f"{error.name} is missing: pip install -e '.[bench,hf,onnx]'") from None
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
