@@ -19,7 +19,7 @@ WHAT = {
     "mlm": "texts with [MASK] tokens",
     "translate": "sentences to translate",
     "lm": "prompts",
-    "vision": "image files",
+    "vision": "image files, or indices of the run's test set",
 }
 
 
@@ -106,9 +106,31 @@ def _inputs(run: Any, args: argparse.Namespace, task: str) -> list[Any]:
         return [[part.strip() for part in args.history.split(",") if part.strip()]]
     if task == "vision":
         if not args.inputs:
-            raise UserError("give image files to explain: attnkit explain RUN_DIR image.png ...")
-        return list(args.inputs)
+            raise UserError("give image files (or test-set indices) to explain: attnkit explain RUN_DIR image.png 7")
+        return [
+            _test_image(run, item, args) if item.isdigit() and not Path(item).exists() else item for item in args.inputs
+        ]
     return read_inputs(args.inputs, args.input, what=WHAT[task])
+
+
+def _test_image(run: Any, index: str, args: argparse.Namespace) -> str:
+    """The image at `index` of the run's own test split, written as a PNG file into the output folder
+    (test-<index>-<label>.png); its path is explained as any image file is."""
+    from PIL import Image
+
+    from attnkit.tasks.vision import read_splits
+
+    if "source" in run.config:
+        raise UserError(f"{run.run_dir} was imported, not trained on a dataset: give image files, not {index}")
+    test = read_splits(run.options)[1]
+    if int(index) >= len(test):
+        raise UserError(f"test-set index {index} is out of range: the test split has {len(test)} images")
+    out = Path(args.out) if args.out else run.run_dir / "explain"
+    out.mkdir(parents=True, exist_ok=True)
+    pixels = test.images[int(index)].permute(1, 2, 0).numpy()  # (H, W, C) uint8
+    path = out / f"test-{index}-{test.classes[int(test.labels[int(index)])]}.png"
+    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(path)
+    return str(path)
 
 
 def _shown(item: Any) -> str:

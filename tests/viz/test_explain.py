@@ -86,10 +86,26 @@ def test_translation_explanation_rows_are_the_produced_tokens(copy_run):
         ("recommend", ["--user", "999"], "user '999' is not in this run's data"),
         ("recommend", [], "give either --user ID or --history ITEMS"),
         ("vision", ["/nonexistent.png"], "nonexistent.png"),
-        ("vision", [], "give image files to explain"),
+        ("vision", [], "give image files (or test-set indices) to explain"),
+        ("vision", ["999"], "test-set index 999 is out of range: the test split has"),
     ],
 )
 def test_bad_explain_input_is_one_line_and_exit_2(task, args, message, copy_run, tmp_path, capsys):
     assert main(["explain", str(copy_run(task)), *args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_vision_test_set_index_explains_that_image(copy_run, tmp_path, capsys):
+    """`explain RUN 0`: the run's own test image 0, written beside the maps, explained as its file is."""
+    from attnkit.tasks.vision import read_splits
+
+    run_dir = copy_run("vision")
+    assert main(["explain", str(run_dir), "0", "--out", str(tmp_path / "out"), "--format", "json"]) == 0
+    run = open_run(run_dir)
+    test = read_splits(run.options)[1]
+    (written,) = (tmp_path / "out").glob("test-0-*.png")
+    assert written.name == f"test-0-{test.classes[int(test.labels[0])]}.png"
+    assert torch.equal(run.encode([str(written)])["images"][0], run.pipeline(test.images[:1], train=False)[0])
+    label = json.loads((tmp_path / "out" / "attention.json").read_text())["prediction"]["label"]
+    assert label == run.predict([str(written)])[0][0][0]
