@@ -154,8 +154,9 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
         "--backend",
         default="torch",
         choices=("torch", "onnx"),
-        help="torch (default), or onnx: the forward pass in onnxruntime on an export of the run (classify, "
-        "mlm, recommend, vision), exported at start unless --onnx names one",
+        help="torch (default), or onnx: run in onnxruntime on an export of the run (classify, mlm, recommend, "
+        "vision: the forward pass; translate: greedy and beam search over the generation graphs), exported at "
+        "start unless --onnx names one",
     )
     server.add_argument("--onnx", help="with --backend onnx: a folder `attnkit export onnx` wrote for this run")
 

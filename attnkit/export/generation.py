@@ -264,6 +264,43 @@ class OnnxGenerator:
         return out[:, :width]
 
 
+class OnnxSeq2SeqStepper:
+    """An `attnkit.decode.Stepper` over a translate export's graphs in onnxruntime, so that
+    `greedy_decode` and `beam_search` (and `translate_ids(..., stepper=...)`) decode through them:
+    the encoder graph runs once, each step feeds the new tokens and the pasts, and `reorder` keeps
+    the rows the search keeps.
+
+    Args:
+        generator: an `OnnxGenerator` of a translate export.
+        src_ids: (B, S) source ids, right-padded.
+    """
+
+    def __init__(self, generator: OnnxGenerator, src_ids: Tensor) -> None:
+        if generator.encoder is None:
+            raise ValueError("not a translate export: it has no encoder.onnx")
+        self.generator, self.device = generator, src_ids.device
+        src = src_ids.cpu().numpy()
+        cross = generator.encoder.run(None, {"src": src})
+        self.fixed = {"src": src, **dict(zip([o.name for o in generator.encoder.get_outputs()], cross, strict=True))}
+        empty = np.zeros((src.shape[0], generator.heads, 0, generator.head_dim), np.float32)
+        self.past = {name: empty for name in generator.pasts}
+        self.decoded = 0
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """tokens (B, T) target prefixes -> logits (B, V) of the next token."""
+        new = tokens[:, self.decoded :].cpu().numpy()
+        logits, *present = self.generator.step.run(None, {**self.fixed, **self.past, "tokens": new})
+        self.past = dict(zip(self.generator.pasts, present, strict=True))
+        self.decoded = tokens.size(1)
+        return torch.from_numpy(logits).to(self.device)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows `index` (N,) of the source, its cross keys/values and the pasts."""
+        rows = index.cpu().numpy()
+        self.fixed = {name: array.take(rows, axis=0) for name, array in self.fixed.items()}
+        self.past = {name: array.take(rows, axis=0) for name, array in self.past.items()}
+
+
 def greedy(folder: Path | str, start: np.ndarray, **kwargs: Any) -> np.ndarray:
     """`OnnxGenerator(folder).greedy(start, **kwargs)`: one decoding over an export's graphs."""
     return OnnxGenerator(folder).greedy(start, **kwargs)

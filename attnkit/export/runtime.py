@@ -1,11 +1,12 @@
 """A run computing through onnxruntime: `attnkit serve RUN_DIR --backend onnx`.
 
-`use_onnx(run, folder)` replaces the run's `forward(batch)` by a call of the exported graph in
-`folder` (written by `attnkit export onnx` for this run); tokenizing, batching and turning outputs
-into records stay the run's own, so answers have the same fields as with PyTorch. Tasks whose
-records go through `forward`: classify, mlm, recommend, vision. Translation and the language model
-generate token by token through their decoders; their generation graphs are for onnxruntime users
-(`attnkit.export.generation.OnnxGenerator`), and `serve` keeps them on PyTorch.
+`use_onnx(run, folder)` makes a run compute through the graphs in `folder` (written by `attnkit
+export onnx` for this run): for classify, mlm, recommend and vision its `forward(batch)` becomes a
+call of model.onnx; for translate, greedy and beam search step through encoder.onnx and
+decoder_step.onnx (`attnkit.export.generation.OnnxSeq2SeqStepper`). Tokenizing, batching and turning
+outputs into records stay the run's own, so answers have the same fields as with PyTorch. The
+language model's sampling slides a window over its positions, which the step graph does not; lm
+runs stay on PyTorch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 from attnkit.errors import UserError
 
 FORWARD_TASKS = ("classify", "mlm", "recommend", "vision")
+ONNX_TASKS = (*FORWARD_TASKS, "translate")
 
 
 class OnnxForward:
@@ -65,9 +67,9 @@ class OnnxForward:
 
 def check_onnx_backend(run: Any) -> None:
     """Refuse a run `use_onnx` cannot serve: a task that generates, or a reduced precision."""
-    if run.task not in FORWARD_TASKS:
+    if run.task not in ONNX_TASKS:
         raise UserError(
-            f"--backend onnx serves {', '.join(FORWARD_TASKS)} runs; {run.task} runs generate token by token "
+            f"--backend onnx serves {', '.join(ONNX_TASKS)} runs; {run.task} runs sample over a sliding window "
             "and are served with --backend torch"
         )
     if getattr(run, "precision", "fp32") != "fp32":
@@ -77,5 +79,18 @@ def check_onnx_backend(run: Any) -> None:
 def use_onnx(run: Any, folder: Path | str, threads: int | None = None) -> None:
     """Make `run` compute its forward pass through onnxruntime on the export in `folder`."""
     check_onnx_backend(run)
-    run.forward = OnnxForward(folder, run.task, run.device, threads)
+    if run.task == "translate":
+        from attnkit.export.generation import OnnxGenerator, OnnxSeq2SeqStepper
+
+        folder = Path(folder)
+        try:
+            described = json.loads((folder / "export.json").read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f"{folder}: not an attnkit ONNX export ({error})") from None
+        if described.get("task") != "translate" or "generation" not in described:
+            raise UserError(f"{folder} holds no translate export with generation graphs")
+        generator = OnnxGenerator(folder, threads)
+        run.stepper = lambda src: OnnxSeq2SeqStepper(generator, src)
+    else:
+        run.forward = OnnxForward(folder, run.task, run.device, threads)
     run.backend = "onnx"

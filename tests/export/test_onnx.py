@@ -82,3 +82,29 @@ def test_generation_graphs_decode_greedily_as_attnkit_does(task, copy_run, tmp_p
         got = greedy(out, start.numpy(), max_new_tokens=10, eos_id=None, pad_id=None)
     assert len(set(want.flatten().tolist())) > 2  # a model that does not repeat one token
     assert got.tolist() == want.tolist()
+
+
+def test_beam_search_steps_through_the_exported_graphs_as_through_the_model(copy_run, tmp_path):
+    import torch
+
+    from attnkit.decode import Seq2SeqStepper, beam_search
+    from attnkit.export.generation import OnnxGenerator, OnnxSeq2SeqStepper
+    from attnkit.tasks.translate.decoding import translate_ids
+
+    run_dir, out = copy_run("translate"), tmp_path / "onnx"
+    assert main(["export", "onnx", str(run_dir), "--out", str(out)]) == 0
+    model, generator = open_run(run_dir).model, OnnxGenerator(out)
+    src = torch.randint(5, model.config.src_vocab_size, (3, 8), generator=torch.Generator().manual_seed(3))
+    src[2, 4:] = model.config.pad_id
+    start, pad, eos = torch.full((3,), model.bos_id), model.config.pad_id, model.eos_id
+    for beam in (1, 3):
+        want = beam_search(Seq2SeqStepper(model, src), start, eos_id=eos, max_new_tokens=15, beam_size=beam, pad_id=pad)
+        got = beam_search(
+            OnnxSeq2SeqStepper(generator, src), start, eos_id=eos, max_new_tokens=15, beam_size=beam, pad_id=pad
+        )
+        assert torch.equal(got.tokens, want.tokens)
+        torch.testing.assert_close(got.scores, want.scores, atol=1e-4, rtol=0)
+    sources = [row[row != pad].tolist() for row in src]
+    assert translate_ids(model, sources, stepper=lambda s: OnnxSeq2SeqStepper(generator, s)) == translate_ids(
+        model, sources
+    )

@@ -1,5 +1,6 @@
-"""`attnkit serve --backend onnx`: the forward pass in onnxruntime on an export of the run, answers with
-the same fields and values (to float tolerance) as the PyTorch backend; runs it cannot serve refused."""
+"""`attnkit serve --backend onnx`: the forward pass (translate: the search over the generation graphs) in
+onnxruntime on an export of the run, answers with the same fields and values (to float tolerance) as the
+PyTorch backend; runs it cannot serve refused."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def _inputs(task: str, run) -> tuple[list[str], dict]:
         return ["oil prices rose", "the striker scored twice", "shares fell"], {"top_k": 2}
     if task == "mlm":
         return ["oil [MASK] rose", "the [MASK] scored [MASK]"], {"top_k": 3}
+    if task == "translate":
+        return ["Drei vier.", "Eins zwei acht.", "Vier."], {"beam": 2}
     if task == "recommend":
         return [",".join(run.data.items[1:4]), ",".join(run.data.items[2:9])], {"top_k": 3}
     return [base64.b64encode(Path(IMAGE).read_bytes()).decode()], {"top_k": 2}
@@ -50,7 +53,7 @@ def _close(got, want) -> None:
         assert got == want
 
 
-@pytest.mark.parametrize("task", ["classify", "mlm", "recommend", "vision"])
+@pytest.mark.parametrize("task", ["classify", "mlm", "recommend", "vision", "translate"])
 def test_onnx_backend_answers_as_torch_does(task, copy_run, tmp_path, capsys):
     run_dir = copy_run(task)
     assert main(["export", "onnx", str(run_dir), "--out", str(tmp_path / "onnx")]) == 0
@@ -68,8 +71,9 @@ def test_onnx_backend_answers_as_torch_does(task, copy_run, tmp_path, capsys):
 
 
 def test_onnx_backend_refuses_generating_runs_another_export_and_reduced_precision(copy_run, tmp_path, capsys):
-    with pytest.raises(UserError, match="generate token by token"):
-        use_onnx(open_run(copy_run("translate")), tmp_path)
+    lm = copy_run("lm")
+    with pytest.raises(UserError, match="sample over a sliding window"):
+        use_onnx(open_run(lm), tmp_path)
     classify, vision = copy_run("classify"), copy_run("vision")
     assert main(["export", "onnx", str(vision), "--out", str(tmp_path / "vision-onnx")]) == 0
     with pytest.raises(UserError, match="export of a vision run, not of this classify run"):
@@ -79,5 +83,7 @@ def test_onnx_backend_refuses_generating_runs_another_export_and_reduced_precisi
     capsys.readouterr()
     assert main(["serve", str(classify), "--onnx", str(tmp_path / "vision-onnx")]) == 2
     assert "--onnx DIR goes with --backend onnx" in capsys.readouterr().err
-    assert main(["serve", str(copy_run("lm")), "--backend", "onnx"]) == 2
+    assert main(["serve", str(lm), "--backend", "onnx"]) == 2
     assert "served with --backend torch" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no translate export with generation graphs"):
+        use_onnx(open_run(copy_run("translate")), tmp_path / "vision-onnx")

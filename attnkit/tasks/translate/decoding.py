@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 
 from attnkit.data.batching import pad
-from attnkit.decode import Penalty, Seq2SeqStepper, beam_search, greedy_decode
+from attnkit.decode import Penalty, Seq2SeqStepper, Stepper, beam_search, greedy_decode
 from attnkit.metrics import bleu, bleu_breakdown, chrf, moses_tokenize, tokenized_bleu
 from attnkit.models import Translator
 
@@ -27,10 +28,13 @@ def translate_ids(
     device: torch.device | str = "cpu",
     penalty: Penalty = "gnmt",
     min_len: int = 0,
+    stepper: Callable[[torch.Tensor], Stepper] | None = None,
 ) -> list[list[int]]:
     """Target token ids (without BOS/EOS) for each source, in order; batches sorted by length. The
     model's own `bos_id`, `eos_id` and pad id start, end and fill the rows (an imported Marian's differ
-    from attnkit's). No translation ends before `min_len` tokens (eos is not generated sooner)."""
+    from attnkit's). No translation ends before `min_len` tokens (eos is not generated sooner).
+    `stepper(src (B, S))` makes the stepper that decodes a batch (default: `Seq2SeqStepper` on `model`;
+    `attnkit serve --backend onnx` passes one over the exported graphs)."""
     bos, eos, pad_id = model.bos_id, model.eos_id, model.config.pad_id
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
@@ -40,15 +44,15 @@ def translate_ids(
         limit = torch.tensor([len(sources[i]) + extra_len for i in chunk], device=src.device)
         room = model.config.max_len - 1
         limit = limit.clamp(max=room)
-        stepper = Seq2SeqStepper(model, src, use_cache=use_cache)
+        steps = stepper(src) if stepper is not None else Seq2SeqStepper(model, src, use_cache=use_cache)
         first = torch.full((len(chunk),), bos, device=src.device)
         if search == "greedy":
             tokens = greedy_decode(
-                stepper, first, eos_id=eos, max_new_tokens=limit, pad_id=pad_id, min_new_tokens=min_len
+                steps, first, eos_id=eos, max_new_tokens=limit, pad_id=pad_id, min_new_tokens=min_len
             )
         else:
             tokens = beam_search(
-                stepper,
+                steps,
                 first,
                 eos_id=eos,
                 max_new_tokens=limit,

@@ -49,6 +49,9 @@ class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Trans
         else:
             self.tokenizer = MarianTokenizer(self.run_dir)
         self.truncated = 0
+        # src (B, S) -> the stepper translations decode with; None = `Seq2SeqStepper` on the model
+        # (`attnkit serve --backend onnx` sets one over the exported graphs)
+        self.stepper: Any = None
 
     def encode(self, inputs: list[str], targets: list[str] | None = None) -> dict[str, Tensor]:
         """Sentences -> {"src": (B, S), "tgt_in": (B, T)}: the sources (tokens + eos) and, teacher-forced,
@@ -135,6 +138,7 @@ class TranslatorRun(Run, task="translate", options=TranslateOptions, model=Trans
             use_cache=use_cache,
             device=self.device,
             penalty=self.options.length_penalty,
+            stepper=self.stepper,
         )
         pairs = zip(ids, sentences, strict=True)
         return [decode_text(self.tokenizer, out) if text.strip() else "" for out, text in pairs]
