@@ -126,7 +126,9 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
         help="an ONNX graph for onnxruntime, checked against PyTorch",
         description="Export the run's forward pass (logits or scores, as `explain` calls it) to DIR/model.onnx with "
         "dynamic batch and lengths, run it in onnxruntime on batches of other shapes with a padded row and compare "
-        "with PyTorch (fails above 1e-4), and write DIR/export.json and the tokenizer beside it.",
+        "with PyTorch (fails above 1e-4), and write DIR/export.json and the tokenizer beside it. For translate and "
+        "lm runs also the generation graphs (encoder.onnx, decoder_step.onnx, past keys and values as inputs and "
+        "outputs), checked by greedy decoding against attnkit's.",
     )
     onnx.add_argument("run_dir", help="a run directory")
     onnx.add_argument("--out", required=True, help="the folder to write (new or empty)")

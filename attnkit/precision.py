@@ -25,7 +25,7 @@ from torch import nn
 
 from attnkit.errors import UserError
 
-__all__ = ["PRECISIONS", "model_dtype", "native_bf16", "to_precision"]
+__all__ = ["PRECISIONS", "check_precision", "model_dtype", "native_bf16", "to_precision"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -38,6 +38,14 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def check_precision(precision: str, device: torch.device | str = "cpu") -> None:
+    """Refuse an unknown precision, and int8 anywhere but on the CPU."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and torch.device(device).type != "cpu":
+        raise UserError("--precision int8 runs on the CPU only (PyTorch's int8 kernels); use bf16 on a GPU")
+
+
 def to_precision(model: nn.Module, precision: str, device: torch.device | str = "cpu") -> nn.Module:
     """`model` (in eval mode) for inference at `precision` ("fp32", "bf16" or "int8") on `device`.
 
@@ -45,15 +53,11 @@ def to_precision(model: nn.Module, precision: str, device: torch.device | str = 
     quantized (CPU only). Inputs keep their types: integer ids as they are, float inputs (images)
     are cast by the run to `model_dtype(model)`.
     """
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    device = torch.device(device)
+    check_precision(precision, device)
     model = model.eval()
     if precision == "bf16":
         return model.to(torch.bfloat16)
     if precision == "int8":
-        if device.type != "cpu":
-            raise UserError("--precision int8 runs on the CPU only (PyTorch's int8 kernels); use bf16 on a GPU")
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         from attnkit.nn.multihead import MultiHeadAttention
@@ -67,7 +71,8 @@ def to_precision(model: nn.Module, precision: str, device: torch.device | str = 
             # int8 path whose kernels (FBGEMM / oneDNN) run in eager mode on a CPU.
             warnings.filterwarnings("ignore", message=r"(?s).*quantize_per_(tensor|channel).*deprecated")
             warnings.filterwarnings("ignore", message=r"(?s).*torch\.ao\.quantization is deprecated")
-            return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+            # in place: `model` is this function's own copy already
+            return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
     return model
 
 

@@ -15,7 +15,7 @@ import torch
 
 from attnkit.engine.distributed import parse_device
 from attnkit.errors import UserError
-from attnkit.precision import PRECISIONS
+from attnkit.precision import check_precision
 from attnkit.tasks.base import Run
 from attnkit.tasks.registry import MODULES, get_task
 from attnkit.tasks.rundir import read_config
@@ -46,10 +46,7 @@ def open_run(run_dir: str | Path, device: str | torch.device = "cpu", precision:
     path, config = read_config(run_dir)
     task = _known_task(path, config)
     device = parse_device(device)
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "int8" and device.type != "cpu":
-        raise UserError("--precision int8 runs on the CPU only (PyTorch's int8 kernels); use bf16 on a GPU")
+    check_precision(precision, device)  # before the weights are read
     for key in ("options", "model"):
         if not isinstance(config.get(key), dict):
             raise UserError(f"{path / 'config.json'}: missing or malformed {key!r}")

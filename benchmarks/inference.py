@@ -13,7 +13,7 @@ held back until then: attnkit's `min_len`, CTranslate2's `min_decoding_length`, 
 - CTranslate2 float32 and int8 (`compute_type`);
 - transformers' `generate`, float32;
 - onnxruntime on attnkit's exported generation graphs, searched by the same `translate_ids` through
-  `OnnxSeq2SeqStepper` (what `attnkit serve --backend onnx` does for a translate run).
+  `OnnxStepper` (what `attnkit serve --backend onnx` does for a translate run).
 
 Each engine runs in a process of its own (two OpenMP pools in one process on 2 cores disturb each
 other) at 1 and at 2 threads, the better one reported; rounds alternate the processes; figures are
@@ -198,9 +198,8 @@ def _engine(engine: str, precision: str, folder: Path, vocab: list[str]):
         return translate, set_threads
 
     if engine == "ort":  # attnkit's exported graphs, through the decoding `attnkit serve --backend onnx` uses
-        from attnkit.export.generation import OnnxGenerator, OnnxSeq2SeqStepper
+        from attnkit.export.generation import OnnxGenerator, OnnxStepper
         from attnkit.runs import open_run
-        from attnkit.tasks.translate.decoding import translate_ids
 
         model = open_run(folder / "run").model  # its ids and sizes; the steps run in onnxruntime
         generators: dict[int, OnnxGenerator] = {}
@@ -211,18 +210,7 @@ def _engine(engine: str, precision: str, folder: Path, vocab: list[str]):
             generators[0] = generators[n]
 
         def translate(rows: list[list[int]], beam: int) -> list[list[int]]:
-            return translate_ids(
-                model,
-                rows,
-                search="greedy" if beam == 1 else "beam",
-                beam=beam,
-                alpha=1.0,
-                penalty="length",
-                extra_len=OUTPUT_LEN - len(rows[0]),
-                min_len=OUTPUT_LEN,
-                batch_size=len(rows),
-                stepper=lambda src: OnnxSeq2SeqStepper(generators[0], src),
-            )
+            return _translate_ids(model, rows, beam, stepper=lambda src: OnnxStepper(generators[0], src))
 
         return translate, set_threads
 
@@ -249,24 +237,28 @@ def _engine(engine: str, precision: str, folder: Path, vocab: list[str]):
         return translate, torch.set_num_threads
 
     from attnkit.runs import open_run
-    from attnkit.tasks.translate.decoding import translate_ids
 
     model = open_run(folder / "run", precision=precision).model
+    return (lambda rows, beam: _translate_ids(model, rows, beam)), torch.set_num_threads
 
-    def translate(rows: list[list[int]], beam: int) -> list[list[int]]:
-        return translate_ids(
-            model,
-            rows,
-            search="greedy" if beam == 1 else "beam",
-            beam=beam,
-            alpha=1.0,
-            penalty="length",
-            extra_len=OUTPUT_LEN - len(rows[0]),  # limit = source length + extra_len = OUTPUT_LEN
-            min_len=OUTPUT_LEN,
-            batch_size=len(rows),
-        )
 
-    return translate, torch.set_num_threads
+def _translate_ids(model, rows: list[list[int]], beam: int, stepper=None) -> list[list[int]]:
+    """attnkit's public decoding (`translate_ids`, as `attnkit predict` calls it), every output held to
+    OUTPUT_LEN tokens; `stepper` as translate_ids's (None: eager PyTorch)."""
+    from attnkit.tasks.translate.decoding import translate_ids
+
+    return translate_ids(
+        model,
+        rows,
+        search="greedy" if beam == 1 else "beam",
+        beam=beam,
+        alpha=1.0,
+        penalty="length",
+        extra_len=OUTPUT_LEN - len(rows[0]),  # limit = source length + extra_len = OUTPUT_LEN
+        min_len=OUTPUT_LEN,
+        batch_size=len(rows),
+        stepper=stepper,
+    )
 
 
 # ----------------------------------------------------------------------------------------- profile

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def evaluate(run_dir: Path, precision: str, threads: int) -> tuple[dict[str, flo
         copy = Path(tmp) / run_dir.name
         shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("last", "checkpoints", "*.png"))
         command = [sys.executable, "-m", "attnkit", "evaluate", str(copy), "--precision", precision]
-        env = {**__import__("os").environ, "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start

@@ -9,9 +9,9 @@
 - lm: `decoder_step.onnx`, (tokens (B, T_new), past_k_i, past_v_i) -> (logits (B, V), present_k_i,
   present_v_i).
 
-The first step passes pasts of length 0. `OnnxGenerator` decodes greedily over the graphs in
-onnxruntime, as `attnkit.decode.greedy_decode` does over the model (the export checks that both give
-the same tokens).
+The first step passes pasts of length 0. `OnnxStepper` is a `attnkit.decode.Stepper` over the
+graphs, so attnkit's own searches decode through onnxruntime (the export checks that greedy search
+gives the same tokens through the graphs as through the model).
 """
 
 from __future__ import annotations
@@ -188,7 +188,8 @@ def _export(module, args, shapes, inputs, outputs, path: Path, opset: int | None
 
 
 class OnnxGenerator:
-    """Greedy decoding over an export's generation graphs in onnxruntime; sessions made once.
+    """The onnxruntime sessions of an export's generation graphs, made once and shared by the
+    `OnnxStepper`s of every search.
 
     Args:
         folder: an export's folder (decoder_step.onnx, and encoder.onnx for translation).
@@ -209,85 +210,40 @@ class OnnxGenerator:
         self.pasts = [i.name for i in self.step.get_inputs() if i.name.startswith("past_")]
         self.heads, self.head_dim = _past_shape(self.step)
 
-    def greedy(
-        self,
-        start: np.ndarray,
-        *,
-        max_new_tokens: int,
-        eos_id: int | None,
-        src: np.ndarray | None = None,
-        pad_id: int | None = 0,
-        min_new_tokens: int = 0,
-    ) -> np.ndarray:
-        """Greedy decoding, as `attnkit.decode.greedy_decode`.
 
-        Args:
-            start: (B, T0) int64 start tokens (BOS, or a prompt).
-            max_new_tokens: tokens generated per row at most.
-            eos_id: the token that ends a row (its later positions are `pad_id`); None runs every row
-                to `max_new_tokens`.
-            src: (B, S) int64 source ids, right-padded, for a translate export.
-            pad_id: never generated; fills rows after their end (None: no token is held back).
-            min_new_tokens: eos is not generated before this many tokens.
-
-        Returns:
-            (B, T) generated tokens, eos included.
-        """
-        batch = start.shape[0]
-        empty = np.zeros((batch, self.heads, 0, self.head_dim), np.float32)
-        feeds: dict[str, np.ndarray] = {name: empty for name in self.pasts}
-        if src is not None:
-            if self.encoder is None:
-                raise ValueError("src given, but the export has no encoder.onnx (not a translate export)")
-            cross = self.encoder.run(None, {"src": src})
-            feeds |= dict(zip([o.name for o in self.encoder.get_outputs()], cross, strict=True)) | {"src": src}
-        tokens = start.astype(np.int64)
-        fill = 0 if pad_id is None else pad_id
-        out = np.full((batch, max_new_tokens), fill, dtype=np.int64)
-        done = np.zeros(batch, dtype=bool)
-        width = 0
-        for t in range(max_new_tokens):
-            logits, *present = self.step.run(None, {**feeds, "tokens": tokens})
-            if pad_id is not None:
-                logits[:, pad_id] = -np.inf
-            if eos_id is not None and t < min_new_tokens:
-                logits[:, eos_id] = -np.inf
-            chosen = np.where(done, fill, logits.argmax(axis=-1))
-            out[:, t] = chosen
-            width = t + 1
-            if eos_id is not None:
-                done |= chosen == eos_id
-                if done.all():
-                    break
-            feeds |= dict(zip(self.pasts, present, strict=True))
-            tokens = chosen[:, None].astype(np.int64)
-        return out[:, :width]
-
-
-class OnnxSeq2SeqStepper:
-    """An `attnkit.decode.Stepper` over a translate export's graphs in onnxruntime, so that
-    `greedy_decode` and `beam_search` (and `translate_ids(..., stepper=...)`) decode through them:
-    the encoder graph runs once, each step feeds the new tokens and the pasts, and `reorder` keeps
-    the rows the search keeps.
+class OnnxStepper:
+    """An `attnkit.decode.Stepper` over an export's generation graphs in onnxruntime, so that
+    `greedy_decode`, `beam_search` and `sample` (and `translate_ids(..., stepper=...)`) decode through
+    them: for translation the encoder graph runs once, each step feeds the new tokens and the pasts,
+    and `reorder` keeps the rows the search keeps.
 
     Args:
-        generator: an `OnnxGenerator` of a translate export.
-        src_ids: (B, S) source ids, right-padded.
+        generator: an `OnnxGenerator`.
+        src_ids: (B, S) source ids, right-padded, for a translate export; None for an lm export.
     """
 
-    def __init__(self, generator: OnnxGenerator, src_ids: Tensor) -> None:
-        if generator.encoder is None:
-            raise ValueError("not a translate export: it has no encoder.onnx")
-        self.generator, self.device = generator, src_ids.device
-        src = src_ids.cpu().numpy()
-        cross = generator.encoder.run(None, {"src": src})
-        self.fixed = {"src": src, **dict(zip([o.name for o in generator.encoder.get_outputs()], cross, strict=True))}
-        empty = np.zeros((src.shape[0], generator.heads, 0, generator.head_dim), np.float32)
-        self.past = {name: empty for name in generator.pasts}
+    def __init__(self, generator: OnnxGenerator, src_ids: Tensor | None = None) -> None:
+        if (src_ids is None) != (generator.encoder is None):
+            raise ValueError("src_ids go with a translate export (encoder.onnx), and only with one")
+        self.generator, self.fixed = generator, {}
+        self.device = torch.device("cpu") if src_ids is None else src_ids.device
+        if src_ids is not None:
+            src = src_ids.cpu().numpy()
+            cross = generator.encoder.run(None, {"src": src})
+            self.fixed = {
+                "src": src,
+                **dict(zip([o.name for o in generator.encoder.get_outputs()], cross, strict=True)),
+            }
+        # Empty pasts are made at the first step, for the batch the search has by then (beam search
+        # expands its rows before it); reordering them earlier would change nothing.
+        self.past: dict[str, np.ndarray] | None = None
         self.decoded = 0
 
     def step(self, tokens: Tensor) -> Tensor:
-        """tokens (B, T) target prefixes -> logits (B, V) of the next token."""
+        """tokens (B, T) prefixes -> logits (B, V) of the next token."""
+        if self.past is None:
+            g = self.generator
+            self.past = dict.fromkeys(g.pasts, np.zeros((tokens.size(0), g.heads, 0, g.head_dim), np.float32))
         new = tokens[:, self.decoded :].cpu().numpy()
         logits, *present = self.generator.step.run(None, {**self.fixed, **self.past, "tokens": new})
         self.past = dict(zip(self.generator.pasts, present, strict=True))
@@ -298,12 +254,35 @@ class OnnxSeq2SeqStepper:
         """Keep rows `index` (N,) of the source, its cross keys/values and the pasts."""
         rows = index.cpu().numpy()
         self.fixed = {name: array.take(rows, axis=0) for name, array in self.fixed.items()}
-        self.past = {name: array.take(rows, axis=0) for name, array in self.past.items()}
+        if self.past is not None:
+            self.past = {name: array.take(rows, axis=0) for name, array in self.past.items()}
 
 
-def greedy(folder: Path | str, start: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """`OnnxGenerator(folder).greedy(start, **kwargs)`: one decoding over an export's graphs."""
-    return OnnxGenerator(folder).greedy(start, **kwargs)
+def greedy(
+    folder: Path | str,
+    start: np.ndarray,
+    *,
+    max_new_tokens: int,
+    eos_id: int | None,
+    src: np.ndarray | None = None,
+    pad_id: int | None = 0,
+    min_new_tokens: int = 0,
+) -> np.ndarray:
+    """`attnkit.decode.greedy_decode` through an export's graphs: (B, T) generated tokens for start
+    tokens (B, T0) int64 (BOS, or a prompt), with `src` (B, S) int64 source ids for a translate export;
+    other arguments as `greedy_decode`'s."""
+    from attnkit.decode import greedy_decode
+
+    sources = None if src is None else torch.from_numpy(src)
+    stepper = OnnxStepper(OnnxGenerator(folder), sources)
+    return greedy_decode(
+        stepper,
+        torch.from_numpy(start),
+        eos_id=eos_id,
+        max_new_tokens=max_new_tokens,
+        pad_id=pad_id,
+        min_new_tokens=min_new_tokens,
+    ).numpy()
 
 
 def _past_shape(session: Any) -> tuple[int, int]:

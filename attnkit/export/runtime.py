@@ -3,7 +3,7 @@
 `use_onnx(run, folder)` makes a run compute through the graphs in `folder` (written by `attnkit
 export onnx` for this run): for classify, mlm, recommend and vision its `forward(batch)` becomes a
 call of model.onnx; for translate, greedy and beam search step through encoder.onnx and
-decoder_step.onnx (`attnkit.export.generation.OnnxSeq2SeqStepper`). Tokenizing, batching and turning
+decoder_step.onnx (`attnkit.export.generation.OnnxStepper`). Tokenizing, batching and turning
 outputs into records stay the run's own, so answers have the same fields as with PyTorch. The
 language model's sampling slides a window over its positions, which the step graph does not; lm
 runs stay on PyTorch.
@@ -24,6 +24,18 @@ FORWARD_TASKS = ("classify", "mlm", "recommend", "vision")
 ONNX_TASKS = (*FORWARD_TASKS, "translate")
 
 
+def read_export(folder: Path | str) -> dict[str, Any]:
+    """export.json of an export folder; onnxruntime must be installed to use it."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UserError("--backend onnx needs onnxruntime: pip install 'attnkit[onnx]'") from None
+    try:
+        return json.loads((Path(folder) / "export.json").read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{folder}: not an attnkit ONNX export ({error})") from None
+
+
 class OnnxForward:
     """`run.forward(batch)` through onnxruntime: batch (the tensors `run.encode` makes) -> the graph's
     output on the run's device, refusing sequences longer than the export's `max_length`.
@@ -36,15 +48,10 @@ class OnnxForward:
     """
 
     def __init__(self, folder: Path | str, task: str, device: torch.device, threads: int | None = None) -> None:
-        try:
-            import onnxruntime
-        except ImportError:
-            raise UserError("--backend onnx needs onnxruntime: pip install 'attnkit[onnx]'") from None
+        described = read_export(folder)
+        import onnxruntime
+
         folder = Path(folder)
-        try:
-            described = json.loads((folder / "export.json").read_text())
-        except (OSError, ValueError) as error:
-            raise UserError(f"{folder}: not an attnkit ONNX export ({error})") from None
         if described.get("task") != task:
             raise UserError(f"{folder} holds an export of a {described.get('task')} run, not of this {task} run")
         options = onnxruntime.SessionOptions()
@@ -80,17 +87,13 @@ def use_onnx(run: Any, folder: Path | str, threads: int | None = None) -> None:
     """Make `run` compute its forward pass through onnxruntime on the export in `folder`."""
     check_onnx_backend(run)
     if run.task == "translate":
-        from attnkit.export.generation import OnnxGenerator, OnnxSeq2SeqStepper
+        from attnkit.export.generation import OnnxGenerator, OnnxStepper
 
-        folder = Path(folder)
-        try:
-            described = json.loads((folder / "export.json").read_text())
-        except (OSError, ValueError) as error:
-            raise UserError(f"{folder}: not an attnkit ONNX export ({error})") from None
+        described = read_export(folder)
         if described.get("task") != "translate" or "generation" not in described:
             raise UserError(f"{folder} holds no translate export with generation graphs")
         generator = OnnxGenerator(folder, threads)
-        run.stepper = lambda src: OnnxSeq2SeqStepper(generator, src)
+        run.stepper = lambda src: OnnxStepper(generator, src)
     else:
         run.forward = OnnxForward(folder, run.task, run.device, threads)
     run.backend = "onnx"

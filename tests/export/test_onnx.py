@@ -88,7 +88,7 @@ def test_beam_search_steps_through_the_exported_graphs_as_through_the_model(copy
     import torch
 
     from attnkit.decode import Seq2SeqStepper, beam_search
-    from attnkit.export.generation import OnnxGenerator, OnnxSeq2SeqStepper
+    from attnkit.export.generation import OnnxGenerator, OnnxStepper
     from attnkit.tasks.translate.decoding import translate_ids
 
     run_dir, out = copy_run("translate"), tmp_path / "onnx"
@@ -99,12 +99,8 @@ def test_beam_search_steps_through_the_exported_graphs_as_through_the_model(copy
     start, pad, eos = torch.full((3,), model.bos_id), model.config.pad_id, model.eos_id
     for beam in (1, 3):
         want = beam_search(Seq2SeqStepper(model, src), start, eos_id=eos, max_new_tokens=15, beam_size=beam, pad_id=pad)
-        got = beam_search(
-            OnnxSeq2SeqStepper(generator, src), start, eos_id=eos, max_new_tokens=15, beam_size=beam, pad_id=pad
-        )
+        got = beam_search(OnnxStepper(generator, src), start, eos_id=eos, max_new_tokens=15, beam_size=beam, pad_id=pad)
         assert torch.equal(got.tokens, want.tokens)
         torch.testing.assert_close(got.scores, want.scores, atol=1e-4, rtol=0)
     sources = [row[row != pad].tolist() for row in src]
-    assert translate_ids(model, sources, stepper=lambda s: OnnxSeq2SeqStepper(generator, s)) == translate_ids(
-        model, sources
-    )
+    assert translate_ids(model, sources, stepper=lambda s: OnnxStepper(generator, s)) == translate_ids(model, sources)
