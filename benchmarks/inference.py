@@ -268,6 +268,7 @@ def profile(folder: Path) -> dict[str, float]:
     """attnkit's batch-1 greedy step at 1 thread: operators per token, matrix-vector time, bandwidth bound."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
+    from attnkit.nn.packed import PackedLinear
     from attnkit.runs import open_run
     from attnkit.tasks.translate.decoding import translate_ids
 
@@ -315,10 +316,21 @@ def profile(folder: Path) -> dict[str, float]:
         for w in transposed:
             torch.mm(x[w.shape[0]], w)
 
-    matvec, matvec_t = [], []
-    products(), products_transposed()
+    packed = []
+    for w in weights:
+        layer = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+        layer.weight.data = w
+        packed.append(PackedLinear.from_linear(layer))
+
+    def products_packed() -> None:  # what the run's own layers do (`attnkit.nn.packed`)
+        with torch.inference_mode():
+            for layer in packed:
+                layer(x[layer.in_features])
+
+    matvec, matvec_t, matvec_p = [], [], []
+    products(), products_transposed(), products_packed()
     for _ in range(50):
-        for run, times in ((products, matvec), (products_transposed, matvec_t)):
+        for run, times in ((products, matvec), (products_transposed, matvec_t), (products_packed, matvec_p)):
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)
@@ -336,6 +348,7 @@ def profile(folder: Path) -> dict[str, float]:
         "ops_per_token": Count.calls / OUTPUT_LEN,
         "matvec_ms": statistics.median(matvec) * 1000,
         "matvec_transposed_ms": statistics.median(matvec_t) * 1000,
+        "matvec_packed_ms": statistics.median(matvec_p) * 1000,
         "weight_mb": weight_bytes / 1e6,
         "bandwidth_gbs": bandwidth_gbs,
         "bandwidth_bound_ms": weight_bytes / (bandwidth_gbs * 1e9) * 1000,
@@ -434,9 +447,9 @@ def render(results: dict[str, object]) -> str:
         "",
         f"Profile of attnkit's batch-1 greedy step (1 thread): {prof['step_ms']:.2f} ms per generated token, "
         f"{prof['ops_per_token']:.0f} aten operators per token; the step's matrix-vector products alone take "
-        f"{prof['matvec_ms']:.2f} ms (`F.linear`, weights stored (out, in) as `nn.Linear` keeps them; "
-        f"{prof['matvec_transposed_ms']:.2f} ms with the same weights stored (in, out), which PyTorch's CPU kernels "
-        f"multiply a single row by faster); reading its {prof['weight_mb']:.1f} MB of float32 weights once at the "
+        f"{prof['matvec_packed_ms']:.2f} ms on oneDNN-packed weights as the run's layers hold them "
+        f"(`attnkit.nn.packed`; {prof['matvec_ms']:.2f} ms through `F.linear` on weights stored (out, in) as "
+        f"`nn.Linear` keeps them, {prof['matvec_transposed_ms']:.2f} ms on the same weights stored (in, out)); reading its {prof['weight_mb']:.1f} MB of float32 weights once at the "
         f"measured {prof['bandwidth_gbs']:.1f} GB/s copy bandwidth takes {prof['bandwidth_bound_ms']:.2f} ms.",
     ]
     return "\n".join(lines)

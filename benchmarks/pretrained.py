@@ -2,7 +2,9 @@
 
 For BERT-base, GPT-2 small, ViT-B/16 and an OPUS-MT-sized Marian, built here from their published
 configurations with random weights (no network; timing and agreement do not depend on the values),
-saved with `save_pretrained` and imported with `attnkit.hf.load`:
+saved with `save_pretrained`, imported with `attnkit.hf.load` and prepared for inference as every
+command prepares a run's model (`attnkit.precision.to_precision(model, "fp32")`: fused q/k/v,
+oneDNN-packed linear layers):
 
 - agreement: the largest absolute difference of the outputs (hidden states / logits) in float32;
 - forward speed: tokens (images) per second of a batch, attnkit against transformers, medians over
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attnkit.decode import CausalLMStepper, Seq2SeqStepper, greedy_decode
 from attnkit.hf import load
+from attnkit.precision import to_precision
 from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
 
 CPU = torch.device("cpu")
@@ -82,7 +85,8 @@ def _forward_pair(name: str, ref: torch.nn.Module, ours: torch.nn.Module, batch:
 def measure_model(name: str, ref: torch.nn.Module, shape: dict[str, int], rounds: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         ref.save_pretrained(folder)
-        ours = load(folder)
+        # as `open_run` holds a run's model for `predict`, `generate` and `serve` (packed linear layers)
+        ours = to_precision(load(folder), "fp32")
     ref.eval()
     theirs, mine, items = _forward_pair(name, ref, ours, shape["batch"], shape["length"])
     with torch.inference_mode():

@@ -1,0 +1,129 @@
+"""Linear layers with weights prepacked for the CPU's matrix kernels (inference).
+
+PyTorch's eager `F.linear` on a CPU multiplies by the weight as `nn.Linear` stores it, (out, in) row by
+row, through a general matrix product that re-reads it in that layout at every call. oneDNN (the CPU
+library PyTorch ships) can instead reorder a weight once into the blocked layout its kernels stream
+fastest; PyTorch's own compiler does this when it freezes a CPU model (Inductor's `freezing`). For a
+decoding step, whose products are one row (batch 1) or a few rows against every weight, reading the
+weights is the step's cost, and the prepacked layout reads them markedly faster
+(`docs/experiments/prepacked-linear.md` has the measurements).
+
+`pack_linear_layers(model)` swaps every float32 `nn.Linear` of a model for a `PackedLinear`: the same
+parameters (names, tying and `state_dict` unchanged) plus a packed copy used for inference. Wherever
+the packed product does not apply, the layer computes `F.linear` exactly as `nn.Linear` does:
+gradients being recorded, another device or dtype, a weight changed since packing (repacked at the next
+inference call), or a graph being traced or compiled (exporters and `torch.compile` see plain
+`nn.Linear` arithmetic and do their own packing). The packed copy costs a second copy of each weight.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["PackedLinear", "pack_linear_layers", "packing_available"]
+
+# The row count oneDNN's reorder is told to expect. Measured over batch 1 to 64 of decoding-sized
+# products (the experiment report above), 8 serves one row nearly as well as a packing for one row,
+# and several rows far better.
+_EXPECTED_ROWS = 8
+
+
+def packing_available() -> bool:
+    """Whether this PyTorch build has oneDNN's CPU linear kernels (x86-64 and most Arm builds)."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+def _pack(weight: Tensor) -> Tensor:
+    """weight (out, in) -> oneDNN's opaque packed copy of it."""
+    with torch.no_grad():
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _EXPECTED_ROWS)
+
+
+def _product(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
+    """x (..., in) times a packed weight, plus bias -> (..., out)."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def _version(weight: Tensor) -> tuple[int, int]:
+    """What identifies a weight's current values: its storage and in-place update count."""
+    return weight.data_ptr(), weight._version
+
+
+class PackedLinear(nn.Linear):
+    """An `nn.Linear` that multiplies by a oneDNN-packed copy of its weight when it only infers.
+
+    Build one with `PackedLinear.from_linear(linear)`, which shares `linear`'s parameters. Input
+    (..., in_features) -> output (..., out_features), equal to `nn.Linear`'s to float rounding (the
+    kernels sum in another order).
+    """
+
+    packed: Tensor | None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> PackedLinear:
+        """A PackedLinear over `linear`'s own weight and bias tensors (tying to other modules kept)."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features, layer.out_features = linear.in_features, linear.out_features
+        layer.weight, layer.bias = linear.weight, linear.bias  # the same Parameter objects
+        layer.train(linear.training)
+        layer.packed, layer._packed_for = None, None
+        layer.repack()
+        return layer
+
+    def repack(self) -> None:
+        """Pack the current weight (done on creation, and when an inference call finds it changed)."""
+        self.packed, self._packed_for = _pack(self.weight), _version(self.weight)
+
+    def _packed_applies(self, x: Tensor) -> bool:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False
+        if x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32:
+            return False
+        if self.weight.device.type != "cpu":
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return False  # the packed product has no backward
+        return True
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., in_features) -> (..., out_features)."""
+        if not self._packed_applies(x):
+            return F.linear(x, self.weight, self.bias)
+        if self._packed_for != _version(self.weight):
+            self.repack()
+        return _product(x, self.packed, self.bias)
+
+    def __deepcopy__(self, memo: dict) -> nn.Linear:
+        """A plain `nn.Linear` copy (the packed copy is derived data; pack the copy again if wanted)."""
+        import copy
+
+        linear = nn.Linear.__new__(nn.Linear)
+        nn.Module.__init__(linear)
+        linear.in_features, linear.out_features = self.in_features, self.out_features
+        linear.weight = copy.deepcopy(self.weight, memo)
+        linear.bias = copy.deepcopy(self.bias, memo)
+        linear.train(self.training)
+        memo[id(self)] = linear
+        return linear
+
+
+def pack_linear_layers(model: nn.Module) -> int:
+    """Swap every float32 CPU `nn.Linear` inside `model` (in place) for a `PackedLinear` over the same
+    parameters. Returns how many layers were packed (0 where `packing_available()` is False)."""
+    if not packing_available():
+        return 0
+    swaps = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if type(child) is nn.Linear and child.weight.dtype == torch.float32 and child.weight.device.type == "cpu":
+                swaps.append((parent, name, child))
+    for parent, name, child in swaps:
+        setattr(parent, name, PackedLinear.from_linear(child))
+    return len(swaps)
