@@ -88,9 +88,8 @@ class PackedLinear(nn.Linear):
             return False
         if self.weight.device.type != "cpu":
             return False
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return False  # the packed product has no backward
-        return True
+        # the packed product has no backward
+        return not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
 
     def forward(self, x: Tensor) -> Tensor:
         """x (..., in_features) -> (..., out_features)."""

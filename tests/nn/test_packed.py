@@ -37,7 +37,7 @@ def test_packed_layer_equals_linear(shape, bias):
 
 
 def test_the_packed_product_is_what_runs_when_inferring(monkeypatch):
-    linear, layer = _pair()
+    _, layer = _pair()
     calls = []
     product = packed._product
 
@@ -63,7 +63,7 @@ def test_parameters_gradients_and_state_dict_are_the_linear_layers():
     grads = (x.grad.clone(), linear.weight.grad.clone(), linear.bias.grad.clone())
     x.grad = linear.weight.grad = linear.bias.grad = None
     linear(x).square().sum().backward()
-    for got, want in zip(grads, (x.grad, linear.weight.grad, linear.bias.grad)):
+    for got, want in zip(grads, (x.grad, linear.weight.grad, linear.bias.grad), strict=True):
         torch.testing.assert_close(got, want)
 
 
@@ -116,7 +116,8 @@ def test_decoding_on_a_packed_model_gives_the_same_tokens():
     beam = beam_search(CausalLMStepper(model), prompt, beam_size=3, eos_id=1, max_new_tokens=10)
     to_precision(model, "fp32")  # fuses q/k/v and packs
     assert any(isinstance(m, PackedLinear) for m in model.modules())
-    assert torch.equal(greedy_decode(CausalLMStepper(model), prompt, eos_id=None, max_new_tokens=10, pad_id=None), greedy)
+    again = greedy_decode(CausalLMStepper(model), prompt, eos_id=None, max_new_tokens=10, pad_id=None)
+    assert torch.equal(again, greedy)
     again = beam_search(CausalLMStepper(model), prompt, beam_size=3, eos_id=1, max_new_tokens=10)
     assert torch.equal(again.tokens, beam.tokens)
     torch.testing.assert_close(again.scores, beam.scores, atol=1e-4, rtol=1e-4)
