@@ -47,7 +47,18 @@ def _models(tiny: bool) -> dict[str, tuple[object, dict[str, int]]]:
     bert = t.BertConfig(**(small if tiny else {}))
     gpt2 = t.GPT2Config(**(dict(n_embd=64, n_layer=2, n_head=4) if tiny else {}))
     vit = t.ViTConfig(**(small if tiny else {}))
-    # Helsinki-NLP/opus-mt-de-en's configuration (its vocabulary of 58,101 pieces), or a tiny one
+    # Helsinki-NLP/opus-mt-de-en's configuration (MarianConfig's defaults are larger: d_model 1024,
+    # 12 + 12 layers), or a tiny one
+    opus_mt = dict(
+        d_model=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        max_position_embeddings=512,
+    )
     marian_sizes = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
     marian = t.MarianConfig(
         vocab_size=58101,
@@ -56,7 +67,7 @@ def _models(tiny: bool) -> dict[str, tuple[object, dict[str, int]]]:
         eos_token_id=0,
         activation_function="swish",
         scale_embedding=True,
-        **(marian_sizes if tiny else {}),
+        **(marian_sizes if tiny else opus_mt),
     )
     return {
         "BERT-base": (t.BertModel(bert, add_pooling_layer=True), {"batch": 8, "length": 128}),
@@ -86,7 +97,9 @@ def measure_model(name: str, ref: torch.nn.Module, shape: dict[str, int], rounds
     with tempfile.TemporaryDirectory() as folder:
         ref.save_pretrained(folder)
         # as `open_run` holds a run's model for `predict`, `generate` and `serve` (packed linear layers)
-        ours = to_precision(load(folder), "fp32")
+        ours = load(folder)
+        parameters = sum(p.numel() for p in ours.parameters())  # before q/k/v are fused (a copy)
+        ours = to_precision(ours, "fp32")
     ref.eval()
     theirs, mine, items = _forward_pair(name, ref, ours, shape["batch"], shape["length"])
     with torch.inference_mode():
@@ -95,7 +108,7 @@ def measure_model(name: str, ref: torch.nn.Module, shape: dict[str, int], rounds
     ratio = round_ratios(times["transformers"], times["attnkit"])
     row: dict[str, object] = {
         "model": name,
-        "parameters": sum(p.numel() for p in ours.parameters()),
+        "parameters": parameters,
         "max_abs_diff": difference,
         "batch": shape["batch"],
         "length": shape["length"],

@@ -40,6 +40,25 @@ def test_every_task_runs_close_to_float32(task, precision, copy_run):
     assert error > 0  # the model really changed
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_fp32_packed_layers_give_every_task_the_same_outputs(task, copy_run, monkeypatch):
+    from attnkit.nn import packed
+
+    if not packed.packing_available():
+        pytest.skip("this PyTorch build has no oneDNN linear kernels")
+    run_dir = copy_run(task)
+    monkeypatch.setattr(packed, "packing_available", lambda: False)
+    reference = open_run(run_dir)
+    batch = reference.example_batch(4, 8)
+    want = reference.forward(batch)
+    monkeypatch.undo()
+    monkeypatch.setattr(packed, "_MIN_ELEMENTS", 0)  # the fixtures' layers are tiny: pack them all
+    run = open_run(run_dir)
+    assert any(isinstance(m, packed.PackedLinear) for m in run.model.modules())
+    assert not any(isinstance(m, packed.PackedLinear) for m in reference.model.modules())
+    torch.testing.assert_close(run.forward(batch), want, atol=1e-5, rtol=1e-5)
+
+
 def test_bf16_holds_every_weight_in_bfloat16(copy_run):
     run = open_run(copy_run("translate"), precision="bf16")
     assert run.dtype == torch.bfloat16

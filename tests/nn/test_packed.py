@@ -19,6 +19,12 @@ from attnkit.precision import to_precision
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN linear kernels")
 
 
+@pytest.fixture(autouse=True)
+def pack_every_size(monkeypatch):
+    """The tests' layers are far below the size worth packing; pack them all the same."""
+    monkeypatch.setattr(packed, "_MIN_ELEMENTS", 0)
+
+
 def _pair(bias: bool = True, n_in: int = 24, n_out: int = 40) -> tuple[nn.Linear, PackedLinear]:
     torch.manual_seed(0)
     linear = nn.Linear(n_in, n_out, bias=bias)
@@ -134,6 +140,15 @@ def test_a_copy_is_plain_and_quantizes():
         torch.testing.assert_close(twin(ids), model(ids), atol=1e-5, rtol=1e-5)
     int8 = to_precision(model, "int8")
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.modules())
+
+
+def test_small_layers_are_left_to_f_linear(monkeypatch):
+    monkeypatch.setattr(packed, "_MIN_ELEMENTS", 32 * 32 * 4)
+    model = _gpt()  # d_model 32: q/k/v fused (96 x 32) and the output layer stay, the feed-forward packs
+    to_precision(model, "fp32")
+    kinds = {name: type(m) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    assert {n for n, k in kinds.items() if k is PackedLinear} == {n for n in kinds if ".ffn." in n}
+    assert kinds["lm_head"] is nn.Linear
 
 
 def test_nothing_is_packed_without_onednn(monkeypatch):
