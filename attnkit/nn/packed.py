@@ -131,10 +131,11 @@ def pack_linear_layers(model: nn.Module, min_elements: int | None = None) -> int
     swaps = []
     for parent in model.modules():
         for name, child in parent.named_children():
-            weight = child.weight if type(child) is nn.Linear else None
-            if weight is not None and weight.dtype == torch.float32 and weight.device.type == "cpu":
-                if weight.numel() >= min_elements:
-                    swaps.append((parent, name, child))
+            if type(child) is not nn.Linear:
+                continue
+            weight = child.weight
+            if weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.numel() >= min_elements:
+                swaps.append((parent, name, child))
     for parent, name, child in swaps:
         setattr(parent, name, PackedLinear.from_linear(child))
     return len(swaps)
