@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import importlib.util
+import json
 import shutil
 import statistics
 import subprocess
@@ -37,7 +38,7 @@ from attnkit.data.datasets import data_root
 from attnkit.runs import open_run
 from attnkit.viz.explain import Explanation, MapView, explain
 from attnkit.viz.html import render
-from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
+from benchmarks._common import RESULTS, alternate, machine, round_ratios, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = "4bb92de"  # the last release before the capture mechanism
@@ -269,7 +270,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--lengths", default="128,512,1024", help="viewer test lengths in tokens")
     parser.add_argument("--out", default="runs/bench-explain", help="where the one-step runs go")
-    parser.add_argument("--skip-viewer", action="store_true")
+    parser.add_argument(
+        "--skip-viewer", action="store_true", help="keep the viewer's figures from the last saved results"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     results: dict = {"machine": machine()}
@@ -278,6 +281,8 @@ def main() -> None:
         results["tasks"] = explain_against_predict(preset_runs(ROOT / args.out, tasks), args.rounds)
     if not args.skip_viewer:
         results["viewer"] = viewer([int(x) for x in args.lengths.split(",")], max(3, args.rounds // 4))
+    elif (RESULTS / "explain.json").exists():  # the viewer does not depend on the model's kernels
+        results["viewer"] = json.loads((RESULTS / "explain.json").read_text()).get("viewer")
     results["overhead"] = capture_overhead(args.rounds)
     write_json("explain", results)
     write_section("explain", render_section(results))

@@ -447,8 +447,8 @@ def render(results: dict[str, object]) -> str:
         "",
         f"Profile of attnkit's batch-1 greedy step (1 thread): {prof['step_ms']:.2f} ms per generated token, "
         f"{prof['ops_per_token']:.0f} aten operators per token; the step's matrix-vector products alone take "
-        f"{prof['matvec_packed_ms']:.2f} ms on oneDNN-packed weights as the run's layers hold them "
-        f"(`attnkit.nn.packed`; {prof['matvec_ms']:.2f} ms through `F.linear` on weights stored (out, in) as "
+        f"{prof['matvec_packed_ms']:.2f} ms with every weight oneDNN-packed (`PackedLinear`; the run packs "
+        f"those of at least 256 x 1024); {prof['matvec_ms']:.2f} ms through `F.linear` on weights stored (out, in) as "
         f"`nn.Linear` keeps them, {prof['matvec_transposed_ms']:.2f} ms on the same weights stored (in, out)); "
         f"reading its {prof['weight_mb']:.1f} MB of float32 weights once at the "
         f"measured {prof['bandwidth_gbs']:.1f} GB/s copy bandwidth takes {prof['bandwidth_bound_ms']:.2f} ms.",
