@@ -152,6 +152,11 @@ def _recorder(captured: AttentionCapture, name: str, module: MultiHeadAttention,
     def attend(
         q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, causal: bool, cross: bool, weights: bool
     ) -> tuple[Tensor, Tensor | None]:
+        if keep_grad and torch.is_grad_enabled() and not (q.requires_grad or k.requires_grad or v.requires_grad):
+            # Nothing before this module records gradients (the parameters are frozen, as `explain`
+            # freezes them): start the graph here, so that these weights and everything computed from
+            # them are recorded. Gradients with respect to weights need no more than that.
+            q = q.detach().requires_grad_()
         out, found = original(q, k, v, mask, causal=causal, cross=cross, weights=True)
         # Causal attention is over the same sequence even when keys come from another view of it
         # (SASRec's reference blocks take keys from the stream before the norm).

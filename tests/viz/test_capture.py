@@ -260,6 +260,28 @@ def test_gradient_rollout_from_captured_gradients_of_a_classifier():
     assert relevance.shape == (1, 6) and torch.all(relevance >= 0)
 
 
+def test_weight_gradients_are_the_same_with_frozen_parameters():
+    """With no parameter recording gradients the graph starts at the first attention's queries; the
+    gradients with respect to every layer's weights must equal those of the full graph."""
+    model = TextClassifier(TEXT, 3).eval()
+    ids = _ids(2, 6, 30)
+
+    def weight_grads() -> list[torch.Tensor]:
+        with capture_attention(model, keep_grad=True) as captured:
+            logits = model(ids)
+            logits[:, 1].sum().backward()
+        return [captured[f"body.encoder.layers.{i}.self_attn"].calls[0].grad for i in range(2)]
+
+    want = weight_grads()
+    model.zero_grad()
+    model.requires_grad_(False)
+    got = weight_grads()
+    assert all(p.grad is None for p in model.parameters())  # nothing else was computed
+    for g, w in zip(got, want, strict=True):
+        assert g is not None and g.abs().sum() > 0
+        torch.testing.assert_close(g, w)
+
+
 def test_summaries_by_hand():
     weights = torch.tensor([[[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]]])  # (1, 1, 3, 3)
     entropies = entropy(weights)[0, 0]
