@@ -19,6 +19,9 @@ import json
 import logging
 import math
 import secrets
+import signal
+import threading
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from attnkit.errors import UserError
-from attnkit.serve.batcher import MicroBatcher
+from attnkit.serve.batcher import CallerThreadExecutor, MicroBatcher
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a request body larger than this is refused (413)
 MAX_INPUTS = 1024  # inputs in one request
@@ -99,9 +102,11 @@ def build_app(
     max_wait_ms: float = 5.0,
     api_key: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    executor: Executor | None = None,
 ) -> Any:
-    """The FastAPI application serving `run` (an opened run whose task has `records`)."""
-    batcher = MicroBatcher(run.records, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    """The FastAPI application serving `run` (an opened run whose task has `records`); model calls run
+    on `executor` (default: a thread of the batcher's own)."""
+    batcher = MicroBatcher(run.records, max_batch=max_batch, max_wait_ms=max_wait_ms, executor=executor)
 
     @asynccontextmanager
     async def lifespan(_app: Any):
@@ -140,7 +145,7 @@ def build_app(
             "task": run.task,
             "run_dir": str(run.run_dir),
             "backend": getattr(run, "backend", "torch"),
-            "parameters": sum(p.numel() for p in run.model.parameters()),
+            "parameters": run.parameter_count,
             "options": {name: kind.__name__ for name, kind in run.record_options.items()},
             "max_batch": max_batch,
             "max_wait_ms": max_wait_ms,
@@ -186,5 +191,32 @@ def serve(
         raise UserError("attnkit serve needs fastapi and uvicorn: pip install 'attnkit[serve]'") from None
     if type(run).records is Run.records:
         raise UserError(f"{run.task} runs cannot be served yet")
-    app = build_app(run, max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=api_key)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # The model runs on this thread, the one that opened the run, and the HTTP server's event loop on
+    # another: one thread ever runs PyTorch's CPU kernels (see MicroBatcher).
+    executor = CallerThreadExecutor()
+    app = build_app(run, max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=api_key, executor=executor)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    stopped = threading.Event()
+
+    def run_server() -> None:
+        try:
+            server.run()
+        finally:
+            stopped.set()
+
+    def shut_down(*_: Any) -> None:
+        server.should_exit = True  # uvicorn finishes the requests in flight, then stops
+
+    thread = threading.Thread(target=run_server, name="attnkit-http")
+    previous = signal.signal(signal.SIGTERM, shut_down)  # only the main thread receives signals
+    thread.start()
+    try:
+        try:
+            executor.work_until(stopped)
+        except KeyboardInterrupt:
+            shut_down()
+            executor.work_until(stopped)  # answer what is in flight while the server shuts down
+    finally:
+        shut_down()
+        thread.join()
+        signal.signal(signal.SIGTERM, previous)

@@ -4,17 +4,21 @@ Each request waits in a queue with its inputs and options. One worker takes the 
 others are already waiting it gathers, for up to `max_wait_ms`, more with the same options until
 `max_batch` inputs are reached (a request that finds the queue empty runs at once, so a lone
 request pays no wait, and requests that arrive while the model runs form the next batch);
-it runs them as one `run.records(...)` call in a worker thread (the event loop keeps accepting
-requests meanwhile) and hands each request exactly its own slice of the answers, in order. With
-`max_batch` 1 every request runs alone.
+it runs them as one `run.records(...)` call on the model's own thread (the event loop keeps
+accepting requests meanwhile; always the same thread, see `MicroBatcher`) and hands each request
+exactly its own slice of the answers, in order. With `max_batch` 1 every request runs alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import queue
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +46,23 @@ class MicroBatcher:
         max_wait_ms: how long the first request of a batch waits for others.
     """
 
-    def __init__(self, predict: Callable[..., list[Any]], max_batch: int = 32, max_wait_ms: float = 5.0) -> None:
+    def __init__(
+        self,
+        predict: Callable[..., list[Any]],
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        executor: Executor | None = None,
+    ) -> None:
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError("max_batch must be at least 1 and max_wait_ms at least 0")
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
         self.queue: asyncio.Queue[Pending] | None = None
         self.worker: asyncio.Task | None = None
+        # Every model call on one thread: each thread that runs PyTorch's CPU kernels gets an OpenMP
+        # pool of its own, and two pools on few cores slow each other down (asyncio's default executor
+        # would hand successive batches to different threads). `attnkit serve` passes a
+        # `CallerThreadExecutor`, so that the thread that opened the run also runs it.
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnkit-model")
         self.batches = 0  # model calls made, for /v1/info and tests
 
     async def start(self) -> None:
@@ -59,6 +74,8 @@ class MicroBatcher:
             self.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.worker
+        if isinstance(self.executor, ThreadPoolExecutor):
+            self.executor.shutdown(wait=False)
 
     async def submit(self, inputs: list[Any], options: dict[str, Any]) -> list[Any]:
         """The records of `inputs`, computed in a batch with whatever else arrives meanwhile."""
@@ -102,7 +119,8 @@ class MicroBatcher:
     async def _run(self, batch: list[Pending]) -> None:
         inputs = [x for pending in batch for x in pending.inputs]
         try:
-            records = await asyncio.to_thread(self.predict, inputs, **batch[0].options)
+            call = functools.partial(self.predict, inputs, **batch[0].options)
+            records = await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except Exception as error:
             if len(batch) > 1:  # one request's bad input must not fail the others: each alone
                 for pending in batch:
@@ -118,3 +136,30 @@ class MicroBatcher:
             if not pending.future.done():
                 pending.future.set_result(records[start:end])
             start = end
+
+
+class CallerThreadExecutor(Executor):
+    """Runs submitted calls on whichever thread calls `work_until` (the main thread, for `attnkit serve`,
+    while uvicorn's event loop runs in another thread)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, fn, args, kwargs))
+        return future
+
+    def work_until(self, stopped: threading.Event, poll_s: float = 0.1) -> None:
+        """Run submitted calls, in order, until `stopped` is set."""
+        while not stopped.is_set():
+            try:
+                future, fn, args, kwargs = self._jobs.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # delivered to the awaiting request
+                future.set_exception(error)

@@ -65,6 +65,8 @@ class Run:
         self.run_dir, self.config, self.device = Path(run_dir), config, torch.device(device)
         self.options = saved_options(self.options_class, config.get("options"), self.run_dir / "config.json")
         self.precision = precision
+        # as trained: the conversions below add copies (fused q/k/v) or hide weights (int8)
+        self.parameter_count = sum(p.numel() for p in model.parameters())
         self.model = to_precision(model.to(self.device), precision, self.device).eval()
         self.dtype = model_dtype(self.model)  # what float inputs (images) are cast to
         self.tokenizer: Any = None

@@ -151,9 +151,17 @@ def test_attnkit_serve_listens_on_loopback_and_answers(backend, copy_run):
         assert got["label"] == want["label"] and got["probability"] == pytest.approx(want["probability"], abs=1e-5)
         info = httpx.get(f"http://127.0.0.1:{port}/v1/info", headers={"X-API-Key": "k"}).json()
         assert info["backend"] == backend
+        from safetensors.torch import load_file
+
+        assert info["parameters"] == sum(t.numel() for t in load_file(run / "model.safetensors").values())
+        server.terminate()  # SIGTERM: a graceful stop, the model's thread included
+        output = server.communicate(timeout=20)[0].decode()
+        assert server.returncode == 0, output
+        assert "Finished server process" in output
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 def test_vision_and_recommend_runs_serve_images_and_histories(copy_run):

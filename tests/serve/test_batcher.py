@@ -75,3 +75,38 @@ def test_a_failing_request_fails_alone():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(lambda inputs: inputs, max_batch=0)
+
+
+def test_caller_thread_executor_runs_calls_on_the_working_thread():
+    import threading
+
+    from attnkit.serve.batcher import CallerThreadExecutor
+
+    executor = CallerThreadExecutor()
+    stopped = threading.Event()
+    threads = []
+
+    def work(x):
+        threads.append(threading.current_thread())
+        if x < 0:
+            raise ValueError("negative")
+        return x * 2
+
+    async def main():
+        batcher = MicroBatcher(lambda xs: [work(x) for x in xs], max_batch=4, max_wait_ms=1, executor=executor)
+        try:
+            answers = await asyncio.gather(*(batcher.submit([i], {}) for i in range(6)))
+            with pytest.raises(ValueError, match="negative"):
+                await batcher.submit([-1], {})
+            return answers
+        finally:
+            await batcher.stop()
+            stopped.set()
+
+    result = {}
+    loop_thread = threading.Thread(target=lambda: result.setdefault("answers", asyncio.run(main())))
+    loop_thread.start()
+    executor.work_until(stopped, poll_s=0.01)  # this (main) thread runs every call
+    loop_thread.join()
+    assert result["answers"] == [[0], [2], [4], [6], [8], [10]]
+    assert threads and set(threads) == {threading.main_thread()}
