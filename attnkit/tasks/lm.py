@@ -9,6 +9,7 @@ non-overlapping window of the held-out part. Generate: sample from a run on its 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from attnkit.nn import linear_cross_entropy
 from attnkit.options import bounds, check_model_options, config_from, model_option
 from attnkit.tasks.adapters import HiddenForward
 from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command, random_ids
-from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
+from attnkit.tasks.rundir import RunStart, read_config, run_config, saved_options, write_metrics, write_new_run
 from attnkit.viz.command import explain_command
 
 TokenizerKind = Literal["char", "bytebpe"]
@@ -59,6 +60,13 @@ class LmOptions:
     steps_per_epoch: int | None = field(
         default=None,
         metadata={**bounds(ge=1), "help": "random windows batches per 'epoch' (default: the text's size once)"},
+    )
+    init: str | None = field(
+        default=None,
+        metadata={
+            "help": "fine-tune this lm run (e.g. an imported GPT-2): its model and tokenizer, not new ones "
+            "(the model options and --tokenizer are taken from it)"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -210,18 +218,58 @@ def validation_ids(codec: Codec, valid_text: str, log: Any = print) -> Tensor:
 # ---------------------------------------------------------------------------------------- commands
 
 
+@dataclass(frozen=True)
+class InitialRun:
+    """The lm run that `--init` fine-tunes: its directory, model configuration, and the new run's
+    options with the model's and tokenizer's fields taken from it."""
+
+    run_dir: Path
+    model_config: GPTConfig
+    options: LmOptions
+
+    @classmethod
+    def read(cls, options: LmOptions) -> InitialRun:
+        init_dir, config = read_config(options.init)
+        if config["task"] != "lm":
+            raise UserError(
+                f"--init {init_dir}: is a {config['task']} run; start from an lm run (e.g. an imported GPT-2)"
+            )
+        if "model" not in config:
+            raise UserError(f"{init_dir}: has no model configuration to start from")
+        if not (init_dir / "model.safetensors").is_file():
+            raise UserError(f"{init_dir}: no model.safetensors to start from")
+        model_config = GPTConfig.from_dict(config["model"])
+        if options.max_len > model_config.max_len:
+            raise UserError(
+                f"--max-len {options.max_len} exceeds the initial model's context of {model_config.max_len}"
+            )
+        theirs = saved_options(LmOptions, config.get("options"), init_dir / "config.json")
+        kept = ("tokenizer", "vocab_size", *_MODEL_FIELDS)
+        return cls(init_dir, model_config, dataclasses.replace(options, **{f: getattr(theirs, f) for f in kept}))
+
+
+_MODEL_FIELDS = ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "positional", "activation", "bias")
+
+
 def train_run(start: RunStart) -> dict[str, float]:
     """`attnkit train lm`: train a GPT; report the validation loss of the best checkpoint."""
-    where, run_dir, options, train_config, _, log, resume = start
+    where, run_dir, options, train_config, saved, log, resume = start
+    init = None if resume or not options.init else InitialRun.read(options)
+    if init is not None:
+        options = init.options
     train_text, valid_text = split_text(read_text(options.text), options.valid_fraction)
-    codec = (
-        Codec.load(run_dir, options.tokenizer)
-        if resume
-        else Codec.train(options.tokenizer, train_text, options.vocab_size)
-    )
+    if resume:
+        codec = Codec.load(run_dir, options.tokenizer)
+    elif init is not None:
+        codec = Codec.load(init.run_dir, options.tokenizer)
+    else:
+        codec = Codec.train(options.tokenizer, train_text, options.vocab_size)
     train_ids = torch.tensor(codec.encode(train_text), dtype=torch.int32)
     valid_ids = validation_ids(codec, valid_text, log)
-    model_config = options.model_config(codec.vocab_size)
+    if saved is not None:  # resumed: the model the run was started with (an --init model's too)
+        model_config = GPTConfig.from_dict(saved["model"])
+    else:
+        model_config = init.model_config if init is not None else options.model_config(codec.vocab_size)
     steps = options.steps_per_epoch or max(1, len(train_ids) // (options.max_len * train_config.batch_size))
     train_batches = windows(train_ids, options.max_len, train_config.batch_size, steps=steps, seed=train_config.seed)
     valid_batches = held_out(valid_ids, options.max_len, train_config.batch_size)
@@ -234,7 +282,11 @@ def train_run(start: RunStart) -> dict[str, float]:
     )
     torch.manual_seed(train_config.seed)
     model = GPT(model_config)
-    log(f"model: GPT, {model.num_parameters():,} parameters")
+    if init is not None:
+        load_weights(model, init.run_dir / "model.safetensors")
+        log(f"model: GPT, {model.num_parameters():,} parameters, from {init.run_dir}")
+    else:
+        log(f"model: GPT, {model.num_parameters():,} parameters")
     hint = f"{CPU_PRESET} trains a CPU-sized model in minutes" if where.device.type == "cpu" else ""
     trainer = Trainer(
         HiddenForward(model), LmTask(), train_config, run_dir, train_batches, valid_batches, where, log, hint

@@ -188,6 +188,43 @@ def test_an_imported_lm_run_scores_a_text_file_as_transformers_does(gpt2_folder,
     assert metrics["val_loss"] == pytest.approx(float(expected), abs=1e-5)
 
 
+def test_an_imported_gpt2_fine_tunes_through_the_cli(gpt2_folder, tmp_path, capsys):
+    """`train lm --init` on an imported GPT-2 keeps its tokenizer and model, starts from its weights
+    (a negligible step leaves its generation as it was) and learns the new text."""
+    folder, _, _ = gpt2_folder
+    imported, text = tmp_path / "gpt2", tmp_path / "text.txt"
+    assert main(["import", "hf", str(folder), "--out", str(imported)]) == 0
+    text.write_text("\n".join(TEXT) + "\n")
+    common = ["train", "lm", "--text", str(text), "--init", str(imported), "--max-len", "32", "--batch-size", "8"]
+    assert main([*common, "--out", str(tmp_path / "still"), "--max-steps", "1", "--lr", "1e-12"]) == 0
+    assert main([*common, "--out", str(tmp_path / "tuned"), "--max-steps", "60", "--lr", "1e-2", "--warmup-steps", "0"]) == 0
+    capsys.readouterr()
+    config, theirs = (json.loads((d / "config.json").read_text()) for d in (tmp_path / "tuned", imported))
+    assert config["model"] == theirs["model"] and config["options"]["tokenizer"] == "bytebpe"
+    assert (tmp_path / "tuned" / "tokenizer.json").read_text() == (imported / "tokenizer.json").read_text()
+
+    def generated(run):
+        assert main(["generate", str(run), "--prompt", "the quick", "--temperature", "0", "--max-new-tokens", "8"]) == 0
+        return capsys.readouterr().out
+
+    assert generated(tmp_path / "still") == generated(imported)
+
+    def loss(run):
+        assert main(["evaluate", str(run), "--text", str(text)]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["val_loss"]
+
+    assert loss(tmp_path / "tuned") < 0.7 * loss(imported)
+
+
+def test_lm_init_refuses_runs_of_other_tasks(tmp_path, capsys, copy_run):
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(TEXT) + "\n")
+    classify = copy_run("classify")
+    assert main(["train", "lm", "--text", str(text), "--init", str(classify), "--out", str(tmp_path / "x")]) == 2
+    assert "is a classify run; start from an lm run" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 # ------------------------------------------------------------------------------------------- BERT
 
 NEWS = [
