@@ -197,7 +197,8 @@ def test_an_imported_gpt2_fine_tunes_through_the_cli(gpt2_folder, tmp_path, caps
     text.write_text("\n".join(TEXT) + "\n")
     common = ["train", "lm", "--text", str(text), "--init", str(imported), "--max-len", "32", "--batch-size", "8"]
     assert main([*common, "--out", str(tmp_path / "still"), "--max-steps", "1", "--lr", "1e-12"]) == 0
-    assert main([*common, "--out", str(tmp_path / "tuned"), "--max-steps", "60", "--lr", "1e-2", "--warmup-steps", "0"]) == 0
+    learn = ["--max-steps", "60", "--lr", "1e-2", "--warmup-steps", "0"]
+    assert main([*common, "--out", str(tmp_path / "tuned"), *learn]) == 0
     capsys.readouterr()
     config, theirs = (json.loads((d / "config.json").read_text()) for d in (tmp_path / "tuned", imported))
     assert config["model"] == theirs["model"] and config["options"]["tokenizer"] == "bytebpe"
