@@ -62,14 +62,25 @@ def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load weights saved by `save_weights_atomic` into a (possibly wrapped) model, strictly."""
+def load_weights(model: nn.Module, path: Path, skip: tuple[str, ...] = ()) -> None:
+    """Load weights saved by `save_weights_atomic` into a (possibly wrapped) model, strictly: every
+    tensor of the model from the file, every tensor of the file used. Names starting with a prefix in
+    `skip` (e.g. "head." for a new output layer) are neither loaded nor required."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no weights at {path}")
+    target = unwrap(model)
     try:
-        _check_shapes(unwrap(model), path)
-        missing, unexpected = load_model(unwrap(model), str(path), strict=False)
+        if skip:
+            kept = {k: v for k, v in load_file(str(path)).items() if not k.startswith(skip)}
+            mismatch = shape_mismatch(target.state_dict(), {k: tuple(v.shape) for k, v in kept.items()})
+            if mismatch:
+                raise CheckpointError(f"weights in {path} do not fit the model ({mismatch})")
+            missing, unexpected = target.load_state_dict(kept, strict=False)
+            missing = [name for name in missing if not name.startswith(skip)]
+        else:
+            _check_shapes(target, path)
+            missing, unexpected = load_model(target, str(path), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise CheckpointError(f"cannot read weights from {path}: corrupt or truncated ({error})") from None
     if missing or unexpected:

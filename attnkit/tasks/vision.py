@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from attnkit.options import bounds, check_model_options, config_from, model_opti
 from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
 from attnkit.tasks.classify.objective import ClassifyTask
 from attnkit.tasks.io import add_top_k_argument, checked_top_k, top_labels
-from attnkit.tasks.rundir import RunStart, run_config, write_metrics, write_new_run
+from attnkit.tasks.rundir import RunStart, read_config, run_config, saved_options, write_metrics, write_new_run
 from attnkit.viz.command import explain_command
 
 Augment = Literal["none", "crop", "crop_flip", "randaug"]
@@ -95,6 +96,13 @@ class VisionOptions:
         metadata={**bounds(ge=0), "help": "rotate training images by up to this many degrees either way (0 = never)"},
     )
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
+    init: str | None = field(
+        default=None,
+        metadata={
+            "help": "fine-tune this vision run (e.g. an imported ViT) on the new classes: its model, image size "
+            "and normalisation, a new output layer (the model options are taken from it)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.dataset not in ("mnist", "fashion_mnist", "cifar10", "folder"):
@@ -214,12 +222,71 @@ def hold_out(data: ImageSet, size: int, seed: int, log: Any = print) -> tuple[Im
 # ---------------------------------------------------------------------------------------- commands
 
 
+@dataclass(frozen=True)
+class InitialRun:
+    """The vision run that `--init` fine-tunes: its directory, model configuration and normalisation,
+    and the new run's options with the model's fields and image size taken from it."""
+
+    run_dir: Path
+    model_config: ViTConfig
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    options: VisionOptions
+
+    @classmethod
+    def read(cls, options: VisionOptions) -> InitialRun:
+        init_dir, config = read_config(options.init)
+        if config["task"] != "vision":
+            task = config["task"]
+            raise UserError(f"--init {init_dir}: is a {task} run; start from a vision run (e.g. an imported ViT)")
+        if "model" not in config or not (init_dir / "model.safetensors").is_file():
+            raise UserError(f"{init_dir}: has no model configuration and weights to start from")
+        model_config = ViTConfig.from_dict(config["model"])
+        side = model_config.image_size
+        if options.image_size not in (None, side):
+            raise UserError(f"--image-size {options.image_size}: the initial model takes {side}x{side} images")
+        theirs = saved_options(VisionOptions, config.get("options"), init_dir / "config.json")
+        kept = {f: getattr(theirs, f) for f in _MODEL_FIELDS}
+        normalization = config.get("normalize") or {}
+        return cls(
+            init_dir,
+            model_config,
+            tuple(normalization.get("mean", ())),
+            tuple(normalization.get("std", ())),
+            dataclasses.replace(options, image_size=side, **kept),
+        )
+
+
+_MODEL_FIELDS = ("patch_size", "d_model", "n_heads", "n_layers", "d_ff", "dropout", "pooling", "stem", "stem_depth")
+
+
+def with_channels(data: ImageSet | None, channels: int) -> ImageSet | None:
+    """`data` with `channels` channels: grey images repeated for a colour model; others must match."""
+    if data is None or data.images.shape[1] == channels:
+        return data
+    if data.images.shape[1] != 1:
+        raise DataError(f"the images have {data.images.shape[1]} channels, the initial model takes {channels}")
+    images = data.images.expand(-1, channels, -1, -1).contiguous()
+    return ImageSet(images, data.labels, data.classes, data.source)
+
+
 def train_run(start: RunStart) -> dict[str, float]:
     """`attnkit train vision`: train a ViT; report test accuracy."""
-    where, run_dir, options, train_config, _, log, resume = start
+    where, run_dir, options, train_config, saved, log, resume = start
+    init = None if resume or not options.init else InitialRun.read(options)
+    if init is not None:
+        options = init.options
     train_all, test = read_splits(options)
     train_data, valid = hold_out(train_all, options.valid_size, train_config.seed, log)
-    mean, std = channel_stats(train_data.images)
+    if init is not None or saved is not None:  # the model's channels (grey images for a colour --init model)
+        channels = init.model_config.in_channels if init is not None else saved["model"]["in_channels"]
+        train_data, valid, test = (with_channels(d, channels) for d in (train_data, valid, test))
+    if init is not None:
+        mean, std = init.mean, init.std  # the pretrained model's own normalisation
+    elif saved is not None:
+        mean, std = tuple(saved["normalize"]["mean"]), tuple(saved["normalize"]["std"])
+    else:
+        mean, std = channel_stats(train_data.images)
     size = options.image_size or train_data.images.shape[-1]
     if size % options.patch_size:  # only now is the image side known when --image-size is not given
         divisors = ", ".join(str(d) for d in range(2, size) if size % d == 0) or "none but 1"
@@ -227,7 +294,12 @@ def train_run(start: RunStart) -> dict[str, float]:
             f"--patch-size {options.patch_size} does not divide the {size}-pixel images; use one of its divisors"
             f" ({divisors}), or resize the images with --image-size"
         )
-    model_config = options.model_config(size, train_data.images.shape[1], len(train_data.classes))
+    if saved is not None:
+        model_config = ViTConfig.from_dict(saved["model"])
+    elif init is not None:  # a new output layer for the new classes
+        model_config = dataclasses.replace(init.model_config, n_classes=len(train_data.classes))
+    else:
+        model_config = options.model_config(size, train_data.images.shape[1], len(train_data.classes))
     pipeline = Pipeline(mean, std, size, options.augment, options.crop_padding, options.magnitude, options.rotate)
     if not resume:
         normalization = {"mean": list(mean), "std": list(std)}
@@ -241,7 +313,12 @@ def train_run(start: RunStart) -> dict[str, float]:
     )
     torch.manual_seed(train_config.seed)
     model = ViT(model_config)
-    log(f"model: ViT, {sum(p.numel() for p in model.parameters()):,} parameters, {model_config.grid**2} patches")
+    start_from = ""
+    if init is not None:
+        load_weights(model, init.run_dir / "model.safetensors", skip=("head.",))
+        start_from = f", from {init.run_dir} with a new output layer"
+    parameters = sum(p.numel() for p in model.parameters())
+    log(f"model: ViT, {parameters:,} parameters, {model_config.grid**2} patches{start_from}")
     bs = train_config.batch_size
     trainer = Trainer(
         model,

@@ -168,6 +168,49 @@ def test_an_imported_vision_run_evaluates_on_a_folder(vit_folder, tmp_path, caps
     assert metrics["accuracy"] == pytest.approx(right / len(files))
 
 
+def test_an_imported_vit_fine_tunes_on_new_classes_through_the_cli(vit_folder, tmp_path, capsys):
+    """`train vision --init` on an imported ViT: grey images of two new classes, the model's own size,
+    channels and normalisation, every weight but the output layer from the import, and it learns."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    folder, _, _ = vit_folder
+    imported, data = tmp_path / "vit", tmp_path / "data"
+    assert main(["import", "hf", str(folder), "--out", str(imported)]) == 0
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 4)):
+        for name, level in (("dark", 40), ("light", 215)):
+            (data / split / name).mkdir(parents=True)
+            for i in range(count):  # 20 x 20 grey images: resized to the model's 16 x 16, repeated to RGB
+                pixels = np.clip(rng.normal(level, 25, size=(20, 20)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels, mode="L").save(data / split / name / f"{i}.png")
+    common = ["train", "vision", "--dataset", "folder", "--data-dir", str(data), "--init", str(imported)]
+    common += ["--valid-size", "0", "--batch-size", "8", "--augment", "none"]
+    assert main([*common, "--out", str(tmp_path / "still"), "--max-steps", "1", "--lr", "1e-12"]) == 0
+    assert main([*common, "--out", str(tmp_path / "tuned"), "--max-steps", "40", "--lr", "3e-3"]) == 0
+    capsys.readouterr()
+    config, theirs = (json.loads((d / "config.json").read_text()) for d in (tmp_path / "tuned", imported))
+    assert config["classes"] == ["dark", "light"] and config["normalize"] == theirs["normalize"]
+    assert config["model"] == {**theirs["model"], "n_classes": 2}
+    before, after = load_file(imported / "model.safetensors"), load_file(tmp_path / "still" / "model.safetensors")
+    assert after["head.weight"].shape == (2, 32)
+    for name, tensor in before.items():
+        if not name.startswith("head."):
+            torch.testing.assert_close(after[name], tensor, atol=1e-6, rtol=0)
+    assert json.loads((tmp_path / "tuned" / "metrics.json").read_text())["accuracy"] == 1.0
+    image = str(data / "test" / "light" / "0.png")
+    assert open_run(tmp_path / "tuned").predict([image])[0][0][0] == "light"
+
+
+def test_vision_init_refuses_another_image_size(vit_folder, tmp_path, capsys):
+    folder, _, _ = vit_folder
+    imported = tmp_path / "vit"
+    assert main(["import", "hf", str(folder), "--out", str(imported)]) == 0
+    args = ["train", "vision", "--dataset", "folder", "--data-dir", str(tmp_path), "--init", str(imported)]
+    assert main([*args, "--image-size", "32", "--out", str(tmp_path / "x")]) == 2
+    assert "--image-size 32: the initial model takes 16x16 images" in capsys.readouterr().err
+
+
 def test_an_imported_lm_run_scores_a_text_file_as_transformers_does(gpt2_folder, tmp_path, capsys):
     folder, ref, tokenizer = gpt2_folder
     run = tmp_path / "run"
