@@ -220,11 +220,16 @@ class OnnxStepper:
     Args:
         generator: an `OnnxGenerator`.
         src_ids: (B, S) source ids, right-padded, for a translate export; None for an lm export.
+        max_len: an lm's context (its positions): past it the model sees the last `max_len` tokens,
+            and the pasts are rebuilt from them at every step, as `CausalLMStepper(max_len=...)` does.
     """
 
-    def __init__(self, generator: OnnxGenerator, src_ids: Tensor | None = None) -> None:
+    def __init__(self, generator: OnnxGenerator, src_ids: Tensor | None = None, max_len: int | None = None) -> None:
         if (src_ids is None) != (generator.encoder is None):
             raise ValueError("src_ids go with a translate export (encoder.onnx), and only with one")
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.max_len, self.held = max_len, 0  # positions the pasts hold
         self.generator, self.fixed = generator, {}
         self.device = torch.device("cpu") if src_ids is None else src_ids.device
         if src_ids is not None:
@@ -241,13 +246,16 @@ class OnnxStepper:
 
     def step(self, tokens: Tensor) -> Tensor:
         """tokens (B, T) prefixes -> logits (B, V) of the next token."""
+        new = tokens[:, self.decoded :]  # (B, T_new)
+        if self.max_len is not None and self.held + new.size(1) > self.max_len:
+            self.past, new = None, tokens[:, -self.max_len :]  # slide: the window's pasts anew
         if self.past is None:
             g = self.generator
             self.past = dict.fromkeys(g.pasts, np.zeros((tokens.size(0), g.heads, 0, g.head_dim), np.float32))
-        new = tokens[:, self.decoded :].cpu().numpy()
-        logits, *present = self.generator.step.run(None, {**self.fixed, **self.past, "tokens": new})
+            self.held = 0
+        logits, *present = self.generator.step.run(None, {**self.fixed, **self.past, "tokens": new.cpu().numpy()})
         self.past = dict(zip(self.generator.pasts, present, strict=True))
-        self.decoded = tokens.size(1)
+        self.decoded, self.held = tokens.size(1), self.held + new.size(1)
         return torch.from_numpy(logits).to(self.device)
 
     def reorder(self, index: Tensor) -> None:

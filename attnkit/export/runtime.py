@@ -3,10 +3,10 @@
 `use_onnx(run, folder)` makes a run compute through the graphs in `folder` (written by `attnkit
 export onnx` for this run): for classify, mlm, recommend and vision its `forward(batch)` becomes a
 call of model.onnx; for translate, greedy and beam search step through encoder.onnx and
-decoder_step.onnx (`attnkit.export.generation.OnnxStepper`). Tokenizing, batching and turning
-outputs into records stay the run's own, so answers have the same fields as with PyTorch. The
-language model's sampling slides a window over its positions, which the step graph does not; lm
-runs stay on PyTorch.
+decoder_step.onnx, and for lm, generation steps through decoder_step.onnx
+(`attnkit.export.generation.OnnxStepper`, which slides the lm's window as the PyTorch stepper does).
+Tokenizing, batching and turning outputs into records stay the run's own, so answers have the same
+fields as with PyTorch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import Tensor
 from attnkit.errors import UserError
 
 FORWARD_TASKS = ("classify", "mlm", "recommend", "vision")
-ONNX_TASKS = (*FORWARD_TASKS, "translate")
+ONNX_TASKS = (*FORWARD_TASKS, "translate", "lm")
 
 
 def read_export(folder: Path | str) -> dict[str, Any]:
@@ -75,10 +75,7 @@ class OnnxForward:
 def check_onnx_backend(run: Any) -> None:
     """Refuse a run `use_onnx` cannot serve: a task that generates, or a reduced precision."""
     if run.task not in ONNX_TASKS:
-        raise UserError(
-            f"--backend onnx serves {', '.join(ONNX_TASKS)} runs; {run.task} runs sample over a sliding window "
-            "and are served with --backend torch"
-        )
+        raise UserError(f"--backend onnx serves {', '.join(ONNX_TASKS)} runs, not {run.task} runs")
     if getattr(run, "precision", "fp32") != "fp32":
         raise UserError("--backend onnx runs the exported float32 graph: leave out --precision")
 
@@ -86,14 +83,18 @@ def check_onnx_backend(run: Any) -> None:
 def use_onnx(run: Any, folder: Path | str, threads: int | None = None) -> None:
     """Make `run` compute its forward pass through onnxruntime on the export in `folder`."""
     check_onnx_backend(run)
-    if run.task == "translate":
+    if run.task in ("translate", "lm"):
         from attnkit.export.generation import OnnxGenerator, OnnxStepper
 
         described = read_export(folder)
-        if described.get("task") != "translate" or "generation" not in described:
-            raise UserError(f"{folder} holds no translate export with generation graphs")
+        if described.get("task") != run.task or "generation" not in described:
+            raise UserError(f"{folder} holds no {run.task} export with generation graphs")
         generator = OnnxGenerator(folder, threads)
-        run.stepper = lambda src: OnnxStepper(generator, src)
+        if run.task == "translate":
+            run.stepper = lambda src: OnnxStepper(generator, src)
+        else:
+            context = run.model.config.max_len
+            run.stepper = lambda: OnnxStepper(generator, max_len=context)
     else:
         run.forward = OnnxForward(folder, run.task, run.device, threads)
     run.backend = "onnx"

@@ -313,6 +313,9 @@ class LanguageModelRun(Run, task="lm", options=LmOptions, model=GPT, config=GPTC
     def setup(self) -> None:
         self.codec = Codec.load(self.run_dir, self.options.tokenizer)
         self.tokenizer = self.codec.tokenizer
+        # () -> the stepper generation samples with; None = `CausalLMStepper` on the model
+        # (`attnkit.export.runtime.use_onnx` sets one over the exported step graph)
+        self.stepper: Any = None
 
     def encode(self, inputs: list[str]) -> dict[str, Tensor]:
         """Texts -> {"ids": (B, T)}: the last max_len tokens of each, right-padded with 0 (causal
@@ -411,7 +414,13 @@ class LanguageModelRun(Run, task="lm", options=LmOptions, model=GPT, config=GPTC
             )
         ids = self._ids(prompt)[-self.model.config.max_len :]
         start = torch.tensor([ids] * samples, device=self.device)  # (N, T0)
-        stepper = CausalLMStepper(self.model, use_cache=use_cache, max_len=self.model.config.max_len, compile=compile)
+        if self.stepper is not None:
+            if compile or not use_cache:
+                raise UserError("the ONNX backend steps on its exported cache: compile and use_cache=False do not apply")
+            stepper = self.stepper()
+        else:
+            context = self.model.config.max_len
+            stepper = CausalLMStepper(self.model, use_cache=use_cache, max_len=context, compile=compile)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         tokens = sample(
             stepper,
