@@ -416,7 +416,7 @@ class LanguageModelRun(Run, task="lm", options=LmOptions, model=GPT, config=GPTC
         start = torch.tensor([ids] * samples, device=self.device)  # (N, T0)
         if self.stepper is not None:
             if compile or not use_cache:
-                raise UserError("the ONNX backend steps on its exported cache: compile and use_cache=False do not apply")
+                raise UserError("the ONNX backend steps on its own cache: compile and use_cache=False do not apply")
             stepper = self.stepper()
         else:
             context = self.model.config.max_len
