@@ -28,7 +28,7 @@ class Pieces:
 
 class MarianTokenizer:
     """Source and target SentencePiece models over one vocabulary, behind the part of the `tokenizers`
-    interface the translate task uses: `encode_batch` (sources), `encode` (targets), `decode`,
+    interface the translate task uses: `encode_batch` (sources), `encode` and `encode_targets` (targets), `decode`,
     `id_to_token`, `token_to_id`, `get_vocab_size`.
 
     Args:
@@ -72,6 +72,10 @@ class MarianTokenizer:
     def encode(self, text: str, add_special_tokens: bool = False) -> Pieces:
         """A target sentence as pieces and ids (teacher forcing, scoring)."""
         return self._ids(self.target.encode(text, out_type=str))
+
+    def encode_targets(self, texts: list[str]) -> list[Pieces]:
+        """Target sentences as pieces and ids (training pairs), with the target model."""
+        return [self.encode(text) for text in texts]
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         """The target text of `ids`; special tokens are dropped."""

@@ -495,3 +495,52 @@ def test_marian_imports_as_a_translate_run_that_translates_as_transformers_does(
     capsys.readouterr()
     assert main(["predict", str(run), sentences[0], "--beam", "1"]) == 0
     assert capsys.readouterr().out == opened.translate(sentences[:1], search="greedy")[0] + "\n"
+
+
+def test_an_imported_marian_fine_tunes_through_the_cli(tmp_path, capsys):
+    """`train translate --init` on an imported Marian: its SentencePiece tokenizer, its ids (decoder
+    start = pad, eos 0, pad the last id), the training loss equal to transformers' on the same pairs,
+    and it learns the new pairs."""
+    from attnkit.tasks.adapters import HiddenForward
+    from attnkit.tasks.translate.data import encode_pairs
+    from attnkit.tasks.translate.objective import TranslateTask
+    from attnkit.tasks.translate.train import run_tokenizer
+
+    folder = tmp_path / "marian"
+    folder.mkdir()
+    ref, tokenizer = _marian_folder(folder)
+    imported = tmp_path / "run"
+    assert main(["import", "hf", str(folder), "--out", str(imported)]) == 0
+    german = ["zwei frauen lesen im park", "ein hund fährt fahrrad"] * 8
+    english = ["two women read in the park", "a dog rides a bike"] * 8
+    for name, lines in (("train.de", german), ("train.en", english)):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+
+    def loss(run_dir):
+        """Mean cross-entropy of the training pairs, as attnkit trains (no label smoothing)."""
+        opened = open_run(run_dir)
+        words, specials = run_tokenizer(run_dir, opened.config)
+        pairs = type("Pairs", (), {"src": german[:2], "tgt": english[:2]})()
+        batch = encode_pairs(words, pairs, 64, specials=specials).batches(4096, shuffle=False, seed=0).collate([0, 1])
+        with torch.no_grad():
+            value, _ = TranslateTask(0.0, specials.pad).loss(HiddenForward(opened.model), batch)
+        return float(value), batch
+
+    mine, batch = loss(imported)
+    labels = tokenizer(german[:2], text_target=english[:2], padding=True, return_tensors="pt")
+    labels["labels"][labels["labels"] == ref.config.pad_token_id] = -100
+    assert batch["src"].tolist() == labels["input_ids"].tolist()
+    with torch.no_grad():
+        theirs = float(ref(**labels).loss)
+    assert mine == pytest.approx(theirs, abs=1e-5)
+
+    args = ["train", "translate", "--train-src", str(tmp_path / "train.de"), "--train-tgt", str(tmp_path / "train.en")]
+    args += ["--init", str(imported), "--out", str(tmp_path / "tuned"), "--valid-size", "2", "--average-last", "1"]
+    assert main([*args, "--max-steps", "40", "--lr", "3e-3", "--warmup-steps", "0", "--label-smoothing", "0"]) == 0
+    capsys.readouterr()
+    config, before = (json.loads((d / "config.json").read_text()) for d in (tmp_path / "tuned", imported))
+    assert config["specials"] == before["specials"] and config["model"] == before["model"]
+    assert all((tmp_path / "tuned" / name).is_file() for name in ("source.spm", "target.spm", "vocab.json"))
+    assert loss(tmp_path / "tuned")[0] < 0.7 * mine
+    assert main(["predict", str(tmp_path / "tuned"), "zwei frauen lesen im park", "ein hund"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2  # one translation per sentence

@@ -21,6 +21,16 @@ from attnkit.tasks.translate.options import TranslateOptions
 BOS_ID, EOS_ID = CLS_ID, SEP_ID  # the shared vocabulary's [CLS] and [SEP] start and end sentences
 
 
+@dataclass(frozen=True)
+class Specials:
+    """The ids that start, end and pad sentences: attnkit's vocabulary's, or an imported model's
+    (Marian: decoder start = pad, eos 0)."""
+
+    bos: int = BOS_ID
+    eos: int = EOS_ID
+    pad: int = PAD_ID
+
+
 @dataclass
 class Encoded:
     """Sentences as ids: sources end with EOS; targets are BOS + tokens + EOS.
@@ -35,11 +45,12 @@ class Encoded:
     max_len: int
     dropout: BPEDropout | None = None
     words: list[tuple[list[str], list[str]]] | None = None
+    specials: Specials = Specials()
 
     def batches(self, max_tokens: int, *, shuffle: bool, seed: int) -> Batches:
         lengths = [len(s) + len(t) for s, t in zip(self.src, self.tgt, strict=True)]
         plan = token_bucketed_plan(lengths, max_tokens, shuffle=shuffle, seed=seed)
-        dropout, words, max_len = self.dropout, self.words, self.max_len
+        dropout, words, max_len, specials = self.dropout, self.words, self.max_len, self.specials
 
         def collate(indices: list[int]) -> dict[str, Tensor]:
             if dropout is None:
@@ -49,8 +60,8 @@ class Encoded:
                 rng = random.Random(int(torch.randint(2**62, ())))
                 src = [source_ids(dropout.encode_words(words[i][0], rng), max_len)[0] for i in indices]
                 tgt = [target_ids(dropout.encode_words(words[i][1], rng), max_len)[0] for i in indices]
-            padded = pad(tgt, PAD_ID)  # (B, T + 1)
-            return {"src": pad(src, PAD_ID), "tgt_in": padded[:, :-1], "tgt_out": padded[:, 1:]}
+            padded = pad(tgt, specials.pad)  # (B, T + 1)
+            return {"src": pad(src, specials.pad), "tgt_in": padded[:, :-1], "tgt_out": padded[:, 1:]}
 
         return Batches(plan, collate)
 
@@ -61,10 +72,10 @@ def source_ids(ids: list[int], max_len: int, eos: int = EOS_ID) -> tuple[list[in
     return [*ids[: max_len - 1], eos], cut
 
 
-def target_ids(ids: list[int], max_len: int) -> tuple[list[int], bool]:
+def target_ids(ids: list[int], max_len: int, specials: Specials = Specials()) -> tuple[list[int], bool]:
     """BOS + a target's ids + EOS, cut to `max_len` in all, and whether it was cut."""
     cut = len(ids) > max_len - 2
-    return [BOS_ID, *ids[: max_len - 2], EOS_ID], cut
+    return [specials.bos, *ids[: max_len - 2], specials.eos], cut
 
 
 def encode_sources(tokenizer: Any, texts: list[str], max_len: int, eos: int = EOS_ID) -> tuple[list[list[int]], int]:
@@ -73,15 +84,27 @@ def encode_sources(tokenizer: Any, texts: list[str], max_len: int, eos: int = EO
     return [ids for ids, _ in encoded], sum(cut for _, cut in encoded)
 
 
-def encode_pairs(tokenizer: Any, pairs: ParallelTexts, max_len: int, *, dropout: BPEDropout | None = None) -> Encoded:
-    """The pairs as ids; with `dropout`, also their pre-tokenized words, for batches segmented with it."""
-    src, cut_src = encode_sources(tokenizer, pairs.src, max_len)
-    encoded = [target_ids(e.ids, max_len) for e in tokenizer.encode_batch(pairs.tgt, add_special_tokens=False)]
+def encode_pairs(
+    tokenizer: Any,
+    pairs: ParallelTexts,
+    max_len: int,
+    *,
+    dropout: BPEDropout | None = None,
+    specials: Specials = Specials(),
+) -> Encoded:
+    """The pairs as ids; with `dropout`, also their pre-tokenized words, for batches segmented with it.
+    A tokenizer with its own target side (`encode_targets`, an imported Marian's) segments targets with it."""
+    src, cut_src = encode_sources(tokenizer, pairs.src, max_len, specials.eos)
+    if hasattr(tokenizer, "encode_targets"):
+        pieces = tokenizer.encode_targets(pairs.tgt)
+    else:
+        pieces = tokenizer.encode_batch(pairs.tgt, add_special_tokens=False)
+    encoded = [target_ids(e.ids, max_len, specials) for e in pieces]
     tgt, cut_tgt = [ids for ids, _ in encoded], sum(cut for _, cut in encoded)
     words = None
     if dropout is not None:
         words = [(dropout.words(s), dropout.words(t)) for s, t in zip(pairs.src, pairs.tgt, strict=True)]
-    return Encoded(src, tgt, cut_src + cut_tgt, max_len, dropout, words)
+    return Encoded(src, tgt, cut_src + cut_tgt, max_len, dropout, words, specials)
 
 
 def resolve_dataset(options: TranslateOptions) -> TranslateOptions:

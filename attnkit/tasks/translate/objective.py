@@ -16,14 +16,16 @@ from attnkit.nn import linear_cross_entropy
 class TranslateTask:
     """Label-smoothed cross-entropy of the next target token; validation loss and perplexity."""
 
-    def __init__(self, label_smoothing: float) -> None:
-        self.label_smoothing = label_smoothing
+    def __init__(self, label_smoothing: float, pad_id: int = PAD_ID) -> None:
+        self.label_smoothing, self.pad_id = label_smoothing, pad_id
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, int]:
         hidden = model(batch["src"], batch["tgt_in"])  # (B, T, D): `Translator.hidden` via forward_hidden
-        real = batch["tgt_out"] != PAD_ID  # (B, T)
-        weight = unwrap(model).lm_head.weight  # (V, D)
-        loss = linear_cross_entropy(hidden[real], weight, batch["tgt_out"][real], label_smoothing=self.label_smoothing)
+        real = batch["tgt_out"] != self.pad_id  # (B, T)
+        head = unwrap(model).lm_head  # weight (V, D), and a bias for Marian's final_logits_bias
+        loss = linear_cross_entropy(
+            hidden[real], head.weight, batch["tgt_out"][real], bias=head.bias, label_smoothing=self.label_smoothing
+        )
         return loss, int(real.sum())
 
     def eval_step(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -31,9 +33,9 @@ class TranslateTask:
         logits = translator.lm_head(model(batch["src"], batch["tgt_in"])).float()  # (B, T, V)
         target = batch["tgt_out"]
         nll = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), target, ignore_index=PAD_ID, reduction="none"
+            logits.transpose(1, 2), target, ignore_index=self.pad_id, reduction="none"
         )  # (B, T)
-        return {"nll": nll.sum(dim=1), "tokens": (target != PAD_ID).sum(dim=1)}
+        return {"nll": nll.sum(dim=1), "tokens": (target != self.pad_id).sum(dim=1)}
 
     def metrics(self, rows: dict[str, Tensor]) -> dict[str, float]:
         loss = float(rows["nll"].sum() / rows["tokens"].sum().clamp(min=1))

@@ -76,6 +76,13 @@ class TranslateOptions:
     extra_len: int = field(
         default=50, metadata={**bounds(ge=0), "help": "longest output = source length + this (the paper: 50)"}
     )
+    init: str | None = field(
+        default=None,
+        metadata={
+            "help": "fine-tune this translate run (e.g. an imported Marian): its model, tokenizer and decoding "
+            "settings (those options are taken from it; --max-len at most the run's)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if sum(self._training_data()) > 1:
