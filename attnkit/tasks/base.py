@@ -34,9 +34,12 @@ class Run:
         run_dir: the run directory.
         config: its parsed config.json.
         options: the task's typed options the run was trained with.
-        model: the trained `nn.Module`, in evaluation mode, on `device`.
+        model: the trained `nn.Module`, in evaluation mode, on `device`, prepared for inference at
+            `precision` (`attnkit.precision.to_precision`: on a CPU, fp32 fuses q/k/v and packs the
+            linear layers' weights).
         device: where the model runs.
         precision: "fp32", "bf16" or "int8" (`attnkit.precision`); `dtype` the model's float dtype.
+        parameter_count: the model's parameters as trained (before any conversion).
         tokenizer: the run's tokenizer, or None where the task has none (images, item ids).
     """
 
