@@ -161,5 +161,8 @@ class CallerThreadExecutor(Executor):
                 continue
             try:
                 future.set_result(fn(*args, **kwargs))
-            except BaseException as error:  # delivered to the awaiting request
+            except KeyboardInterrupt:  # Ctrl-C during a call: that request fails, the server stops
+                future.set_exception(RuntimeError("the server was interrupted while answering"))
+                raise
+            except Exception as error:  # delivered to the awaiting request
                 future.set_exception(error)

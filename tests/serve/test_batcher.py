@@ -110,3 +110,25 @@ def test_caller_thread_executor_runs_calls_on_the_working_thread():
     loop_thread.join()
     assert result["answers"] == [[0], [2], [4], [6], [8], [10]]
     assert threads and set(threads) == {threading.main_thread()}
+
+
+def test_an_interrupted_call_fails_its_request_and_stops_the_worker():
+    import threading
+
+    from attnkit.serve.batcher import CallerThreadExecutor
+
+    executor = CallerThreadExecutor()
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    future = executor.submit(interrupted)
+    later = executor.submit(lambda: 1)
+    with pytest.raises(KeyboardInterrupt):
+        executor.work_until(threading.Event(), poll_s=0.01)
+    with pytest.raises(RuntimeError, match="interrupted while answering"):
+        future.result(timeout=1)
+    stopped = threading.Event()
+    threading.Timer(0.2, stopped.set).start()
+    executor.work_until(stopped, poll_s=0.01)  # the server's shutdown still answers what is queued
+    assert later.result(timeout=1) == 1
