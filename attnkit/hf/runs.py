@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from attnkit.engine import Dist, TrainConfig
 from attnkit.engine.checkpoint import save_weights_atomic
 from attnkit.hf import load
 from attnkit.hf.checkpoint import Checkpoint, CheckpointImportError
-from attnkit.tasks.rundir import prepare_new_run, run_config, write_new_run
+from attnkit.tasks.rundir import copy_files, prepare_new_run, run_config, write_new_run
 
 TASKS = {"gpt2": ("lm",), "vit": ("vision",), "bert": ("classify", "mlm"), "marian": ("translate",)}
 
@@ -121,13 +120,6 @@ def _tokenizer_file(ckpt: Checkpoint) -> Path:
     return path
 
 
-def _copy(path: Path) -> Any:
-    def files(run_dir: Path) -> None:
-        shutil.copyfile(path, run_dir / path.name)
-
-    return files
-
-
 def _lm_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[str, Any], Any]:
     from attnkit.tasks.lm import TRAIN_DEFAULTS, LmOptions
 
@@ -141,7 +133,7 @@ def _lm_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[str, An
         **{f.name: getattr(c, f.name) for f in dataclasses.fields(LmOptions) if f.name in _MODEL_FIELDS},
     )
     train = TrainConfig(**TRAIN_DEFAULTS)
-    return run_config("lm", options, c, train), _copy(tokenizer)
+    return run_config("lm", options, c, train), copy_files(tokenizer.parent, [tokenizer.name])
 
 
 def _encoder_run(ckpt: Checkpoint, model: nn.Module, out: Path, task: str) -> tuple[dict[str, Any], Any]:
@@ -170,7 +162,7 @@ def _encoder_run(ckpt: Checkpoint, model: nn.Module, out: Path, task: str) -> tu
         from attnkit.tasks.mlm import TRAIN_DEFAULTS, MlmOptions
 
         options, extra = MlmOptions(**shared), {}
-    return run_config(task, options, c, TrainConfig(**TRAIN_DEFAULTS), **extra), _copy(path)
+    return run_config(task, options, c, TrainConfig(**TRAIN_DEFAULTS), **extra), copy_files(path.parent, [path.name])
 
 
 def _translate_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[str, Any], Any]:
@@ -207,11 +199,7 @@ def _translate_run(ckpt: Checkpoint, model: nn.Module, out: Path) -> tuple[dict[
         "translate", options, c, TrainConfig(**TRAIN_DEFAULTS), specials={"bos": model.bos_id, "eos": model.eos_id}
     )
 
-    def files(run_dir: Path) -> None:
-        for name in FILES:
-            shutil.copyfile(ckpt.directory / name, run_dir / name)
-
-    return config, files
+    return config, copy_files(ckpt.directory, FILES)
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -90,9 +90,8 @@ class PackedLinear(nn.Linear):
             (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))  # no backward here
             or x.dtype != torch.float32
             or weight.dtype != torch.float32
-            or x.is_cuda  # any other device: the packed copy lives on the CPU
-            or weight.is_cuda
-            or x.device.type != "cpu"
+            or x.device.type != "cpu"  # the packed copy lives on the CPU
+            or weight.device.type != "cpu"
             or torch.compiler.is_compiling()
             or torch.jit.is_tracing()
         )
@@ -101,8 +100,7 @@ class PackedLinear(nn.Linear):
         """x (..., in_features) -> (..., out_features)."""
         if not self._packed_applies(x):
             return F.linear(x, self.weight, self.bias)
-        weight = self.weight
-        if self._packed_for != (weight.data_ptr(), weight._version):
+        if self._packed_for != _version(self.weight):
             self.repack()
         return _product(x, self.packed, self.bias)
 

@@ -62,6 +62,7 @@ class MicroBatcher:
         # pool of its own, and two pools on few cores slow each other down (asyncio's default executor
         # would hand successive batches to different threads). `attnkit serve` passes a
         # `CallerThreadExecutor`, so that the thread that opened the run also runs it.
+        self.own_executor = executor is None  # shut down with the batcher; a given one is its owner's
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnkit-model")
         self.batches = 0  # model calls made, for /v1/info and tests
 
@@ -74,7 +75,7 @@ class MicroBatcher:
             self.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.worker
-        if isinstance(self.executor, ThreadPoolExecutor):
+        if self.own_executor:
             self.executor.shutdown(wait=False)
 
     async def submit(self, inputs: list[Any], options: dict[str, Any]) -> list[Any]:

@@ -31,7 +31,7 @@ from attnkit.nn import linear_cross_entropy
 from attnkit.options import bounds, check_model_options, config_from, model_option
 from attnkit.tasks.adapters import HiddenForward
 from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command, random_ids
-from attnkit.tasks.rundir import RunStart, read_config, run_config, saved_options, write_metrics, write_new_run
+from attnkit.tasks.rundir import RunStart, read_init_run, run_config, write_metrics, write_new_run
 from attnkit.viz.command import explain_command
 
 TokenizerKind = Literal["char", "bytebpe"]
@@ -229,21 +229,12 @@ class InitialRun:
 
     @classmethod
     def read(cls, options: LmOptions) -> InitialRun:
-        init_dir, config = read_config(options.init)
-        if config["task"] != "lm":
-            raise UserError(
-                f"--init {init_dir}: is a {config['task']} run; start from an lm run (e.g. an imported GPT-2)"
-            )
-        if "model" not in config:
-            raise UserError(f"{init_dir}: has no model configuration to start from")
-        if not (init_dir / "model.safetensors").is_file():
-            raise UserError(f"{init_dir}: no model.safetensors to start from")
+        init_dir, config, theirs = read_init_run(options.init, "lm", "an lm run (e.g. an imported GPT-2)", LmOptions)
         model_config = GPTConfig.from_dict(config["model"])
         if options.max_len > model_config.max_len:
             raise UserError(
                 f"--max-len {options.max_len} exceeds the initial model's context of {model_config.max_len}"
             )
-        theirs = saved_options(LmOptions, config.get("options"), init_dir / "config.json")
         kept = ("tokenizer", "vocab_size", *_MODEL_FIELDS)
         return cls(init_dir, model_config, dataclasses.replace(options, **{f: getattr(theirs, f) for f in kept}))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,6 +37,30 @@ def read_config(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     if not isinstance(config, dict) or "task" not in config:
         raise UserError(f"{config_path}: not an attnkit run configuration")
     return run_dir, config
+
+
+def read_init_run(init: str | Path, task: str, wanted: str, options_class: type) -> tuple[Path, dict[str, Any], Any]:
+    """The run `--init` names, checked to be a `task` run with a model configuration and weights:
+    its path, config.json and saved options. `wanted` says what to start from, for the message
+    (e.g. "an lm run (e.g. an imported GPT-2)")."""
+    run_dir, config = read_config(init)
+    if config["task"] != task:
+        raise UserError(f"--init {run_dir}: is a {config['task']} run; start from {wanted}")
+    if "model" not in config:
+        raise UserError(f"{run_dir}: has no model configuration to start from")
+    if not (run_dir / "model.safetensors").is_file():
+        raise UserError(f"{run_dir}: no model.safetensors to start from")
+    return run_dir, config, saved_options(options_class, config.get("options"), run_dir / "config.json")
+
+
+def copy_files(source: Path, names: tuple[str, ...] | list[str]) -> Callable[[Path], None]:
+    """`write_new_run`'s `files`: copy `names` from the folder `source` into the new run."""
+
+    def files(run_dir: Path) -> None:
+        for name in names:
+            shutil.copyfile(Path(source) / name, run_dir / name)
+
+    return files
 
 
 def run_config(task: str, options: Any, model: Any, train: TrainConfig, **extra: Any) -> dict[str, Any]:

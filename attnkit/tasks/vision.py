@@ -39,7 +39,7 @@ from attnkit.options import bounds, check_model_options, config_from, model_opti
 from attnkit.tasks.base import Command, Run, TaskSpec, metrics_command
 from attnkit.tasks.classify.objective import ClassifyTask
 from attnkit.tasks.io import add_top_k_argument, checked_top_k, top_labels
-from attnkit.tasks.rundir import RunStart, read_config, run_config, saved_options, write_metrics, write_new_run
+from attnkit.tasks.rundir import RunStart, read_init_run, run_config, write_metrics, write_new_run
 from attnkit.viz.command import explain_command
 
 Augment = Literal["none", "crop", "crop_flip", "randaug"]
@@ -235,17 +235,12 @@ class InitialRun:
 
     @classmethod
     def read(cls, options: VisionOptions) -> InitialRun:
-        init_dir, config = read_config(options.init)
-        if config["task"] != "vision":
-            task = config["task"]
-            raise UserError(f"--init {init_dir}: is a {task} run; start from a vision run (e.g. an imported ViT)")
-        if "model" not in config or not (init_dir / "model.safetensors").is_file():
-            raise UserError(f"{init_dir}: has no model configuration and weights to start from")
+        wanted = "a vision run (e.g. an imported ViT)"
+        init_dir, config, theirs = read_init_run(options.init, "vision", wanted, VisionOptions)
         model_config = ViTConfig.from_dict(config["model"])
         side = model_config.image_size
         if options.image_size not in (None, side):
             raise UserError(f"--image-size {options.image_size}: the initial model takes {side}x{side} images")
-        theirs = saved_options(VisionOptions, config.get("options"), init_dir / "config.json")
         kept = {f: getattr(theirs, f) for f in _MODEL_FIELDS}
         normalization = config.get("normalize") or {}
         return cls(

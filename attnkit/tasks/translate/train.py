@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from attnkit.engine import Trainer, load_weights
 from attnkit.errors import DataError, UserError
 from attnkit.models import TransformerConfig, Translator
 from attnkit.tasks.adapters import HiddenForward
-from attnkit.tasks.rundir import RunStart, read_config, run_config, saved_options, write_new_run
+from attnkit.tasks.rundir import RunStart, copy_files, read_init_run, run_config, write_new_run
 from attnkit.tasks.translate.data import BOS_ID, EOS_ID, Specials, encode_pairs, read_split, resolve_dataset
 from attnkit.tasks.translate.objective import TranslateTask
 from attnkit.tasks.translate.options import TranslateOptions
@@ -39,14 +38,9 @@ class InitialRun:
 
     @classmethod
     def read(cls, options: TranslateOptions) -> InitialRun:
-        init_dir, config = read_config(options.init)
-        if config["task"] != "translate":
-            task = config["task"]
-            raise UserError(f"--init {init_dir}: is a {task} run; start from a translate run (e.g. an imported Marian)")
-        if "model" not in config or not (init_dir / "model.safetensors").is_file():
-            raise UserError(f"{init_dir}: has no model configuration and weights to start from")
+        wanted = "a translate run (e.g. an imported Marian)"
+        init_dir, config, theirs = read_init_run(options.init, "translate", wanted, TranslateOptions)
         model_config = TransformerConfig.from_dict(config["model"])
-        theirs = saved_options(TranslateOptions, config.get("options"), init_dir / "config.json")
         kept = {f: getattr(theirs, f) for f in _KEPT}
         # sentences are cut to the model's positions (extra_len of them are an output's allowance)
         kept["max_len"] = min(options.max_len, theirs.max_len)
@@ -71,16 +65,6 @@ def run_tokenizer(run_dir: Path, config: dict[str, Any]) -> tuple[Any, Specials]
     marks = config.get("specials") or {}
     pad = config["model"].get("pad_id", PAD_ID)
     return tokenizer, Specials(marks.get("bos", BOS_ID), marks.get("eos", EOS_ID), pad)
-
-
-def copy_files(source: Path, names: tuple[str, ...]):
-    """`write_new_run`'s `files`: copy `names` from `source` into the new run."""
-
-    def files(run_dir: Path) -> None:
-        for name in names:
-            shutil.copyfile(source / name, run_dir / name)
-
-    return files
 
 
 def train_run(start: RunStart) -> dict[str, float]:
