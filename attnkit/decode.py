@@ -33,6 +33,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
+from attnkit.nn.packed import PackedLinear
 from attnkit.nn.transformer import Transformer
 
 __all__ = [
@@ -145,9 +146,11 @@ class CausalLMStepper:
         compile: run one-token steps through `torch.compile` on fixed-size caches
             (`model.new_cache(capacity)`, e.g. `attnkit.nn.StaticKVCache`s of `max_len` positions, or
             of `model.config.max_len` without one), so that every step has the same shapes and one
-            graph serves them all. Far fewer operators run per step; the first compiled step of a
-            model and batch size takes a while (tens of seconds on a CPU). The prompt and rebuilt
-            windows run uncompiled.
+            graph serves them all. Far fewer operators run per step, and a one-row product becomes
+            one pass over the weight (`attnkit.nn.packed`); the first compiled step of a model and
+            batch size takes a while (tens of seconds on a CPU). The prompt and rebuilt windows run
+            uncompiled, and so do steps of several rows on a model with packed layers (the packed
+            products are faster there than what a compiled graph calls).
     """
 
     def __init__(
@@ -164,6 +167,8 @@ class CausalLMStepper:
                 raise ValueError("compile=True needs max_len: the fixed-size caches' capacity")
         self.model, self.use_cache, self.max_len = model, use_cache, max_len
         self._modules = list(model.modules())
+        self._packed = any(isinstance(m, PackedLinear) for m in self._modules)
+        self._static = False  # whether the current cache is a fixed-size one, stepped compiled
         self.cache: Any = None
         self._seen = 0  # tokens per row consumed so far
         self._held = 0  # positions the cache holds
@@ -182,18 +187,22 @@ class CausalLMStepper:
                     f"{self._held + new} positions exceed the cache's {self.capacity}; pass max_len to slide the window"
                 )
             if self.cache is None or (self.max_len is not None and self._held + new > self.max_len):
+                # A compiled graph multiplies several rows with the plain matrix kernel, slower than the
+                # packed layers of a model `to_precision` prepared (`attnkit.nn.packed`): with those,
+                # only one-row decoding compiles, and several rows step uncompiled on a growing cache.
+                self._static = self.capacity is not None and (window.size(0) == 1 or not self._packed)
                 self.cache, self._held, context = self._new_cache(), 0, window
             else:
                 context = tokens[:, self._seen :]  # (B, T_new)
-            # Compiled: one-token steps on a cache that holds something (its buffers exist).
-            compiled = self.capacity is not None and self._held > 0 and context.size(1) == 1
+            # Compiled: one-token steps on a fixed-size cache that holds something (its buffers exist).
+            compiled = self._static and self._held > 0 and context.size(1) == 1
             logits = (_compiled_forward() if compiled else _forward)(self.model, context, self.cache)  # (B, T, V)
         self._held += context.size(1)
         self._seen = tokens.size(1)
         return logits[:, -1]  # (B, V)
 
     def _new_cache(self) -> Any:
-        return self.model.new_cache() if self.capacity is None else self.model.new_cache(self.capacity)
+        return self.model.new_cache(self.capacity) if self._static else self.model.new_cache()
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows `index` (N,) of the cache."""

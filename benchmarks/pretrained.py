@@ -10,7 +10,10 @@ oneDNN-packed linear layers):
 - forward speed: tokens (images) per second of a batch, attnkit against transformers, medians over
   alternating rounds (both run on the same torch; the ratio is the median of per-round ratios);
 - greedy generation (KV cache on both sides) of GPT-2 and Marian: new tokens per second at batch 1
-  and 8, every output forced to the same length.
+  and 8, every output forced to the same length;
+- GPT-2 at batch 1 with compiled decoding steps: attnkit's `generate --compile` (`CausalLMStepper(
+  compile=True)`) against transformers' default `generate` and against transformers compiled the
+  same way (static cache, `CompileConfig`), in alternating rounds; compile time reported apart.
 
 Targets: outputs equal within 1e-4; attnkit >= 1.0x transformers everywhere, >= 1.5x for cached
 generation at batch 1.
@@ -24,6 +27,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -119,6 +123,8 @@ def measure_model(name: str, ref: torch.nn.Module, shape: dict[str, int], rounds
     }
     if name.startswith(("GPT", "Marian")):
         row["generation"] = [generation(ref, ours, batch, rounds) for batch in (1, 8)]
+    if name.startswith("GPT"):
+        row["compiled"] = compiled_generation(ref, ours, rounds)
     return row
 
 
@@ -154,6 +160,48 @@ def generation(ref: torch.nn.Module, ours: torch.nn.Module, batch: int, rounds: 
         "attnkit_tokens_per_s": batch * new / statistics.median(times["attnkit"]),
         "speedup": ratio["median"],
         "speedup_range": [ratio["min"], ratio["max"]],
+    }
+
+
+def compiled_generation(ref: torch.nn.Module, ours: torch.nn.Module, rounds: int, new: int = 32) -> dict:
+    """GPT-2, batch 1, greedy: attnkit's compiled steps (as `attnkit generate --compile` runs them,
+    caches of the model's context) against transformers' default generate and its compiled generate
+    (static cache; on a CPU transformers compiles only when a private flag of CompileConfig says so)."""
+    from transformers import CompileConfig
+
+    prompt = torch.randint(1, 1000, (1, 16), generator=torch.Generator().manual_seed(1))
+    settings = dict(max_new_tokens=new, do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0)
+    config = CompileConfig(mode="default")
+    config._compile_all_devices = True
+    context = ours.config.max_len
+    calls = {
+        "transformers": lambda: ref.generate(prompt, **settings)[:, prompt.size(1) :],
+        "transformers compiled": lambda: ref.generate(
+            prompt, **settings, cache_implementation="static", compile_config=config
+        )[:, prompt.size(1) :],
+        "attnkit compiled": lambda: greedy_decode(
+            CausalLMStepper(ours, max_len=context, compile=True), prompt, eos_id=None, max_new_tokens=new, pad_id=None
+        ),
+    }
+    first, outputs = {}, {}
+    with torch.inference_mode():
+        for key, call in calls.items():
+            started = time.perf_counter()
+            outputs[key] = call()  # builds the compiled graphs
+            first[key] = time.perf_counter() - started
+        times = alternate(calls, rounds, CPU)
+    over_default = round_ratios(times["transformers"], times["attnkit compiled"])
+    over_compiled = round_ratios(times["transformers compiled"], times["attnkit compiled"])
+    return {
+        "batch": 1,
+        "new_tokens": new,
+        "same_tokens": all(torch.equal(out, outputs["transformers"]) for out in outputs.values()),
+        "tokens_per_s": {key: new / statistics.median(t) for key, t in times.items()},
+        "first_call_s": first,
+        "speedup_over_default": over_default["median"],
+        "speedup_over_default_range": [over_default["min"], over_default["max"]],
+        "speedup_over_compiled": over_compiled["median"],
+        "speedup_over_compiled_range": [over_compiled["min"], over_compiled["max"]],
     }
 
 
@@ -194,6 +242,27 @@ def render(results: dict[str, object]) -> str:
                 f"| {g['batch']} | {g['transformers_tokens_per_s']:,.1f} | {g['attnkit_tokens_per_s']:,.1f} |"
                 f" {g['speedup']:.2f}× | {low:.2f}–{high:.2f} | {'yes' if g['same_tokens'] else 'NO'} |"
             )
+    for row in results["rows"]:
+        c = row.get("compiled")
+        if not c:
+            continue
+        speed, first = c["tokens_per_s"], c["first_call_s"]
+        lines += [
+            "",
+            f"{row['model']} at batch 1 with compiled decoding steps ({c['new_tokens']} new tokens; attnkit:"
+            " `attnkit generate --compile`; transformers: static cache, `CompileConfig`). Tokens per second"
+            " after the first call, which builds the graphs (its seconds in brackets):",
+            "",
+            "| transformers | transformers compiled | attnkit compiled | attnkit compiled / transformers |"
+            " attnkit compiled / transformers compiled | same tokens |",
+            "|---:|---:|---:|---:|---:|---|",
+            f"| {speed['transformers']:.1f} | {speed['transformers compiled']:.1f}"
+            f" [{first['transformers compiled']:.0f} s] | {speed['attnkit compiled']:.1f}"
+            f" [{first['attnkit compiled']:.0f} s] | {c['speedup_over_default']:.2f}×"
+            f" ({c['speedup_over_default_range'][0]:.2f}–{c['speedup_over_default_range'][1]:.2f}) |"
+            f" {c['speedup_over_compiled']:.2f}× ({c['speedup_over_compiled_range'][0]:.2f}–"
+            f"{c['speedup_over_compiled_range'][1]:.2f}) | {'yes' if c['same_tokens'] else 'NO'} |",
+        ]
     return "\n".join(lines)
 
 

@@ -14,6 +14,11 @@ the packed product does not apply, the layer computes `F.linear` exactly as `nn.
 gradients being recorded, another device or dtype, a weight changed since packing (repacked at the next
 inference call), or a graph being traced or compiled (exporters and `torch.compile` see plain
 `nn.Linear` arithmetic and do their own packing). The packed copy costs a second copy of each weight.
+
+One exception inside `torch.compile` (a compiled decoding step, `attnkit generate --compile`): a product
+of one row is written as a multiply-and-sum over the weight's rows, which Inductor turns into a single
+vectorised reduction that streams the weight once, faster at one row than any matrix kernel it would
+call (`docs/experiments/prepacked-linear.md`).
 """
 
 from __future__ import annotations
@@ -51,6 +56,28 @@ def _pack(weight: Tensor) -> Tensor:
 def _product(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
     """x (..., in) times a packed weight, plus bias -> (..., out)."""
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def _compiling_one_row(x: Tensor, weight: Tensor) -> bool:
+    """Inside `torch.compile` (not an export, which keeps `nn.Linear`'s arithmetic), one float32 CPU
+    row and nothing to differentiate: the case `_row_product` is for."""
+    return (
+        torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.shape[:-1].numel() == 1
+    )
+
+
+def _row_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x (..., in) with one row, times weight (out, in)ᵀ, plus bias -> (..., out), as an elementwise
+    product summed over `in`: compiled, one pass over the weight, each output row's dot product in
+    registers (Inductor's reduction), where a matrix kernel called with one row reads it slower."""
+    out = (x.unsqueeze(-2) * weight).sum(-1)  # (..., 1, in) * (out, in) -> (..., out)
+    return out if bias is None else out + bias
 
 
 def _version(weight: Tensor) -> tuple[int, int]:
@@ -98,6 +125,8 @@ class PackedLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (..., in_features) -> (..., out_features)."""
+        if _compiling_one_row(x, self.weight):
+            return _row_product(x, self.weight, self.bias)
         if not self._packed_applies(x):
             return F.linear(x, self.weight, self.bias)
         if self._packed_for != _version(self.weight):

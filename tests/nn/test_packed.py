@@ -12,7 +12,7 @@ from torch import nn
 
 from attnkit.decode import CausalLMStepper, beam_search, greedy_decode
 from attnkit.models.gpt import GPT, GPTConfig
-from attnkit.nn import packed
+from attnkit.nn import KVCache, StaticKVCache, packed
 from attnkit.nn.packed import PackedLinear, pack_linear_layers, packing_available
 from attnkit.precision import to_precision
 
@@ -127,6 +127,48 @@ def test_decoding_on_a_packed_model_gives_the_same_tokens():
     again = beam_search(CausalLMStepper(model), prompt, beam_size=3, eos_id=1, max_new_tokens=10)
     assert torch.equal(again.tokens, beam.tokens)
     torch.testing.assert_close(again.scores, beam.scores, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_one_row_products_are_a_reduction_and_exports_keep_linear(monkeypatch):
+    linear, layer = _pair()
+    rows = []
+    product = packed._row_product
+
+    def counting(x, weight, bias):
+        rows.append(tuple(x.shape))
+        return product(x, weight, bias)
+
+    monkeypatch.setattr(packed, "_row_product", counting)
+    traced = torch.compile(lambda x: layer(x), backend="eager", dynamic=False)  # Dynamo's tracing only
+    with torch.inference_mode():
+        for shape in [(1, 24), (1, 1, 24), (5, 24)]:
+            x = torch.randn(*shape)
+            torch.testing.assert_close(traced(x), linear(x), atol=1e-5, rtol=1e-5)
+        graph = torch.export.export(layer, (torch.randn(1, 24),)).graph
+    assert rows == [(1, 24), (1, 1, 24)]  # one row only; five rows stay a matrix product
+    assert "linear" in str(graph) and "sum" not in str(graph)  # an exported graph keeps nn.Linear's op
+
+
+def test_compiled_decoding_on_a_packed_model_gives_the_same_tokens():
+    model = _gpt()
+    to_precision(model, "fp32")
+    prompt = torch.randint(0, 31, (1, 4))
+    want = greedy_decode(CausalLMStepper(model), prompt, eos_id=None, max_new_tokens=8, pad_id=None)
+    got = greedy_decode(CausalLMStepper(model, compile=True), prompt, eos_id=None, max_new_tokens=8, pad_id=None)
+    assert torch.equal(got, want)
+    tokens = torch.cat([prompt, want], dim=1)
+    eager, compiled = CausalLMStepper(model), CausalLMStepper(model, compile=True)
+    for stepper in (eager, compiled):
+        stepper.step(tokens[:, :-1])  # the prompt's pass runs uncompiled
+    torch.testing.assert_close(compiled.step(tokens), eager.step(tokens), atol=1e-5, rtol=1e-5)
+    assert all(isinstance(c, StaticKVCache) for c in compiled.cache)
+    # Several rows on packed layers step uncompiled, on a growing cache (faster than a compiled graph's
+    # plain matrix products), and give the same tokens.
+    rows = torch.randint(0, 31, (2, 4))
+    stepper = CausalLMStepper(model, compile=True)
+    got = greedy_decode(stepper, rows, eos_id=None, max_new_tokens=8, pad_id=None)
+    assert all(isinstance(c, KVCache) for c in stepper.cache)
+    assert torch.equal(got, greedy_decode(CausalLMStepper(model), rows, eos_id=None, max_new_tokens=8, pad_id=None))
 
 
 def test_a_copy_is_plain_and_quantizes():
