@@ -107,7 +107,7 @@ def attention_modules(model: nn.Module) -> list[tuple[str, MultiHeadAttention]]:
 
 @contextlib.contextmanager
 def capture_attention(
-    model: nn.Module, *, keep_qkv: bool | Iterable[str] = False, keep_grad: bool = False
+    model: nn.Module, *, keep_qkv: bool | Iterable[str] = False, keep_grad: bool = False, reference_rows: int = 0
 ) -> Iterator[AttentionCapture]:
     """Record the weights of every attention module of `model` while inside the context.
 
@@ -117,6 +117,10 @@ def capture_attention(
             modules named (for the step-by-step view of one query).
         keep_grad: keep the weights' gradients after a backward pass (`map.calls[i].grad`), for
             gradient-weighted rollout; the weights then stay in the autograd graph.
+        reference_rows: the first `reference_rows` rows of every batch keep the module's own (fused)
+            path and are not recorded; what is recorded has the remaining B - reference_rows rows.
+            A batch holding the same input twice then gives the model's fused output and its
+            captured output in one pass (`explain`'s fidelity figure costs no second forward pass).
 
     Yields:
         an `AttentionCapture`, filled as the model runs.
@@ -133,7 +137,7 @@ def capture_attention(
     try:
         for name, module in modules:
             shadowed.append((module, module.__dict__.get("_attend")))
-            module._attend = _recorder(captured, name, module, name in wanted, keep_grad)
+            module._attend = _recorder(captured, name, module, name in wanted, keep_grad, reference_rows)
         yield captured
     finally:
         for module, before in shadowed:
@@ -143,13 +147,35 @@ def capture_attention(
                 module._attend = before
 
 
-def _recorder(captured: AttentionCapture, name: str, module: MultiHeadAttention, keep_qkv: bool, keep_grad: bool):
-    """`module._attend` that takes the written-out path and records its weights under `name`."""
+def _recorder(
+    captured: AttentionCapture, name: str, module: MultiHeadAttention, keep_qkv: bool, keep_grad: bool, reference: int
+):
+    """`module._attend` that takes the written-out path and records its weights under `name` (rows
+    from `reference` on; the rows before it take the module's own path, unrecorded)."""
     original = module.__dict__.get("_attend") or MultiHeadAttention._attend.__get__(module)
     match = _LAYER.findall(name)
     layer = int(match[-1]) if match else None
 
     def attend(
+        q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, causal: bool, cross: bool, weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        if reference:
+            if q.size(0) <= reference:
+                raise ValueError(f"reference_rows={reference} leaves none of the batch's {q.size(0)} rows to capture")
+            rows = mask is not None and mask.dim() == 4 and mask.size(0) == q.size(0)  # else it broadcasts
+            # Detached: rows are independent, so nothing recorded depends on the reference rows, and
+            # a backward pass then skips their attention.
+            fused, _ = original(
+                q[:reference].detach(), k[:reference].detach(), v[:reference].detach(),
+                mask[:reference] if rows else mask, causal=causal, cross=cross, weights=False,
+            )  # fmt: skip
+            q, k, v = q[reference:], k[reference:], v[reference:]
+            mask = mask[reference:] if rows else mask
+            out, found = written_out(q, k, v, mask, causal=causal, cross=cross, weights=weights)
+            return torch.cat([fused, out]), found
+        return written_out(q, k, v, mask, causal=causal, cross=cross, weights=weights)
+
+    def written_out(
         q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, causal: bool, cross: bool, weights: bool
     ) -> tuple[Tensor, Tensor | None]:
         if keep_grad and torch.is_grad_enabled() and not (q.requires_grad or k.requires_grad or v.requires_grad):

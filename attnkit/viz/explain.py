@@ -183,12 +183,16 @@ def explain(run: Any, item: Any, *, step_layer: int | None = None, **options: An
 def _captured(run: Any, batch: dict[str, Tensor], step: str) -> tuple[list[MapView], float, dict[str, Any], Tensor]:
     """The maps of `batch` (one input), the fidelity (max |captured output - fused output|), the q, k, v
     and mask of module `step`, and the fused output (the prediction is made from it, not recomputed)."""
-    fused = run.forward(batch)
-    with capture_attention(run.model, keep_qkv=[step]) as captured:
-        inside = run.forward(batch)
+    with capture_attention(run.model, keep_qkv=[step], reference_rows=1) as captured:
+        fused, inside = run.forward(_twice(batch)).split(1)  # the fused row and the captured one
     fidelity = float((inside.float() - fused.float()).abs().max())
     views = [MapView(m.module, m.kind, m.layer, m.weights[0]) for m in captured]
     return views, fidelity, _step(captured, step), fused
+
+
+def _twice(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A one-input batch with its input twice: row 0 runs fused, row 1 captured (`reference_rows=1`)."""
+    return {key: torch.cat([value, value]) for key, value in batch.items()}
 
 
 def _step(captured: AttentionCapture, name: str) -> dict[str, Any]:
@@ -209,13 +213,12 @@ def _step(captured: AttentionCapture, name: str) -> dict[str, Any]:
 def _saliency(run: Any, batch: dict[str, Tensor], pooling: str, keep: Tensor | None, step: str):
     """Maps, fidelity, logits, the gradient rollout's pooled row for the predicted class, and the
     step-by-step module's q, k, v and mask."""
-    fused = run.forward(batch).float()
     with (
         _frozen(run.model),
-        capture_attention(run.model, keep_grad=True, keep_qkv=[step]) as captured,
+        capture_attention(run.model, keep_grad=True, keep_qkv=[step], reference_rows=1) as captured,
         torch.enable_grad(),
     ):
-        logits = run.model(*batch.values()).float()
+        fused, logits = run.model(*_twice(batch).values()).float().split(1)  # the fused row, the captured one
         logits[0, int(logits[0].argmax())].backward()
     maps = list(captured)
     relevance = gradient_rollout([m.weights.detach() for m in maps], [m.calls[0].grad for m in maps])
@@ -224,7 +227,7 @@ def _saliency(run: Any, batch: dict[str, Tensor], pooling: str, keep: Tensor | N
     relevance = relevance - torch.eye(relevance.size(-1), dtype=relevance.dtype, device=relevance.device)
     row = pooled_row(relevance, pooling, keep)[0]  # (T,)
     views = [MapView(m.module, m.kind, m.layer, m.weights[0].detach()) for m in maps]
-    fidelity = float((logits.detach() - fused).abs().max())
+    fidelity = float((logits.detach() - fused.detach()).abs().max())
     return views, fidelity, logits.detach(), row, _step(captured, step)
 
 

@@ -139,6 +139,42 @@ def test_capture_records_every_attention_module(name, model, inputs, expected):
     assert [(m._forward_hooks, m._forward_pre_hooks) for _, m in attention_modules(model)] == hooks_before
 
 
+@pytest.mark.parametrize(("name", "model", "inputs", "expected"), MODELS, ids=[m[0] for m in MODELS])
+def test_reference_rows_run_fused_and_the_rest_is_captured_as_alone(name, model, inputs, expected):
+    """With reference_rows=1 the first row takes the fused path unrecorded: every output row equals the
+    uncaptured model's, and the maps are those of the other rows captured on their own."""
+    model.eval()
+    flipped = tuple(x.flip(0) for x in inputs)  # row 0 (unpadded where padding varies) as the reference
+    with torch.no_grad():
+        want = model(*flipped)
+        with capture_attention(model) as alone:
+            model(*(x[1:] for x in flipped))
+        with capture_attention(model, keep_qkv=True, reference_rows=1) as captured:
+            got = model(*flipped)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert [m.module for m in captured] == [m.module for m in alone]
+    for record, single in zip(captured, alone, strict=True):
+        assert record.weights.shape[0] == flipped[0].size(0) - 1 == record.q[0].size(0)
+        torch.testing.assert_close(record.weights, single.weights, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="reference_rows=2 leaves none"), capture_attention(model, reference_rows=2):
+        model(*(x[:2] for x in flipped))
+
+
+def test_reference_rows_keep_the_captured_rows_gradients():
+    model = TextClassifier(TEXT, 3).eval().requires_grad_(False)
+    ids = _ids(1, 6, 30)
+
+    def grads(batch: Tensor, reference: int) -> list[Tensor]:
+        with capture_attention(model, keep_grad=True, reference_rows=reference) as captured:
+            logits = model(batch)
+            logits[-1, 1].backward()
+        return [captured[f"body.encoder.layers.{i}.self_attn"].calls[0].grad for i in range(2)]
+
+    for got, want in zip(grads(torch.cat([ids, ids]), 1), grads(ids, 0), strict=True):
+        assert got.abs().sum() > 0
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
 def test_padding_gets_no_weight_and_fully_masked_rows_are_zero():
     model = TextClassifier(TEXT, 3).eval()
     ids = _ids(2, 7, 30, pad_from=[7, 4])
