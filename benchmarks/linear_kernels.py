@@ -5,7 +5,9 @@ One pass over the weight matrices of a decoder, multiplied by M rows each (M = 1
 - `F.linear` on the weight as `nn.Linear` stores it, (out, in);
 - `F.linear` on the same values stored column-major, i.e. the (in, out) matrix contiguous;
 - oneDNN's prepacked weight (`torch.ops.mkldnn._linear_pointwise` on `_reorder_linear_weight`, what
-  `attnkit.nn.packed.PackedLinear` holds), packed for 1, 8 and 64 expected rows.
+  `attnkit.nn.packed.PackedLinear` holds), packed for 1, 8 and 64 expected rows;
+- at one row, the whole pass compiled with `torch.compile`, each product written as an elementwise
+  multiply summed over the input (what `PackedLinear` becomes inside a compiled decoding step).
 
 Weight sets: GPT-2 small's 12 blocks (q/k/v fused, attention output, two feed-forward layers; 340 MB,
 far beyond the caches) and its tied output layer (50,257 x 768), and the Multi30k translator's
@@ -59,7 +61,15 @@ def measure(shapes: list[tuple[int, int]], rows: int, passes: int) -> dict[str, 
                 ],
                 passes,
             )
+        if rows == 1:
+            compiled = torch.compile(_row_products)
+            out["compiled one-row reduction"] = timed(lambda: compiled(x, weights), passes)
     return out
+
+
+def _row_products(x: dict[int, torch.Tensor], weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each weight (out, in) times its one-row input (1, in), as a multiply-and-sum (one graph)."""
+    return [(x[w.shape[1]].unsqueeze(-2) * w).sum(-1) for w in weights]
 
 
 def main() -> None:
@@ -78,7 +88,8 @@ def main() -> None:
         print("| kernel | " + " | ".join(f"M = {r}" for r in rows_list) + " |")
         print("|---|" + "---:|" * len(rows_list))
         for kernel in kernels:
-            print(f"| {kernel} | " + " | ".join(f"{results[r][kernel]:.2f}" for r in rows_list) + " |")
+            cells = [f"{results[r][kernel]:.2f}" if kernel in results[r] else "–" for r in rows_list]
+            print(f"| {kernel} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
