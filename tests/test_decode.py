@@ -454,6 +454,25 @@ def test_a_batch_decodes_as_each_row_alone(search):
         assert unpad(batched[row], eos) == unpad(alone[0], eos)
 
 
+def test_seq2seq_reorder_copies_the_source_side_only_when_rows_change_source():
+    model = tiny_transformer(seed=3)
+    src = sources([5, 3], seed=4)
+    tokens = torch.randint(3, 20, (4, 3), generator=torch.Generator().manual_seed(5))
+    stepper = Seq2SeqStepper(model, src)
+    stepper.reorder(torch.tensor([0, 0, 1, 1]))  # two hypotheses per source, as beam search starts
+    stepper.step(tokens[:, :1])
+    memory, cross = stepper.memory, [c.k.data_ptr() for c in stepper.cache.cross_attn]
+    stepper.reorder(torch.tensor([1, 0, 3, 3]))  # hypotheses of each source among themselves: nothing copied
+    assert stepper.memory is memory and [c.k.data_ptr() for c in stepper.cache.cross_attn] == cross
+    stepper.step(tokens[[1, 0, 3, 3], :2])
+    stepper.reorder(torch.tensor([2, 1]))  # now one row of source 1, then one of source 0
+    assert stepper.memory is not memory and [c.k.data_ptr() for c in stepper.cache.cross_attn] != cross
+    got = stepper.step(tokens[[3, 0], :3])
+    # The same rows decoded from scratch on the reordered sources and prefixes.
+    fresh = Seq2SeqStepper(model, src[[1, 0]], use_cache=False)
+    torch.testing.assert_close(got, fresh.step(tokens[[3, 0], :3]))
+
+
 def test_beam_size_one_is_greedy_on_a_transformer():
     model = tiny_transformer(seed=9)
     src = sources([5, 3, 6], seed=10)

@@ -231,9 +231,11 @@ class OnnxStepper:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         self.max_len, self.held = max_len, 0  # positions the pasts hold
         self.generator, self.fixed = generator, {}
+        self.sources: np.ndarray | None = None  # (B,) the source each row decodes (translate)
         self.device = torch.device("cpu") if src_ids is None else src_ids.device
         if src_ids is not None:
             src = src_ids.cpu().numpy()
+            self.sources = np.arange(src.shape[0])
             cross = generator.encoder.run(None, {"src": src})
             self.fixed = {
                 "src": src,
@@ -259,9 +261,14 @@ class OnnxStepper:
         return torch.from_numpy(logits).to(self.device)
 
     def reorder(self, index: Tensor) -> None:
-        """Keep rows `index` (N,) of the source, its cross keys/values and the pasts."""
+        """Keep rows `index` (N,) of the source, its cross keys/values and the pasts (what depends on
+        the source only when a row now decodes another source, as `Seq2SeqStepper.reorder`)."""
         rows = index.cpu().numpy()
-        self.fixed = {name: array.take(rows, axis=0) for name, array in self.fixed.items()}
+        if self.sources is not None:
+            sources = self.sources.take(rows)
+            if not np.array_equal(sources, self.sources):
+                self.fixed = {name: array.take(rows, axis=0) for name, array in self.fixed.items()}
+            self.sources = sources
         if self.past is not None:
             self.past = {name: array.take(rows, axis=0) for name, array in self.past.items()}
 
