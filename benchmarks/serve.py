@@ -3,9 +3,9 @@
 For the classifier and the translator of the presets' sizes (the runs `benchmarks/explain.py`
 builds: trained for one step; timing does not depend on the weights), the server runs in a process
 of its own (`attnkit serve`, 2 torch threads); this process sends one-input requests at concurrency
-1, 8 and 32 (asyncio + httpx), with micro-batching on (--max-batch 32, --max-wait-ms 5) and off
-(--max-batch 1), and records each request's latency. The baseline is a bare `run.records([x])`
-call in-process, with no server running.
+1, 8 and 32 (a minimal asyncio HTTP/1.1 client on kept-alive connections), with micro-batching on
+(--max-batch 32, --max-wait-ms 5) and off (--max-batch 1), and records each request's latency. The
+baseline is a bare `run.records([x])` call in-process, with no server running.
 
 Targets: at concurrency 32, micro-batching gives >= 3x the throughput of one-at-a-time; p99 latency
 at concurrency 1 within 1.5x of the bare call.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import json
 import socket
 import statistics
 import subprocess
@@ -74,31 +75,62 @@ def free_port() -> int:
 
 
 async def load(url: str, sentences: list[str], concurrency: int) -> dict[str, float]:
-    """Send every sentence as its own request, `concurrency` at a time; throughput and latencies."""
-    import httpx
+    """Send every sentence as its own request, `concurrency` at a time over as many kept-alive
+    connections; throughput and latencies.
 
+    A minimal HTTP/1.1 client on asyncio streams: the client shares the 2 cores with the server, and
+    httpx spent 1.2-3.2 ms of CPU per request, as much as a small model's whole answer, so it
+    measured itself as much as the server."""
+    host, port, path = _split(url)
     queue: asyncio.Queue[str] = asyncio.Queue()
     for sentence in sentences:
         queue.put_nowait(sentence)
     latencies: list[float] = []
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
 
-        async def worker() -> None:
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
             while not queue.empty():
-                sentence = queue.get_nowait()
+                body = json.dumps({"inputs": [queue.get_nowait()]}).encode()
                 started = time.perf_counter()
-                response = await client.post(url, json={"inputs": [sentence]})
-                response.raise_for_status()
+                writer.write(
+                    f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                status, answer = await _response(reader)
+                if status != 200:
+                    raise RuntimeError(f"the server answered {status}: {answer[:200]!r}")
                 latencies.append(time.perf_counter() - started)
+        finally:
+            writer.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
         "requests_per_s": len(sentences) / wall,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * percentile(latencies, 0.99),
+        # The client shares the machine's cores with the server: its own CPU time per request.
+        "client_cpu_ms": 1000 * cpu / len(sentences),
     }
+
+
+def _split(url: str) -> tuple[str, int, str]:
+    """http://HOST:PORT/PATH -> (HOST, PORT, /PATH)."""
+    address, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = address.partition(":")
+    return host, int(port), "/" + path
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length (as uvicorn sends JSON): (status, body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:"))
+    return status, await reader.readexactly(length)
 
 
 def measure(run_dir: Path, sentences: list[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -150,10 +182,13 @@ def render(results: dict) -> str:
         for c in CONCURRENCY:
             on, off = found["batching"][str(c)], found["one at a time"][str(c)]
             lines.append(
-                f"| {c} | {on['requests_per_s']:.1f} | {on['p50_ms']:.0f} | {on['p99_ms']:.0f} |"
-                f" {off['requests_per_s']:.1f} | {off['p50_ms']:.0f} | {off['p99_ms']:.0f} |"
+                f"| {c} | {on['requests_per_s']:.1f} | {on['p50_ms']:.1f} | {on['p99_ms']:.1f} |"
+                f" {off['requests_per_s']:.1f} | {off['p50_ms']:.1f} | {off['p99_ms']:.1f} |"
                 f" {on['requests_per_s'] / off['requests_per_s']:.2f}× |"
             )
+        client = [found[s][str(c)].get("client_cpu_ms") for s in SETTINGS for c in CONCURRENCY]
+        if all(ms is not None for ms in client):
+            lines += ["", f"The client used {min(client):.2f}–{max(client):.2f} ms of CPU per request."]
     return "\n".join(lines)
 
 

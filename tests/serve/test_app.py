@@ -74,6 +74,23 @@ def test_a_bad_request_is_a_json_error_and_the_server_goes_on(classifier, body, 
         assert client.post("/v1/predict", json={"inputs": ["still here"]}).status_code == 200
 
 
+def test_a_failure_inside_the_model_is_a_500_and_the_server_goes_on(classifier, monkeypatch):
+    records = classifier.records
+
+    def failing(inputs, **options):
+        if "boom" in inputs:
+            raise RuntimeError("the model failed")
+        return records(inputs, **options)
+
+    monkeypatch.setattr(classifier, "records", failing)
+    with TestClient(build_app(classifier, max_batch=1)) as client:
+        response = client.post("/v1/predict", json={"inputs": ["boom"]})
+        assert response.status_code == 500 and response.json()["error"].startswith("internal error")
+        assert client.post("/v1/predict", json={"inputs": ["still here"]}).json()["predictions"] == records(
+            ["still here"]
+        )
+
+
 def test_a_body_over_the_limit_is_refused(classifier):
     with TestClient(build_app(classifier, max_body_bytes=1000)) as client:
         response = client.post("/v1/predict", json={"inputs": ["x" * 2000]})
