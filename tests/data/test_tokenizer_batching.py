@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,6 @@ def test_bucketed_plan_is_deterministic_and_complete():
 def test_pad():
     assert pad([[1, 2, 3], [4]]).tolist() == [[1, 2, 3], [4, 0, 0]]
     assert pad([[]], pad_id=9).shape == torch.Size([1, 1])
+    assert pad([]).shape == torch.Size([0, 1])
+    for rows in ([np.array([5, 6]), np.array([7])], [torch.tensor([5, 6]), torch.tensor([7])]):
+        assert pad(rows, pad_id=9).tolist() == [[5, 6], [7, 9]]
