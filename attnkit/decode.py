@@ -130,15 +130,12 @@ class Seq2SeqStepper:
         cross-attention caches at every step was a quarter of a batched beam search's time."""
         with torch.inference_mode():
             sources = self.sources.index_select(0, index)  # (N,)
-            if not torch.equal(sources, self.sources):
+            moved = not torch.equal(sources, self.sources)
+            if moved:
                 self.memory = self.memory.index_select(0, index)  # (N, S, D)
                 self.src_keep = self.src_keep.index_select(0, index)  # (N, S)
-                if self.cache is not None:
-                    for layer_cache in self.cache.cross_attn:
-                        layer_cache.reorder(index)
             if self.cache is not None:
-                for layer_cache in self.cache.self_attn:
-                    layer_cache.reorder(index)
+                self.cache.reorder(index, cross=moved)
             self.sources = sources
 
 

@@ -127,3 +127,13 @@ def matmul_ceiling(device: torch.device, size: int = 2048, rounds: int = 10) -> 
     a @ b
     times = [time_once(lambda: a @ b, device) for _ in range(rounds)]
     return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def transformers_cpu_compile_config():
+    """A transformers `CompileConfig` for `generate(..., compile_config=...)` that compiles on a CPU too:
+    transformers compiles only on accelerators unless a private flag of the config says otherwise."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(mode="default")
+    config._compile_all_devices = True
+    return config

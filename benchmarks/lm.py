@@ -37,7 +37,7 @@ from attnkit.engine import TrainConfig
 from attnkit.engine.history import read_history
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.tasks import lm
-from benchmarks._common import machine, round_ratios, write_json, write_section
+from benchmarks._common import machine, round_ratios, transformers_cpu_compile_config, write_json, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = {"max_len": 64, "batch_size": 12, "n_layers": 4, "n_heads": 4, "d_model": 128, "steps": 2000}
@@ -220,7 +220,7 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int, compiled: bool) -
                 batch,
             )
     try:
-        from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2Config, GPT2LMHeadModel
 
         hf = GPT2LMHeadModel(
             GPT2Config(
@@ -234,9 +234,7 @@ def generation_speed(vocab: int, new_tokens: int, rounds: int, compiled: bool) -
                 attn_pdrop=0.0,
             )
         ).eval()
-        # transformers compiles only on accelerators unless told to (a private flag of CompileConfig).
-        compile_config = CompileConfig(mode="default")
-        compile_config._compile_all_devices = True
+        compile_config = transformers_cpu_compile_config()
         for batch in (1, 8):
             start = torch.randint(0, vocab, (batch, 1))
             for static in (False, True) if compiled else (False,):

@@ -37,7 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attnkit.decode import CausalLMStepper, Seq2SeqStepper, greedy_decode
 from attnkit.hf import load
 from attnkit.precision import to_precision
-from benchmarks._common import alternate, machine, round_ratios, write_json, write_section
+from benchmarks._common import (
+    alternate,
+    machine,
+    round_ratios,
+    transformers_cpu_compile_config,
+    write_json,
+    write_section,
+)
 
 CPU = torch.device("cpu")
 TARGET_DIFF = 1e-4
@@ -167,12 +174,9 @@ def compiled_generation(ref: torch.nn.Module, ours: torch.nn.Module, rounds: int
     """GPT-2, batch 1, greedy: attnkit's compiled steps (as `attnkit generate --compile` runs them,
     caches of the model's context) against transformers' default generate and its compiled generate
     (static cache; on a CPU transformers compiles only when a private flag of CompileConfig says so)."""
-    from transformers import CompileConfig
-
     prompt = torch.randint(1, 1000, (1, 16), generator=torch.Generator().manual_seed(1))
     settings = dict(max_new_tokens=new, do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0)
-    config = CompileConfig(mode="default")
-    config._compile_all_devices = True
+    config = transformers_cpu_compile_config()
     context = ours.config.max_len
     calls = {
         "transformers": lambda: ref.generate(prompt, **settings)[:, prompt.size(1) :],

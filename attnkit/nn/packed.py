@@ -18,7 +18,7 @@ inference call), or a graph being traced or compiled (exporters and `torch.compi
 One exception inside `torch.compile` (a compiled decoding step, `attnkit generate --compile`): a product
 of one row is written as a multiply-and-sum over the weight's rows, which Inductor turns into a single
 vectorised reduction that streams the weight once, faster at one row than any matrix kernel it would
-call (`docs/experiments/prepacked-linear.md`).
+call (`docs/experiments/compiled-one-row-products.md`).
 """
 
 from __future__ import annotations
@@ -58,16 +58,24 @@ def _product(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
+def _cpu_float32_inference(x: Tensor, weight: Tensor) -> bool:
+    """Float32 on the CPU with nothing to differentiate: where either faster product may stand in."""
+    return not (
+        (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))  # no backward here
+        or x.dtype != torch.float32
+        or weight.dtype != torch.float32
+        or x.device.type != "cpu"
+        or weight.device.type != "cpu"  # the packed copy lives on the CPU
+    )
+
+
 def _compiling_one_row(x: Tensor, weight: Tensor) -> bool:
     """Inside `torch.compile` (not an export, which keeps `nn.Linear`'s arithmetic), one float32 CPU
     row and nothing to differentiate: the case `_row_product` is for."""
     return (
         torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.device.type == "cpu"
+        and _cpu_float32_inference(x, weight)
         and x.shape[:-1].numel() == 1
     )
 
@@ -112,15 +120,8 @@ class PackedLinear(nn.Linear):
         self.packed, self._packed_for = _pack(self.weight), _version(self.weight)
 
     def _packed_applies(self, x: Tensor) -> bool:
-        weight = self.weight
-        return not (
-            (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))  # no backward here
-            or x.dtype != torch.float32
-            or weight.dtype != torch.float32
-            or x.device.type != "cpu"  # the packed copy lives on the CPU
-            or weight.device.type != "cpu"
-            or torch.compiler.is_compiling()
-            or torch.jit.is_tracing()
+        return (
+            _cpu_float32_inference(x, self.weight) and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -102,9 +102,11 @@ class DecoderCache:
         """Target positions decoded so far."""
         return self.decoded
 
-    def reorder(self, index: Tensor) -> None:
-        """Keep batch rows `index` (N,) in that order (beam search)."""
-        for cache in (*self.self_attn, *self.cross_attn):
+    def reorder(self, index: Tensor, *, cross: bool = True) -> None:
+        """Keep batch rows `index` (N,) in that order (beam search). `cross=False` leaves the
+        cross-attention caches as they are: right when every row still decodes the same source as
+        the row that held its place (they depend on the source only)."""
+        for cache in (*self.self_attn, *(self.cross_attn if cross else ())):
             cache.reorder(index)
 
 
