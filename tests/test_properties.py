@@ -99,6 +99,19 @@ def run_copies(tmp_path_factory):
     return {task: shutil.copytree(RUNS / task, root / task) for task in ("classify", "recommend", "vision")}
 
 
+def test_a_pad_id_outside_the_vocabulary_is_refused(run_copies):
+    """A case the property below found: an Embedding asserted instead of the run being refused."""
+    source = run_copies["classify"]
+    config = json.loads((RUNS / "classify" / "config.json").read_text())
+    config["model"]["pad_id"] = config["model"]["vocab_size"]
+    (source / "config.json").write_text(json.dumps(config))
+    try:
+        with pytest.raises(UserError, match=r"pad_id=\d+ is outside the vocabulary"):
+            open_run(source)
+    finally:
+        shutil.copy(RUNS / "classify" / "config.json", source / "config.json")
+
+
 @SETTINGS
 @given(task=st.sampled_from(["classify", "recommend", "vision"]), data=st.data())
 def test_any_config_json_opens_or_refuses(run_copies, task, data, tmp_path_factory):

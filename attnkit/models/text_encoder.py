@@ -73,6 +73,8 @@ class TextEncoderConfig(DictConfig):
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         if self.positional not in ("learned", "sinusoidal"):
             raise ValueError(f"positional must be learned or sinusoidal, got {self.positional!r}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"pad_id={self.pad_id} is outside the vocabulary of {self.vocab_size}")
         for name in ("dropout", "attention_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
