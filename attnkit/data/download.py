@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnkit.atomic import usual_mode
 from attnkit.errors import DataError
 
 
@@ -154,6 +155,7 @@ def download(
 def _fetch(url: str, directory: Path, timeout: float) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".download.")
     path = Path(tmp)
+    usual_mode(path)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, out, length=1 << 20)

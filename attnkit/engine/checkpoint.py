@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from attnkit.atomic import atomic_path
+from attnkit.atomic import atomic_path, usual_mode
 from attnkit.errors import UserError
 
 
@@ -161,6 +161,8 @@ def save_training_state(
         }
         with open(tmp / "state.json", "w") as handle:
             json.dump(state, handle)
+        for path in (tmp, *tmp.iterdir()):
+            usual_mode(path)
         _swap_in(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
+import stat
 import tarfile
 import threading
 from functools import partial
@@ -156,3 +158,16 @@ def test_archive_members_of_one_name_are_refused_not_overwritten(server, tmp_pat
     with pytest.raises(DataError, match=r"holds both .*reut2-000\.sgm and .*reut2-000\.sgm; nothing was kept"):
         download("toy", tmp_path / "data", sources=sources, log=lambda _m: None)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_downloaded_files_get_the_modes_the_umask_gives(server, tmp_path, mask):
+    # The temporary file a download is written to is private (0600); the kept file must not stay so.
+    base, www = server
+    (www / "dev.txt").write_bytes(b"x\n")
+    before = os.umask(mask)
+    try:
+        target = download("toy", tmp_path / "data", sources={"toy": [RemoteFile(f"{base}/dev.txt", "dev.txt")]})
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((target / "dev.txt").stat().st_mode) == 0o666 & ~mask

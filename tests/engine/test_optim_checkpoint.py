@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
 
 import pytest
 import torch
 from torch import nn
 
+from attnkit.atomic import atomic_path
 from attnkit.engine import checkpoint
 from attnkit.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from attnkit.models import TextClassifier, TextEncoderConfig
@@ -186,3 +189,25 @@ def test_layer_decay_gives_each_layer_its_rate_from_the_top_down():
         assert rate[id(named[name])] == expected, name
     plain = build_optimizer(model, lr=1.0, weight_decay=0.01)
     assert {group["lr"] for group in plain.param_groups} == {1.0} and len(plain.param_groups) == 2
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_written_files_and_checkpoints_get_the_modes_the_umask_gives(tmp_path, mask):
+    # Files are written beside their target through tempfile, which makes them private (0600, 0700);
+    # what is renamed into place must have the modes open() and mkdir() give, or a run directory
+    # shared with others (or served by another user) is unreadable to them.
+    model = _model()
+    optimizer = build_optimizer(model, 1e-3, 0.01)
+    scheduler = build_scheduler(optimizer, schedule="constant", warmup_steps=0, total_steps=10)
+    before = os.umask(mask)
+    try:
+        with atomic_path(tmp_path / "metrics.json") as tmp:
+            tmp.write_text("{}")
+        checkpoint.save_training_state(tmp_path / "last", model, optimizer, scheduler, {"step": 0})
+        (tmp_path / "plain.txt").write_text("")  # what open() gives, for comparison
+    finally:
+        os.umask(before)
+    mode = lambda path: stat.S_IMODE(path.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "metrics.json") == mode(tmp_path / "plain.txt") == 0o666 & ~mask
+    assert mode(tmp_path / "last") == 0o777 & ~mask
+    assert mode(tmp_path / "last" / "model.safetensors") == 0o666 & ~mask
