@@ -269,15 +269,16 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
         from attnkit.runs import open_run
 
         try:
-            from attnkit.serve.app import serve
+            from attnkit.serve.app import listen, serve
         except ImportError:
             raise UserError("attnkit serve needs fastapi and uvicorn: pip install 'attnkit[serve]'") from None
         if args.max_batch < 1 or args.max_wait_ms < 0 or not 0 < args.port < 65536:
             raise UserError("--max-batch must be at least 1, --max-wait-ms at least 0, --port in 1..65535")
         if args.onnx and args.backend != "onnx":
             raise UserError("--onnx DIR goes with --backend onnx")
-        run = open_run(args.run_dir, args.device, args.precision)
-        with tempfile.TemporaryDirectory() as scratch:
+        sock = listen(args.host, args.port)  # a port in use fails now, not after loading the model
+        with sock, tempfile.TemporaryDirectory() as scratch:
+            run = open_run(args.run_dir, args.device, args.precision)
             if args.backend == "onnx":
                 from attnkit.export.onnx import export_onnx
                 from attnkit.export.runtime import check_onnx_backend, use_onnx
@@ -295,6 +296,7 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
                 api_key=args.api_key,
+                sock=sock,
             )
         return 0
     if args.command == "import":

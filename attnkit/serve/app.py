@@ -15,11 +15,13 @@ is a 500 with the same body, and the server goes on. With an API key, requests t
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import secrets
 import signal
+import socket
 import threading
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
@@ -180,6 +182,29 @@ def build_app(
     return app
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` for the server to accept on, or a `UserError` that says why not.
+
+    Bound before the run is opened (and, with `--backend onnx`, exported), so a port in use is one clear
+    error at once; uvicorn, left to bind it itself, logs the failure from its own thread and the
+    command would end with status 0."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise UserError(f"--host {host}: not an address to listen on ({error.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once after a stop
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        reason = "the port is in use (another server?)" if error.errno == errno.EADDRINUSE else error.strerror
+        raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
 def serve(
     run: Any,
     *,
@@ -188,8 +213,10 @@ def serve(
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     api_key: str | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve `run` with uvicorn until interrupted."""
+    """Serve `run` with uvicorn until interrupted, on `sock` (from `listen`) or a socket bound to
+    `host`:`port`."""
     from attnkit.tasks.base import Run
 
     try:
@@ -200,6 +227,7 @@ def serve(
         raise UserError(f"{run.task} runs cannot be served yet")
     # The model runs on this thread, the one that opened the run, and the HTTP server's event loop on
     # another: one thread ever runs PyTorch's CPU kernels (see MicroBatcher).
+    sock = sock or listen(host, port)
     executor = CallerThreadExecutor()
     app = build_app(run, max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=api_key, executor=executor)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
@@ -207,7 +235,7 @@ def serve(
 
     def run_server() -> None:
         try:
-            server.run()
+            server.run(sockets=[sock])
         finally:
             stopped.set()
 
@@ -227,3 +255,6 @@ def serve(
         shut_down()
         thread.join()
         signal.signal(signal.SIGTERM, previous)
+        sock.close()
+    if not server.started:  # uvicorn ends its thread without raising when its start-up fails
+        raise UserError(f"the server on {host}:{port} stopped before it started (its log above says why)")

@@ -204,3 +204,21 @@ def test_vision_and_recommend_runs_serve_images_and_histories(copy_run):
     got = answer["predictions"][0]["items"]
     assert [r["item"] for r in got] == [item for item, _ in expected]
     assert [r["score"] for r in got] == pytest.approx([score for _, score in expected])
+
+
+def test_attnkit_serve_on_a_port_in_use_is_one_clear_error(copy_run, capsys):
+    """uvicorn, binding the port itself, logged the failure from its thread and the command ended with
+    status 0; the port is now bound first, before the run is opened."""
+    import socket
+
+    from attnkit.cli import main
+
+    run = str(copy_run("classify"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", run, "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in capsys.readouterr().err
+    assert main(["serve", run, "--host", "no-such-host.invalid"]) == 2
+    assert "--host no-such-host.invalid: not an address to listen on" in capsys.readouterr().err
