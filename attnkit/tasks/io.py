@@ -47,7 +47,11 @@ def read_inputs(texts: list[str], path: str | None, *, stdin: bool = False, what
         if path.endswith((".jsonl", ".jsonl.gz")):
             found += _jsonl_texts(path, lines)
         else:
-            found += lines if stdin else [line for line in lines if line.strip()]
+            kept = lines if stdin else [line for line in lines if line.strip()]
+            if len(kept) < len(lines):  # said, so that a count of outputs short of the file's lines is explained
+                blank = len(lines) - len(kept)
+                print(f"{path}: skipped {blank} blank line{'s' * (blank != 1)}", file=sys.stderr)
+            found += kept
     if not found and stdin and not sys.stdin.isatty():
         found = sys.stdin.read().splitlines()
     if not found:

@@ -80,7 +80,7 @@ def _run(run: Any, args: argparse.Namespace, task: str) -> int:
             written += explanation.to_png(folder, args.layer, args.head)
         print(f"{_shown(item)}: prediction {json.dumps(explanation.prediction, ensure_ascii=False)}")
         print(f"  fidelity: max |captured - fused output| = {explanation.fidelity:.2e}")
-        print(f"  wrote {len(written)} files to {folder}")
+        print(f"  wrote {len(written)} file{'s' * (len(written) != 1)} to {folder}")
     return 0
 
 
@@ -93,7 +93,7 @@ def _summary(run: Any, args: argparse.Namespace, out: Path) -> int:
         tmp.write_text(json.dumps(summary), encoding="utf-8")
     written = [out / "summary.json", *plot(summary, out)]
     print(f"summarised {summary['inputs']} inputs over {len(summary['modules'])} attention modules")
-    print(f"  wrote {len(written)} files to {out}")
+    print(f"  wrote {len(written)} file{'s' * (len(written) != 1)} to {out}")
     return 0
 
 

@@ -99,6 +99,7 @@ def test_predict_file_to_file(trained_run, tmp_path, suffix, capsys):
     inputs.write_text("stock market shares profit\n\nresearch cells physics lab\n")
     out = tmp_path / f"predictions{suffix}"
     assert main(["predict", str(run), "--input", str(inputs), "--output", str(out)]) == 0
+    assert f"{inputs}: skipped 1 blank line" in capsys.readouterr().err  # why 2 answers for 3 lines
     text = out.read_text().strip().splitlines()
     if suffix == ".jsonl":
         records = [json.loads(line) for line in text]
