@@ -300,13 +300,14 @@ def _check_pad(pad_id: int | None, eos_id: int | None, max_new_tokens: int | Ten
         raise ValueError("rows can end early (eos_id or per-row max_new_tokens): pass pad_id to fill them")
 
 
-def _suppress_pad(logits: Tensor, pad_id: int | None, eos_id: int | None = None) -> Tensor:
+def _suppress_pad(logits: Tensor, pad_id: int | None, eos_id: int | None = None, *, inplace: bool = False) -> Tensor:
     """logits (N, V) with the padding token made impossible, and `eos_id` too when given (a row
-    shorter than its `min_new_tokens`)."""
+    shorter than its `min_new_tokens`); `inplace` writes into `logits` (a tensor the caller owns)."""
     banned = [token for token in (pad_id, eos_id) if token is not None]
     if not banned:
         return logits
-    return logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
+    fill = logits.index_fill_ if inplace else logits.index_fill
+    return fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
 
 
 def _check_min(min_new_tokens: int) -> None:
@@ -484,10 +485,12 @@ def beam_search(
         if logits.dtype.itemsize < 4:
             logits = logits.float()
         early_eos = eos_id if t < min_new_tokens else None
-        log_probs = _suppress_pad(logits.log_softmax(dim=-1), pad_id, early_eos)  # (N*K, V)
+        # In place on the fresh log-probabilities: at N*K rows of a large vocabulary each full-size copy
+        # is a pass over megabytes, per step.
+        log_probs = _suppress_pad(logits.log_softmax(dim=-1), pad_id, early_eos, inplace=True)  # (N*K, V)
         scores, best_scores = scores.to(log_probs.dtype), best_scores.to(log_probs.dtype)
         vocab = log_probs.size(-1)
-        candidates = (scores[:, :, None] + log_probs.view(n_rows, beams, vocab)).view(n_rows, beams * vocab)
+        candidates = log_probs.view(n_rows, beams, vocab).add_(scores[:, :, None]).view(n_rows, beams * vocab)
         top_scores, top_index = candidates.topk(min(2 * beams, beams * vocab), dim=1)  # (N, 2K)
         top_beam, top_token = top_index // vocab, top_index % vocab  # (N, 2K)
         is_eos = top_token == eos_id if eos_id is not None else torch.zeros_like(top_token, dtype=torch.bool)
