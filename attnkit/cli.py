@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -213,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stopped:  # training's `Interrupted` says where it stopped and what to do
+        print(f"interrupted: {stopped}" if str(stopped) else "interrupted", file=sys.stderr)
+        return 128 + getattr(stopped, "signum", signal.SIGINT)
 
 
 def _task_of_run(argv: list[str]) -> str | None:

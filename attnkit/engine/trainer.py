@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from attnkit.engine import checkpoint
 from attnkit.engine.config import TrainConfig
-from attnkit.engine.distributed import Dist, all_gather_rows, barrier
+from attnkit.engine.distributed import Dist, all_gather_rows, all_sum, barrier
 from attnkit.engine.evaluation import collect, to_device
 from attnkit.engine.history import plot_curves, read_history, write_history
+from attnkit.engine.interrupt import Interrupted, StopRequests
 from attnkit.engine.optim import build_optimizer, build_scheduler
 from attnkit.errors import UserError
 
@@ -143,7 +145,14 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def fit(self, resume: bool = False) -> dict[str, float]:
-        """Train to the end (or early stop); return the best validation metrics (or the last loss)."""
+        """Train to the end (or early stop); return the best validation metrics (or the last loss).
+
+        On Ctrl-C or SIGTERM the step under way ends, `last/` is saved and `Interrupted` is raised:
+        `fit(resume=True)` continues from that step exactly (`attnkit.engine.interrupt`)."""
+        with StopRequests(self.log) as stops:
+            return self._fit(resume, stops)
+
+    def _fit(self, resume: bool, stops: StopRequests) -> dict[str, float]:
         config = self.config
         position = self._fresh_position()
         history: list[dict[str, float]] = []
@@ -210,9 +219,19 @@ class Trainer:
                 if step >= self.total_steps or position["stopped"]:
                     done = True
                 save_now = evaluate_now or (config.save_every and step % config.save_every == 0) or done
-                if save_now:
+                stop = not done and self._stop_requested(stops)
+                if save_now or stop:
                     position["elapsed_s"] = time.perf_counter() - started
                     self._save_last(position)
+                if stop:
+                    if progress is not None:
+                        progress.close()
+                    barrier(self.where)
+                    raise Interrupted(
+                        f"stopped at step {step} of {self.total_steps}; {self.run_dir / 'last'} holds it: "
+                        "continue with the same command and --resume",
+                        stops.signum or signal.SIGTERM,
+                    )
                 if done:
                     break
                 if end_of_epoch:
@@ -405,6 +424,14 @@ class Trainer:
             "stopped": False,
             "last_train_loss": float("nan"),
         }
+
+    def _stop_requested(self, stops: StopRequests) -> bool:
+        """Whether a signal asked training to stop, on any process: under torchrun every rank must
+        stop after the same step, or the others would wait for it in their next gradient reduction."""
+        if not self.where.enabled:
+            return stops.signum is not None
+        asked = torch.tensor([float(stops.signum is not None)], device=self.where.device)
+        return bool(all_sum(asked, self.where).item() > 0)
 
     def _save_last(self, position: dict[str, Any]) -> None:
         if self.where.is_main:

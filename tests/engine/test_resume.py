@@ -106,3 +106,38 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
 
     assert main(["train", "classify", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_sigterm_saves_the_step_reached_and_resume_matches_uninterrupted(tmp_path):
+    """Without --save-every, a run saves only at evaluations (here, each epoch's end): SIGTERM mid-epoch
+    (what a job scheduler sends before it kills) must still leave last/ at the step reached, exit with
+    143, and resume exactly. Ctrl-C takes the same path (tests/engine/test_interrupt.py)."""
+    signum = signal.SIGTERM
+    train = write_csv(tmp_path / "train.csv", make_texts(480, seed=7))
+    train_tokenizer([t for t, _ in make_texts(480, seed=7)], vocab_size=200).save(str(tmp_path / "tokenizer.json"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    plain = ["--save-every", "0", "--eval-every", "0"]
+    subprocess.run(_command(train, straight, *plain), check=True, env=env, capture_output=True)
+    total = _step(straight)
+    steps_per_epoch = total // 3
+
+    process = subprocess.Popen(
+        _command(train, stopped, *plain), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while _step(stopped) < steps_per_epoch and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signum)  # somewhere in the second epoch, where nothing else saves
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err
+    stopped_at = _step(stopped)
+    assert steps_per_epoch < stopped_at < total
+    assert f"stopped at step {stopped_at} of {total}" in err and "--resume" in err
+
+    resumed = subprocess.run(_command(train, stopped, *plain, "--resume"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {stopped_at}" in resumed.stdout
+    final_a = load_file(str(straight / "last" / "model.safetensors"))
+    final_b = load_file(str(stopped / "last" / "model.safetensors"))
+    assert [name for name in final_a if not torch.equal(final_a[name], final_b[name])] == []
