@@ -214,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.filename is None:  # not about a path the user gave or can fix: keep the traceback
+            raise
+        # A file or folder that cannot be read or written (permissions, a full disk, a read-only
+        # file system): the user's to fix, said in one line like every other bad input.
+        print(f"error: {error.filename}: {error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as stopped:  # training's `Interrupted` says where it stopped and what to do
         print(f"interrupted: {stopped}" if str(stopped) else "interrupted", file=sys.stderr)
         return 128 + getattr(stopped, "signum", signal.SIGINT)

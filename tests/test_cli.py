@@ -42,3 +42,29 @@ def test_python_dash_m_attnkit_help():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: attnkit")
+
+
+def test_an_out_that_cannot_be_created_is_one_line_and_exit_2(tmp_path, capsys):
+    from tests.fixtures import TINY_MODEL, make_texts, write_csv
+
+    train = write_csv(tmp_path / "train.csv", make_texts(60, seed=1))
+    blocked = tmp_path / "a-file" / "run"  # a folder inside a file cannot be made
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", "classify", "--train", str(train), "--out", str(blocked), "--epochs", "1", *TINY_MODEL]) == 2
+    assert f"error: --out {blocked}: cannot create it (Not a directory)" in capsys.readouterr().err
+
+
+def test_a_file_system_error_on_a_path_is_one_line_and_others_keep_their_traceback(monkeypatch, capsys):
+    def denied(*_args):
+        raise PermissionError(13, "Permission denied", "/srv/runs/r8/model.safetensors")
+
+    monkeypatch.setattr("attnkit.cli._dispatch", denied)
+    assert main(["train", "classify"]) == 2
+    assert capsys.readouterr().err == "error: /srv/runs/r8/model.safetensors: Permission denied\n"
+
+    def broken(*_args):
+        raise OSError("a failure that names no file")
+
+    monkeypatch.setattr("attnkit.cli._dispatch", broken)
+    with pytest.raises(OSError, match="names no file"):
+        main(["train", "classify"])

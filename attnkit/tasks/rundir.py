@@ -84,7 +84,10 @@ def prepare_new_run(run_dir: str | Path) -> Path:
     trained = any((run_dir / name).exists() for name in ("model.safetensors", "last", "checkpoints"))
     if (run_dir / "config.json").exists() and trained:
         raise UserError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out {run_dir}: cannot create it ({error.strerror})") from None
     return run_dir
 
 
