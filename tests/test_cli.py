@@ -68,3 +68,27 @@ def test_a_file_system_error_on_a_path_is_one_line_and_others_keep_their_traceba
     monkeypatch.setattr("attnkit.cli._dispatch", broken)
     with pytest.raises(OSError, match="names no file"):
         main(["train", "classify"])
+
+
+def test_a_run_being_trained_refuses_a_second_training_and_a_failed_start_leaves_no_folder(tmp_path, capsys):
+    import fcntl
+
+    from tests.fixtures import TINY_MODEL, make_texts, write_csv
+
+    train = write_csv(tmp_path / "train.csv", make_texts(60, seed=1))
+    run = tmp_path / "run"
+    assert main(["train", "classify", "--train", str(train), "--out", str(run), "--epochs", "1", *TINY_MODEL]) == 0
+    written = lambda: {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != ".lock"}  # noqa: E731
+    files = written()
+    with open(run / ".lock", "w") as held:  # what a training process holds for its whole run
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        for extra in (["--train", str(train)], ["--resume"]):
+            assert main(["train", "classify", "--out", str(run), *extra, *TINY_MODEL]) == 2
+            assert f"{run} is being trained by another process (pid 4242)" in capsys.readouterr().err
+    assert written() == files  # nothing of the refused runs was written
+
+    missing = tmp_path / "new-run"
+    assert main(["train", "classify", "--train", str(tmp_path / "none.csv"), "--out", str(missing), *TINY_MODEL]) == 2
+    assert not missing.exists()

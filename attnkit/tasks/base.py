@@ -21,7 +21,7 @@ from attnkit.engine import load_weights
 from attnkit.errors import UserError
 from attnkit.options import check_values
 from attnkit.precision import model_dtype, to_precision
-from attnkit.tasks.rundir import saved_options, start_run
+from attnkit.tasks.rundir import saved_options, start_run, training_lock
 
 
 class Run:
@@ -239,7 +239,8 @@ class TaskSpec:
         if options is not None and hasattr(options, "check_training"):
             options.check_training()  # what a new run needs that a saved run's options may lack
         start = start_run(options, self.options, train_config, resume=resume, run_dir=run_dir, log=log)
-        return self.train_run(start, **extra)
+        with training_lock(start.run_dir, start.where):
+            return self.train_run(start, **extra)
 
 
 def random_ids(batch_size: int, length: int, low: int, high: int, pad_id: int, *, left: bool = False) -> Tensor:

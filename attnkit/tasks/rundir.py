@@ -6,10 +6,12 @@ interrupted start leaves no half-made run behind. Opening a run as an object is 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -73,6 +75,52 @@ def run_config(task: str, options: Any, model: Any, train: TrainConfig, **extra:
         "train": train.to_dict(),
         **extra,
     }
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: Path, where: Dist) -> Iterator[None]:
+    """Hold `run_dir/.lock` while a run trains (rank 0; an advisory `flock`, released however the
+    process ends). A second `attnkit train` with the same --out, or a --resume of a run still
+    training, is refused at once instead of both writing the same checkpoints. A new run's folder
+    that holds nothing but the lock when training fails (bad data, say) is removed again."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; runs are not guarded
+        fcntl = None
+    if not where.is_main or fcntl is None:
+        yield
+        return
+    made = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 (held open for the whole run)
+    except OSError as error:
+        raise UserError(f"--out {run_dir}: cannot create it ({error.strerror})") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"{run_dir} is being trained by another process (pid {holder}): wait for it or stop it "
+                "(Ctrl-C saves its step; then --resume), or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            if made and [p.name for p in run_dir.iterdir()] == [LOCK]:
+                (run_dir / LOCK).unlink()
+                run_dir.rmdir()
+    finally:
+        handle.close()
 
 
 def prepare_new_run(run_dir: str | Path) -> Path:
