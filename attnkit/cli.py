@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -148,11 +149,23 @@ def build_parser(run_task: str | None = None) -> argparse.ArgumentParser:
     _add_precision(server)
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     server.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    server.add_argument("--max-batch", type=int, default=32, help="most inputs answered by one model call")
     server.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with"
+        "--max-batch",
+        type=int,
+        default=32,
+        help="most inputs answered by one model call (default 32; 1: every request alone)",
     )
-    server.add_argument("--api-key", help="require this key (Authorization: Bearer KEY, or X-API-Key) on /v1/")
+    server.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a request waits for others to batch with (default 5; a request alone never waits)",
+    )
+    server.add_argument(
+        "--api-key",
+        help="require this key (Authorization: Bearer KEY, or X-API-Key) on /v1/; default: the environment "
+        "variable ATTNKIT_API_KEY, which is safer (other users can read a command line, e.g. with ps)",
+    )
     server.add_argument(
         "--backend",
         default="torch",
@@ -303,7 +316,7 @@ def _dispatch(args: argparse.Namespace, run_task: str | None) -> int:
                 port=args.port,
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
-                api_key=args.api_key,
+                api_key=args.api_key or os.environ.get("ATTNKIT_API_KEY") or None,
                 sock=sock,
             )
         return 0

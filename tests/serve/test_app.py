@@ -139,6 +139,7 @@ def test_attnkit_serve_listens_on_loopback_and_answers(backend, copy_run):
     with --backend onnx after exporting the run at start."""
     if backend == "onnx":
         pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime (extra: onnx)")
+    import os
     import socket
     import subprocess
     import sys
@@ -150,9 +151,11 @@ def test_attnkit_serve_listens_on_loopback_and_answers(backend, copy_run):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "attnkit.cli", "serve", str(run), "--port", str(port), "--api-key", "k"]
-    command += ["--backend", backend]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "attnkit.cli", "serve", str(run), "--port", str(port), "--backend", backend]
+    # The key on the command line, or (kept out of `ps`) in the environment.
+    env = {**os.environ, "ATTNKIT_API_KEY": "k"} if backend == "onnx" else os.environ
+    command += ["--api-key", "k"] if backend == "torch" else []
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         for _ in range(600):
             try:
@@ -160,6 +163,7 @@ def test_attnkit_serve_listens_on_loopback_and_answers(backend, copy_run):
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"inputs": ["x"]}).status_code == 401
         answer = httpx.post(
             f"http://127.0.0.1:{port}/v1/predict", json={"inputs": ["oil prices rose"]}, headers={"X-API-Key": "k"}
         )
