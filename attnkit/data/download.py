@@ -163,6 +163,9 @@ def _fetch(url: str, directory: Path, timeout: float) -> Path:
         path.unlink(missing_ok=True)
         reason = getattr(error, "reason", error)
         raise DataError(f"{url}: download failed ({reason})") from None
+    except BaseException:  # Ctrl-C mid-download: no partial file left in the data folder
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 

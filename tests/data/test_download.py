@@ -171,3 +171,17 @@ def test_downloaded_files_get_the_modes_the_umask_gives(server, tmp_path, mask):
     finally:
         os.umask(before)
     assert stat.S_IMODE((target / "dev.txt").stat().st_mode) == 0o666 & ~mask
+
+
+def test_an_interrupted_download_leaves_no_partial_file(server, tmp_path, monkeypatch):
+    base, www = server
+    (www / "dev.txt").write_bytes(b"x" * 4096)
+
+    def interrupted(source, out, length=0):
+        out.write(source.read(100))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("attnkit.data.download.shutil.copyfileobj", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        download("toy", tmp_path / "data", sources={"toy": [RemoteFile(f"{base}/dev.txt", "dev.txt")]})
+    assert list((tmp_path / "data").rglob("*")) == []
