@@ -217,7 +217,14 @@ def _damage_json(name: str, change):
     return damage
 
 
+def _stopped_before_its_first_evaluation(run):
+    (run / "model.safetensors").unlink()
+    (run / "last").mkdir(exist_ok=True)
+    (run / "last" / "state.json").write_text("{}")
+
+
 DAMAGED = [
+    ("classify", _stopped_before_its_first_evaluation, "no model.safetensors yet: it is written at the run's first"),
     ("classify", _damage_json("config.json", lambda c: c.update(colour=1)), "config.json: unknown key(s) 'colour'"),
     ("classify", _damage_json("config.json", lambda c: c.update(classes=5)), "'classes' must be a list of class names"),
     ("classify", _damage_json("config.json", lambda c: c.pop("classes")), "config.json: missing 'classes'"),

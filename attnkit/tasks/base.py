@@ -83,6 +83,11 @@ class Run:
         at `precision` (`attnkit.precision.to_precision`)."""
         cls.check_config(run_dir / "config.json", config)
         model = cls.build_model(run_dir, config)
+        if not (run_dir / "model.safetensors").is_file() and (run_dir / "last" / "state.json").is_file():
+            raise UserError(
+                f"{run_dir}: no model.safetensors yet: it is written at the run's first evaluation "
+                "(a run stopped before that continues with --resume)"
+            )
         load_weights(model, run_dir / "model.safetensors")
         return cls(run_dir, config, model, device, precision)
 
