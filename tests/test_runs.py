@@ -90,6 +90,17 @@ def test_classifier_forward_gives_predict_probabilities(copy_run):
         assert [p for _, p in ranked] == pytest.approx(top.values.tolist(), abs=1e-6)
 
 
+def test_classifier_batches_by_length_and_answers_in_the_texts_order(copy_run):
+    # Batches are formed from texts sorted by length (less padding); each text's row must still be
+    # its own, equal to the text predicted alone.
+    run = open_run(copy_run("classify"))
+    words = "goal match team striker cup stock market shares bank rates".split()
+    texts = [" ".join(words[: 1 + (7 * i) % len(words)]) for i in range(11)]  # lengths out of order
+    together = run.probabilities(texts, batch_size=4)
+    alone = torch.cat([run.probabilities([text]) for text in texts])
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
 def test_vision_forward_gives_predict_probabilities(copy_run):
     run = open_run(copy_run("vision"))
     images = [f"{IMAGES}/vertical/0.png", f"{IMAGES}/horizontal/1.png"]

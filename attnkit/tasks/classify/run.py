@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attnkit.data.batching import pad
+from attnkit.data.batching import length_bucketed_plan, pad
 from attnkit.data.tokenizer import PAD_ID, doubts, encode_texts, load_tokenizer
 from attnkit.engine.evaluation import collect
 from attnkit.errors import UserError
@@ -59,9 +59,12 @@ class ClassifierRun(Run, task="classify", options=ClassifyOptions, model=TextCla
         rows = collect(
             # through `forward`, which `attnkit serve --backend onnx` replaces by onnxruntime's graph
             lambda batch: prediction_rows(lambda ids: self.forward({"ids": ids}), batch["ids"], threshold),
-            [list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)],
+            # Batches of similar length, answered in the texts' order: texts in input order pad every
+            # batch to its longest (R8's test set: 2.1 times the tokens of sorted batches).
+            length_bucketed_plan([len(ids) for ids in encoded.ids], batch_size, shuffle=False)(0),
             lambda indices: {"ids": pad([encoded.ids[i] for i in indices], PAD_ID)},
             self.device,
+            in_order=True,
         )
         return rows["probs"] if texts else torch.empty(0, len(self.classes))
 
