@@ -157,6 +157,24 @@ def test_masked_lm_predict_fills_masks_from_forward(copy_run):
     assert [token for token, _ in filled] == [run.tokenizer.id_to_token(int(i)) for i in probs.topk(3).indices]
 
 
+def test_masked_lm_predicts_a_long_input_list_in_bounded_batches_in_order(copy_run, monkeypatch):
+    # All inputs in one batch made (B, L, V) logits for the whole file: a few thousand lines were
+    # gigabytes. Batches are bounded; each text's fills are those it gets alone.
+    run = open_run(copy_run("mlm"))
+    words = "the team won match cup goal striker".split()
+    texts = [" ".join([*words[: 1 + i % 6], "[MASK]", *words[: i % 4]]) for i in range(9)] + ["no mask here"]
+    alone = [run.predict([text], top_k=2)[0] for text in texts]
+    rows = []
+    forward = run.forward
+    monkeypatch.setattr(run, "forward", lambda batch: rows.append(batch["ids"].size(0)) or forward(batch))
+    together = run.predict(texts, top_k=2, batch_size=4)
+    assert rows == [4, 4, 2]
+    assert [[[t for t, _ in m] for m in fills] for fills in together] == [[[t for t, _ in m] for m in f] for f in alone]
+    for fills, expected in zip(together, alone, strict=True):
+        for mask, wanted in zip(fills, expected, strict=True):
+            assert [p for _, p in mask] == pytest.approx([p for _, p in wanted], abs=1e-5)
+
+
 # ------------------------------------------------------------------------- the command line
 
 

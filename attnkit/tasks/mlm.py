@@ -259,18 +259,26 @@ class MlmRun(Run, task="mlm", options=MlmOptions, model=MaskedLanguageModel, con
             for text, masks in zip(inputs, found, strict=True)
         ]
 
-    def predict(self, inputs: list[str], top_k: int = 5) -> list[list[list[tuple[str, float]]]]:
-        """For each text, for each [MASK] in it (in order), the `top_k` likeliest tokens with their probabilities."""
-        ids = self.encode(inputs)["ids"]
-        return self.fills(ids, self.forward({"ids": ids}), top_k)
+    def predict(self, inputs: list[str], top_k: int = 5, batch_size: int = 32) -> list[list[list[tuple[str, float]]]]:
+        """For each text, for each [MASK] in it (in order), the `top_k` likeliest tokens with their probabilities.
+
+        Texts go through the model `batch_size` at a time, sorted by length: the logits of a batch are
+        (B, L, V), and all of a large input file at once would not fit in memory."""
+        encoded = encode_texts(self.tokenizer, inputs, self.options.max_len).ids
+        found: list[list[list[tuple[str, float]]]] = [[] for _ in inputs]
+        for indices in length_bucketed_plan([len(x) for x in encoded], batch_size, shuffle=False)(0):
+            ids = pad([encoded[i] for i in indices], PAD_ID).to(self.device)
+            for i, masks in zip(indices, self.fills(ids, self.forward({"ids": ids}), top_k), strict=True):
+                found[i] = masks
+        return found
 
     def fills(self, ids: Tensor, logits: Tensor, top_k: int = 5) -> list[list[list[tuple[str, float]]]]:
         """`predict`'s answer from ids (B, L) and the model's logits (B, L, V) for them."""
-        probs = logits.float().softmax(dim=-1)  # (B, L, V)
         out = []
         for row in range(ids.size(0)):
             masks = (ids[row] == self.mask_id).nonzero().flatten().tolist()
-            values, indices = probs[row, masks].topk(min(top_k, probs.size(-1)), dim=-1) if masks else (None, None)
+            probs = logits[row, masks].float().softmax(dim=-1)  # (M, V): the masked positions only
+            values, indices = probs.topk(min(top_k, probs.size(-1)), dim=-1) if masks else (None, None)
             out.append(
                 [
                     [(self.tokenizer.id_to_token(int(i)), float(v)) for v, i in zip(vs, ix, strict=True)]
