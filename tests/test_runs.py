@@ -111,6 +111,20 @@ def test_vision_forward_gives_predict_probabilities(copy_run):
         assert ranked[0][1] == pytest.approx(float(row.max()), abs=1e-6)
 
 
+def test_vision_predicts_many_images_in_bounded_batches_in_order(copy_run, monkeypatch):
+    run = open_run(copy_run("vision"))
+    images = [f"{IMAGES}/{kind}/{i}.png" for i in range(2) for kind in ("vertical", "horizontal")] * 2  # 8
+    alone = [run.predict([image], top_k=2)[0] for image in images]
+    rows = []
+    forward = run.forward
+    monkeypatch.setattr(run, "forward", lambda batch: rows.append(batch["images"].size(0)) or forward(batch))
+    together = run.predict(images, top_k=2, batch_size=3)
+    assert rows == [3, 3, 2]
+    for ranked, wanted in zip(together, alone, strict=True):
+        assert [c for c, _ in ranked] == [c for c, _ in wanted]
+        assert [p for _, p in ranked] == pytest.approx([p for _, p in wanted], abs=1e-6)
+
+
 def test_recommender_forward_scores_rank_predict_items(copy_run):
     run = open_run(copy_run("recommend"))
     history = ["50", "51", "52"]

@@ -432,10 +432,14 @@ class VisionRun(Run, task="vision", options=VisionOptions, model=ViT, config=ViT
         )
         return report(self.run_dir, task.metrics(rows), len(test), log)
 
-    def predict(self, inputs: list[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
-        """For each image file, the top-k (class, probability)."""
-        probs = self.forward(self.encode(inputs)).float().softmax(dim=-1).cpu()
-        return top_labels(probs, self.classes, top_k)
+    def predict(self, inputs: list[str], top_k: int = 1, batch_size: int = 64) -> list[list[tuple[str, float]]]:
+        """For each image file, the top-k (class, probability); `batch_size` images at a time, so that a
+        folder of thousands of images does not go through the model (and into memory) at once."""
+        probs = [
+            self.forward(self.encode(inputs[start : start + batch_size])).float().softmax(dim=-1).cpu()
+            for start in range(0, len(inputs), batch_size)
+        ]
+        return top_labels(torch.cat(probs) if probs else torch.empty(0, len(self.classes)), self.classes, top_k)
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
