@@ -138,6 +138,23 @@ def test_recommender_forward_scores_rank_predict_items(copy_run):
     assert not {item for item, _ in predicted} & set(history)
 
 
+def test_recommender_answers_many_histories_in_batches_as_each_alone(copy_run, monkeypatch):
+    # Histories of different lengths share a batch (left-padded to the longest); every answer must
+    # equal the history's own, and a served batch must be one model call, not one per history.
+    run = open_run(copy_run("recommend"))
+    items = run.data.items[1:]
+    texts = [",".join(items[i : i + 1 + (5 * i) % 9]) for i in range(7)]
+    alone = [run.records([text], top_k=4)[0] for text in texts]
+    calls = []
+    forward = run.forward
+    monkeypatch.setattr(run, "forward", lambda batch: calls.append(batch["ids"].size(0)) or forward(batch))
+    together = run.records(texts, top_k=4)
+    assert calls == [7]
+    for got, want in zip(together, alone, strict=True):
+        assert [r["item"] for r in got["items"]] == [r["item"] for r in want["items"]]
+        assert [r["score"] for r in got["items"]] == pytest.approx([r["score"] for r in want["items"]], abs=1e-4)
+
+
 def test_translator_forward_reproduces_its_greedy_translation(copy_run):
     """Teacher-forced on its own greedy output, the decoder's argmax at each position is the next token:
     the full forward pass and the cached search agree."""

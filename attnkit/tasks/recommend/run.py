@@ -70,10 +70,8 @@ class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASR
         """For each history of original item ids (oldest first), the `top_k` unseen items as
         (original item id, score), best first."""
         index = self.item_index()
-        return [
-            [(self.data.items[item], score) for item, score in self.recommend(self._internal(h, index), top_k)]
-            for h in inputs
-        ]
+        found = self.recommend_many([self._internal(h, index) for h in inputs], top_k)
+        return [[(self.data.items[item], score) for item, score in items] for items in found]
 
     record_options: ClassVar[dict[str, type]] = {"top_k": int}
 
@@ -82,16 +80,28 @@ class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASR
         "score"}]}, the `top_k` unseen items, best first."""
         if top_k < 1:
             raise UserError("top_k must be at least 1")
-        found = []
-        for text in inputs:
-            items = self.recommend(self.parse_history(text), top_k)
-            ranked = [{"item": self.data.items[item], "score": score} for item, score in items]
-            found.append({"history": text, "items": ranked})
-        return found
+        found = self.recommend_many([self.parse_history(text) for text in inputs], top_k)
+        return [
+            {"history": text, "items": [{"item": self.data.items[item], "score": score} for item, score in items]}
+            for text, items in zip(inputs, found, strict=True)
+        ]
 
     def recommend(self, history: list[int], k: int) -> list[tuple[int, float]]:
         """Top-k (internal item id, score) for a history of internal ids, never an item in it."""
-        return self.top_items(history, self.forward(self.encode([history]))[0], k)
+        return self.recommend_many([history], k)[0]
+
+    def recommend_many(
+        self, histories: list[list[int]], k: int, batch_size: int = 256
+    ) -> list[list[tuple[int, float]]]:
+        """`recommend` for each history, `batch_size` histories through the model at a time (positions
+        count back from the most recent item, so padding a history to a longer one's length changes
+        nothing)."""
+        found = []
+        for start in range(0, len(histories), batch_size):
+            chunk = histories[start : start + batch_size]
+            scores = self.forward(self.encode(chunk))  # (B, V + 1)
+            found += [self.top_items(history, row, k) for history, row in zip(chunk, scores, strict=True)]
+        return found
 
     def top_items(self, history: list[int], scores: Tensor, k: int) -> list[tuple[int, float]]:
         """Top-k (internal item id, score) from the scores (V + 1,) of all items after `history`,
@@ -112,8 +122,10 @@ class RecommenderRun(Run, task="recommend", options=RecommendOptions, model=SASR
         return self.data.sequences[index]
 
     def item_index(self) -> dict[str, int]:
-        """Original item id -> internal id."""
-        return {item: i for i, item in enumerate(self.data.items) if i}
+        """Original item id -> internal id (made once: every served history is looked up in it)."""
+        if getattr(self, "_item_index", None) is None:
+            self._item_index = {item: i for i, item in enumerate(self.data.items) if i}
+        return self._item_index
 
     def parse_history(self, text: str) -> list[int]:
         """'12,45,7' (original item ids, oldest first) -> internal ids; unknown items are an error."""
