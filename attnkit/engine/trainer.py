@@ -199,7 +199,10 @@ class Trainer:
                 evaluate_now = (config.eval_every and step % config.eval_every == 0) or (
                     not config.eval_every and end_of_epoch
                 )
-                out_of_time = bool(config.max_minutes) and time.perf_counter() - started >= 60 * config.max_minutes
+                out_of_time, stop = self._agree(
+                    bool(config.max_minutes) and time.perf_counter() - started >= 60 * config.max_minutes,
+                    stops.signum is not None,  # Ctrl-C or SIGTERM since the step began
+                )
                 if step >= self.total_steps or out_of_time:
                     evaluate_now = True
                 if end_of_epoch:
@@ -219,7 +222,7 @@ class Trainer:
                 if step >= self.total_steps or position["stopped"]:
                     done = True
                 save_now = evaluate_now or (config.save_every and step % config.save_every == 0) or done
-                stop = not done and self._stop_requested(stops)
+                stop = stop and not done
                 if save_now or stop:
                     position["elapsed_s"] = time.perf_counter() - started
                     self._save_last(position)
@@ -425,13 +428,14 @@ class Trainer:
             "last_train_loss": float("nan"),
         }
 
-    def _stop_requested(self, stops: StopRequests) -> bool:
-        """Whether a signal asked training to stop, on any process: under torchrun every rank must
-        stop after the same step, or the others would wait for it in their next gradient reduction."""
+    def _agree(self, *flags: bool) -> list[bool]:
+        """Each flag, true when it is true on any process: under torchrun every rank must take the same
+        branches after a step (evaluate, stop on the time limit or a signal), or the others would wait
+        for it in a collective. One all-reduce per step; none without torchrun."""
         if not self.where.enabled:
-            return stops.signum is not None
-        asked = torch.tensor([float(stops.signum is not None)], device=self.where.device)
-        return bool(all_sum(asked, self.where).item() > 0)
+            return list(flags)
+        summed = all_sum(torch.tensor([float(flag) for flag in flags], device=self.where.device), self.where)
+        return [value > 0 for value in summed.tolist()]
 
     def _save_last(self, position: dict[str, Any]) -> None:
         if self.where.is_main:
