@@ -111,13 +111,19 @@ def test_vision_forward_gives_predict_probabilities(copy_run):
         assert ranked[0][1] == pytest.approx(float(row.max()), abs=1e-6)
 
 
+def _rows_per_forward(run, monkeypatch, key: str) -> list[int]:
+    """Record the batch size (rows of `batch[key]`) of each call of `run.forward` from now on."""
+    rows: list[int] = []
+    forward = run.forward
+    monkeypatch.setattr(run, "forward", lambda batch: rows.append(batch[key].size(0)) or forward(batch))
+    return rows
+
+
 def test_vision_predicts_many_images_in_bounded_batches_in_order(copy_run, monkeypatch):
     run = open_run(copy_run("vision"))
     images = [f"{IMAGES}/{kind}/{i}.png" for i in range(2) for kind in ("vertical", "horizontal")] * 2  # 8
     alone = [run.predict([image], top_k=2)[0] for image in images]
-    rows = []
-    forward = run.forward
-    monkeypatch.setattr(run, "forward", lambda batch: rows.append(batch["images"].size(0)) or forward(batch))
+    rows = _rows_per_forward(run, monkeypatch, "images")
     together = run.predict(images, top_k=2, batch_size=3)
     assert rows == [3, 3, 2]
     for ranked, wanted in zip(together, alone, strict=True):
@@ -145,9 +151,7 @@ def test_recommender_answers_many_histories_in_batches_as_each_alone(copy_run, m
     items = run.data.items[1:]
     texts = [",".join(items[i : i + 1 + (5 * i) % 9]) for i in range(7)]
     alone = [run.records([text], top_k=4)[0] for text in texts]
-    calls = []
-    forward = run.forward
-    monkeypatch.setattr(run, "forward", lambda batch: calls.append(batch["ids"].size(0)) or forward(batch))
+    calls = _rows_per_forward(run, monkeypatch, "ids")
     together = run.records(texts, top_k=4)
     assert calls == [7]
     for got, want in zip(together, alone, strict=True):
@@ -195,9 +199,7 @@ def test_masked_lm_predicts_a_long_input_list_in_bounded_batches_in_order(copy_r
     words = "the team won match cup goal striker".split()
     texts = [" ".join([*words[: 1 + i % 6], "[MASK]", *words[: i % 4]]) for i in range(9)] + ["no mask here"]
     alone = [run.predict([text], top_k=2)[0] for text in texts]
-    rows = []
-    forward = run.forward
-    monkeypatch.setattr(run, "forward", lambda batch: rows.append(batch["ids"].size(0)) or forward(batch))
+    rows = _rows_per_forward(run, monkeypatch, "ids")
     together = run.predict(texts, top_k=2, batch_size=4)
     assert rows == [4, 4, 2]
     assert [[[t for t, _ in m] for m in fills] for fills in together] == [[[t for t, _ in m] for m in f] for f in alone]
