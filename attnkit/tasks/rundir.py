@@ -94,11 +94,8 @@ def training_lock(run_dir: Path, where: Dist) -> Iterator[None]:
         yield
         return
     made = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 (held open for the whole run)
-    except OSError as error:
-        raise UserError(f"--out {run_dir}: cannot create it ({error.strerror})") from None
+    _make_out(run_dir)
+    handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 (held open for the whole run)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -132,11 +129,16 @@ def prepare_new_run(run_dir: str | Path) -> Path:
     trained = any((run_dir / name).exists() for name in ("model.safetensors", "last", "checkpoints"))
     if (run_dir / "config.json").exists() and trained:
         raise UserError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    _make_out(run_dir)
+    return run_dir
+
+
+def _make_out(run_dir: Path) -> None:
+    """Create the --out folder (and its parents), or say in one line why it cannot be."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"--out {run_dir}: cannot create it ({error.strerror})") from None
-    return run_dir
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, float]) -> None:
